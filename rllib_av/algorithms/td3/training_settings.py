@@ -1,0 +1,46 @@
+"""The `training:` section of a run config: TD3 hyper-parameters.
+
+Defaults follow Fujimoto et al. 2018 (and CleanRL / SB3), in the module's
+normalized action space [-1, 1].
+"""
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from rllib_av.config_schema import ConfigError, bounds
+
+
+@dataclass
+class TrainingSettings:
+    gamma: float = field(default=0.99, metadata=bounds(gt=0, lt=1))
+    n_step: int = field(default=1, metadata=bounds(ge=1))
+    tau: float = field(default=0.005, metadata=bounds(gt=0, le=1))
+    actor_lr: float = field(default=3e-4, metadata=bounds(gt=0))
+    critic_lr: float = field(default=3e-4, metadata=bounds(gt=0))
+    batch_size: int = field(default=256, metadata=bounds(ge=1))
+    buffer_size: int = field(default=1_000_000, metadata=bounds(ge=1))
+    # Uniform-random actions for this many env steps before the policy acts.
+    learning_starts: int = field(default=1_000, metadata=bounds(ge=0))
+    # Gradient updates per sampled env step (the update-to-data ratio).
+    updates_per_env_step: float = field(default=1.0, metadata=bounds(gt=0))
+    # Env steps each sampling round collects (per env runner) before updating.
+    rollout_fragment_length: int = field(default=64, metadata=bounds(ge=1))
+    exploration_noise: float = field(default=0.1, metadata=bounds(ge=0))
+    policy_noise: float = field(default=0.2, metadata=bounds(ge=0))
+    noise_clip: float = field(default=0.5, metadata=bounds(ge=0))
+    policy_delay: int = field(default=2, metadata=bounds(ge=1))
+    actor_grad_clip: Optional[float] = field(default=None, metadata=bounds(gt=0))
+    critic_grad_clip: Optional[float] = field(default=None, metadata=bounds(gt=0))
+    critic_l2: float = field(default=0.0, metadata=bounds(ge=0))
+    actor_hiddens: List[int] = field(default_factory=lambda: [256, 256], metadata=bounds(ge=1))
+    critic_hiddens: List[int] = field(default_factory=lambda: [256, 256], metadata=bounds(ge=1))
+    # Reward processing at sampling time (raw rewards stay in the buffer).
+    reward_clip: Optional[float] = field(default=None, metadata=bounds(gt=0))
+    reward_scaling: bool = False
+
+    def check(self) -> None:
+        if self.batch_size > self.buffer_size:
+            raise ConfigError(
+                f"training.batch_size: {self.batch_size} is not allowed; expected "
+                f"<= training.buffer_size ({self.buffer_size})"
+            )

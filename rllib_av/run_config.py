@@ -1,0 +1,78 @@
+"""The run config: one YAML file (configs/*.yaml), one typed object.
+
+Sections are dataclasses owned by the packages that use them; this module only
+composes them and loads files. ``load_run_config`` raises ``ConfigError`` with
+one line naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import yaml
+
+from rllib_av.algorithms.td3.training_settings import TrainingSettings
+from rllib_av.config_schema import ConfigError, bounds, from_dict, override
+from rllib_av.envs.env_settings import EnvSettings
+from rllib_av.health.health_settings import HealthSettings
+from rllib_av.monitoring.monitoring_settings import MonitoringSettings
+
+
+@dataclass
+class RunSettings:
+    name: str = "run"
+    # Run directories are created under here: <output_dir>/<name>-<timestamp>.
+    output_dir: str = "runs"
+    seed: int = field(default=0, metadata=bounds(ge=0))
+    # Stop after this many env steps (sampled lifetime).
+    total_env_steps: int = field(default=20_000, metadata=bounds(gt=0))
+    checkpoint_every_iters: int = field(default=50, metadata=bounds(gt=0))
+    # Cap on a training iteration's wall time; keeps metrics flowing.
+    min_time_s_per_iteration: float = field(default=1.0, metadata=bounds(ge=0))
+
+
+@dataclass
+class ResourceSettings:
+    # 0 = sample in the driver process (fastest on one machine).
+    num_env_runners: int = field(default=0, metadata=bounds(ge=0))
+    num_envs_per_env_runner: int = field(default=1, metadata=bounds(ge=1))
+    num_gpus_per_learner: float = field(default=0.0, metadata=bounds(ge=0))
+    # Custom Ray resources each EnvRunner asks for, e.g. {"carla_slot": 1}: its
+    # actor then lands only on nodes that declare that resource.
+    env_runner_resources: dict[str, float] = field(default_factory=dict)
+    # Custom Ray resources the learner asks for (e.g. a simulated GPU in tests).
+    learner_resources: dict[str, float] = field(default_factory=dict)
+    # Torch intra-op threads in the driver/learner (1 is fastest for small nets).
+    torch_threads: int = field(default=1, metadata=bounds(ge=1))
+
+
+@dataclass
+class RunConfig:
+    run: RunSettings = field(default_factory=RunSettings)
+    env: EnvSettings = field(default_factory=EnvSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    resources: ResourceSettings = field(default_factory=ResourceSettings)
+    monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
+
+
+def load_run_config(path: Optional[str] = None, overrides: List[str] = ()) -> RunConfig:
+    """Load, apply ``KEY=VALUE`` overrides, validate."""
+    data = {}
+    if path is not None:
+        if not os.path.isfile(path):
+            raise ConfigError(f"--config: {path!r} does not exist; expected a YAML file")
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark else ""
+            raise ConfigError(f"--config: {path!r} is not valid YAML{where}")
+        if not isinstance(data, dict):
+            raise ConfigError(f"--config: {path!r} must hold a mapping of sections")
+    for item in overrides:
+        override(data, item)
+    return from_dict(RunConfig, data)

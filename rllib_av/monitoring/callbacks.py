@@ -1,0 +1,92 @@
+"""The one RLlib callback that feeds monitoring.
+
+EnvRunner side: each step's ``info["reward_components"]`` (DrivingEnv) goes
+into the EnvRunner's MetricsLogger as per-step means, which RLlib merges across
+all EnvRunners into ``result["env_runners"]``.
+
+Driver side: ``on_algorithm_init`` starts the Prometheus exporter and the
+TensorBoard writer; ``on_train_result`` turns each result into the health
+numbers, judges divergence, and fans them out to both. The verdict is also put
+back into the result (``result["health"]``) for whatever acts on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from typing import Dict, Optional
+
+from ray.rllib.callbacks.callbacks import RLlibCallback
+
+from rllib_av.config_schema import from_dict
+from rllib_av.health.divergence import judge
+from rllib_av.health.health_settings import HealthSettings
+from rllib_av.monitoring.exporter import HealthExporter
+from rllib_av.monitoring.iteration_metrics import (
+    REWARD_ABS_MEAN_KEY, REWARD_MEAN_KEY, from_result,
+)
+from rllib_av.monitoring.monitoring_settings import MonitoringSettings
+from rllib_av.monitoring.tensorboard_writer import TensorBoardWriter
+
+logger = logging.getLogger(__name__)
+
+PORT_FILE = "exporter_port"
+
+
+class HealthCallbacks(RLlibCallback):
+    exporter: Optional[HealthExporter] = None
+    tensorboard: Optional[TensorBoardWriter] = None
+
+    # ---- EnvRunner side -------------------------------------------------
+    def on_episode_step(self, *, episode, metrics_logger=None, **kwargs) -> None:
+        if metrics_logger is None:
+            return
+        infos = episode.get_infos(-1)
+        components = infos.get("reward_components") if isinstance(infos, dict) else None
+        for comp, value in (components or {}).items():
+            value = float(value)
+            metrics_logger.log_value((REWARD_MEAN_KEY, comp), value, reduce="mean")
+            metrics_logger.log_value((REWARD_ABS_MEAN_KEY, comp), abs(value), reduce="mean")
+
+    # ---- driver side ----------------------------------------------------
+    def on_algorithm_init(self, *, algorithm, **kwargs) -> None:
+        rc = getattr(algorithm.config, "run_config", None) or {}
+        run = rc.get("run", {})
+        mon = from_dict(MonitoringSettings, rc.get("monitoring"), "monitoring")
+        self.health = from_dict(HealthSettings, rc.get("health"), "health")
+        self.num_env_runners = algorithm.config.num_env_runners
+        self.exporter = HealthExporter(run.get("name", "run"), mon.exporter_host, mon.exporter_port)
+        run_dir = run.get("run_dir")
+        if run_dir:
+            os.makedirs(run_dir, exist_ok=True)
+            with open(os.path.join(run_dir, PORT_FILE), "w") as f:
+                f.write(f"{self.exporter.port}\n")
+            if mon.tensorboard:
+                self.tensorboard = TensorBoardWriter(os.path.join(run_dir, "tensorboard"))
+        logger.info("health exporter on http://%s:%d/metrics", self.exporter.host, self.exporter.port)
+        # Algorithm has no stop hook for callbacks: release the port with it.
+        weakref.finalize(algorithm, self.close)
+
+    def on_train_result(self, *, algorithm, result: Dict, **kwargs) -> None:
+        if self.exporter is None:
+            return
+        m = from_result(result, self.num_env_runners)
+        nonfinite_new = sum(m.nonfinite.values())
+        verdicts = {mid: judge(stats, self.health, nonfinite_new)
+                    for mid, stats in m.modules.items()}
+        states = {mid: int(v.state) for mid, v in verdicts.items()}
+        self.exporter.update(m, states)
+        if self.tensorboard is not None:
+            self.tensorboard.write(m, states)
+        result["health"] = {"divergence_state": states,
+                            "reasons": {mid: v.reasons for mid, v in verdicts.items()}}
+
+    def close(self) -> None:
+        """Stop the exporter and flush TensorBoard (idempotent)."""
+        if self.exporter is not None:
+            self.exporter.close()
+            self.exporter = None
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None

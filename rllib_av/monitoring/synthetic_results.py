@@ -1,0 +1,48 @@
+"""Training results shaped like TD3's, without training: for exercising the
+monitoring stack (exporter, Prometheus rules, Alertmanager routes, dashboards)
+end to end in tests, the alert-latency benchmark and dashboard demos.
+
+Rewards are bounded by [-50, 200] per step with gamma 0.99 (q_bound 20000),
+the incident's scale. A diverging series leaves the bound at ``diverge_from``
+and keeps growing, as the incident's critic did.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+from rllib_av.health.q_bound import q_bound
+
+Q_BOUND = q_bound(-50.0, 200.0, 0.99)
+STEPS_PER_ITER = 200
+UPDATES_PER_ITER = 200
+
+
+def synthetic_result(iteration: int, diverge_from: Optional[int] = None,
+                     with_components: bool = True) -> Dict:
+    i = iteration
+    q_max = 800.0 + 5.0 * i
+    if diverge_from is not None and i >= diverge_from:
+        q_max = Q_BOUND * 3.0 * (i - diverge_from + 1)
+    q_mean = 0.4 * q_max
+    learner = dict(
+        q_actor_mean=q_mean, q_actor_max=q_max, q_actor_min=-30.0, q_actor_std=0.1 * q_max,
+        q_target_mean=q_mean * 0.98, q_target_max=q_max * 0.97, q_target_min=-35.0,
+        q1_mean=q_mean * 0.99, q2_mean=q_mean * 0.985, critic_loss=5.0 + 0.01 * q_mean,
+        actor_loss=-q_mean, grad_norm_actor=2.0, grad_norm_critic=30.0,
+        td_error_abs_mean=1.5, q_bound=Q_BOUND, q_bound_ratio=q_max / Q_BOUND,
+        num_updates_lifetime=float(UPDATES_PER_ITER * i),
+    )
+    runners = dict(episode_return_mean=120.0 + i, episode_len_mean=180.0,
+                   num_env_steps_sampled_lifetime=float(STEPS_PER_ITER * (i + 1)),
+                   num_episodes_lifetime=float(i + 1))
+    if with_components:
+        comps = dict(efficiency=0.6, lane_keeping=0.3, comfort=-0.05, safety=-0.02, progress=0.4)
+        runners["reward_components"] = dict(comps, total=sum(comps.values()))
+        runners["reward_components_abs"] = {c: abs(v) for c, v in comps.items()}
+    return {
+        "training_iteration": i + 1,
+        "learners": {"default_policy": learner, "__all_modules__": {"num_trainable_parameters": 1.0}},
+        "env_runners": runners,
+        "fault_tolerance": {"num_healthy_workers": 2, "num_remote_worker_restarts": 0},
+    }

@@ -90,3 +90,9 @@ class HealthCallbacks(RLlibCallback):
         if self.tensorboard is not None:
             self.tensorboard.close()
             self.tensorboard = None
+
+
+def health_callbacks(algorithm) -> Optional[HealthCallbacks]:
+    """The HealthCallbacks instance of a built algorithm (its exporter, port, close())."""
+    cbs = algorithm.callbacks if isinstance(algorithm.callbacks, list) else [algorithm.callbacks]
+    return next((cb for cb in cbs if isinstance(cb, HealthCallbacks)), None)

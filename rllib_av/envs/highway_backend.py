@@ -1,0 +1,209 @@
+"""The embedded backend: highway-env vehicles on the ``highway_track`` circuit.
+
+highway-env supplies the physics (kinematic bicycle ego, IDM/MOBIL traffic with
+lane changes, polygon collisions); this module adds the route (lane 0's
+centre-line from a random spawn point), the numbers a ``Snapshot`` carries, and
+the 84x84 camera (``topdown_camera``). One ``step`` is one ``road.step(dt)``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from highway_env.road.road import Road
+from highway_env.vehicle.behavior import IDMVehicle
+from highway_env.vehicle.kinematics import Vehicle
+
+from rllib_av.envs import highway_track
+from rllib_av.envs.backend import DrivingBackend, SimulatorFailure, Snapshot
+from rllib_av.envs.env_settings import EnvSettings
+from rllib_av.envs.topdown_camera import EGO, NPC, TopDownCamera
+
+#: NPC vehicles on the circuit (about 650 lane-metres with two lanes).
+TRAFFIC_NPCS = {"none": 0, "light": 4, "medium": 10, "heavy": 20}
+MAX_STEER_RAD = 0.5  # front wheel angle at steer = +-1
+MAX_ACCEL_MPS2 = 4.0  # at throttle_brake = +1
+MAX_BRAKE_MPS2 = 8.0  # at throttle_brake = -1
+IMAGE_SIZE = 84
+_SLOT_M = 12.0  # NPC spawn slots along each lane
+_EGO_CLEARANCE_M = 25.0  # NPC to ego at spawn
+_VIDEO_SIZE, _VIDEO_M_PER_PX = 256, 0.25
+
+
+class _TrackRoad(Road):
+    """A Road whose closest-lane lookup only searches the current, previous and
+    next segments: highway-env scans every lane of the network for every
+    vehicle on every step, the largest cost of a step with traffic."""
+
+    def __init__(self, network, np_random):
+        # Leaders on the next segment count: the chicane arcs are short.
+        super().__init__(network=network, np_random=np_random,
+                         neighbour_vehicles_connected_lanes=True)
+        edges = [(a, b) for a, nxt in network.graph.items() for b in nxt]
+        self._near = {}
+        for a, b in edges:
+            around = [e for e in edges if e == (a, b) or e[1] == a or e[0] == b]
+            self._near[(a, b)] = [(f, t, i) for f, t in around
+                                  for i in range(len(network.graph[f][t]))]
+
+    def closest_lane_index(self, position, heading, current):
+        if not current or current[:2] not in self._near:
+            return self.network.get_closest_lane_index(position, heading)
+        return min(self._near[current[:2]],
+                   key=lambda li: self.network.get_lane(li).distance_with_heading(position, heading))
+
+
+class _TrackLaneLookup:
+    def on_state_update(self) -> None:
+        self.lane_index = self.road.closest_lane_index(self.position, self.heading, self.lane_index)
+        self.lane = self.road.network.get_lane(self.lane_index)
+
+
+class _Npc(_TrackLaneLookup, IDMVehicle):
+    pass
+
+
+class _Ego(_TrackLaneLookup, Vehicle):
+    pass
+
+
+def _wrap(angle: float) -> float:
+    return (angle + np.pi) % (2 * np.pi) - np.pi
+
+
+class HighwayBackend(DrivingBackend):
+    def __init__(self, settings: EnvSettings):
+        self.settings = settings
+        hw = settings.highway
+        self.dt = settings.step_dt_s
+        self.line = highway_track.centreline()
+        self.network = highway_track.road_network(hw.lanes, hw.lane_width_m,
+                                                  speed_limit=settings.max_speed_mps)
+        road_map = highway_track.road_map(hw.lanes, hw.lane_width_m)
+        self.camera = TopDownCamera(road_map, IMAGE_SIZE, hw.view_m_per_px)
+        self._video_camera = TopDownCamera(road_map, _VIDEO_SIZE, _VIDEO_M_PER_PX, 0.5)
+        self._rng = np.random.default_rng()
+        self.road: Optional[_TrackRoad] = None
+        self.ego: Optional[_Ego] = None
+
+    # -- DrivingBackend -------------------------------------------------------
+    def reset(self, seed: Optional[int] = None) -> Snapshot:
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        s = self.settings
+        self.road = _TrackRoad(self.network, np.random.default_rng(self._rng.integers(2**63)))
+        lap = self.line.lap_length
+        self._s0 = float(self._rng.uniform(0, lap))
+        xy, heading = self.line.pose_at(np.array(self._s0))
+        self.ego = _Ego(self.road, xy.copy(), float(heading),
+                        s.initial_speed_fraction * s.target_speed_mps)
+        self.road.vehicles.append(self.ego)
+        self._spawn_npcs(TRAFFIC_NPCS[s.traffic])
+        self._index = self.line.nearest_index(self.ego.position)
+        self._s_lap = self._s0
+        self._s_unwrapped = self._s0
+        self._progress = 0.0
+        return self._snapshot()
+
+    def step(self, steer: float, throttle_brake: float) -> Snapshot:
+        if self.road is None:
+            raise SimulatorFailure("step before reset")
+        tb = float(throttle_brake)
+        accel = tb * (MAX_ACCEL_MPS2 if tb >= 0 else MAX_BRAKE_MPS2)
+        # steer > 0 turns right (CARLA's convention); highway-env's heading is CCW.
+        self.ego.act({"steering": -float(steer) * MAX_STEER_RAD, "acceleration": accel})
+        self.road.act()
+        self.road.step(self.dt)
+        # No reverse gear: braking stops the car.
+        self.ego.speed = float(np.clip(self.ego.speed, 0.0, self.settings.max_speed_mps))
+        if not (np.all(np.isfinite(self.ego.position)) and np.isfinite(self.ego.heading)):
+            raise SimulatorFailure("highway-env produced a non-finite ego state")
+        return self._snapshot()
+
+    def render_topdown(self) -> Optional[np.ndarray]:
+        if self.ego is None:
+            return None
+        gray = self._video_camera.render(self.ego.position, self.ego.heading, self._boxes())
+        rgb = np.repeat(gray[..., None], 3, axis=2)
+        # Route waypoints ahead as red dots.
+        cam = self._video_camera
+        for fwd, left in self._waypoints_ego():
+            r = int(cam.ego_rc[0] - fwd / cam.m_per_px)
+            c = int(cam.ego_rc[1] - left / cam.m_per_px)
+            if 1 <= r < cam.size - 1 and 1 <= c < cam.size - 1:
+                rgb[r - 1:r + 2, c - 1:c + 2] = (255, 0, 0)
+        return rgb
+
+    def close(self) -> None:
+        self.road = None
+        self.ego = None
+
+    # -- internals ------------------------------------------------------------
+    @property
+    def npcs(self) -> list:
+        return [v for v in self.road.vehicles if v is not self.ego]
+
+    def _spawn_npcs(self, count: int) -> None:
+        """Drop NPCs into random free slots (one per _SLOT_M of lane) away from the ego."""
+        s, hw = self.settings, self.settings.highway
+        lap = self.line.lap_length
+        slot_s = np.arange(0.0, lap - _SLOT_M / 2, _SLOT_M)
+        ahead = (slot_s - self._s0) % lap
+        free = np.minimum(ahead, lap - ahead) >= _EGO_CLEARANCE_M
+        slots = [(lane, si) for lane in range(hw.lanes) for si in slot_s[free]]
+        if count > len(slots):
+            raise SimulatorFailure(f"the circuit has room for {len(slots)} NPCs, not {count}")
+        lo, hi = hw.npc_speed_fraction
+        for k in self._rng.choice(len(slots), size=count, replace=False):
+            lane, si = slots[k]
+            xy, heading = self.line.pose_at(np.array(si + self._rng.uniform(-1.5, 1.5)))
+            xy = xy + lane * hw.lane_width_m * np.array([-np.sin(heading), np.cos(heading)])
+            speed = float(self._rng.uniform(lo, hi)) * s.target_speed_mps
+            self.road.vehicles.append(_Npc(self.road, xy, float(heading), speed,
+                                           target_speed=speed, enable_lane_change=hw.lanes > 1))
+
+    def _boxes(self):
+        return [(v.position, v.heading, v.LENGTH, v.WIDTH, EGO if v is self.ego else NPC)
+                for v in self.road.vehicles]
+
+    def _waypoints_ego(self) -> np.ndarray:
+        s = self.settings
+        passed = self._waypoints_passed()
+        ahead = np.minimum((passed + 1 + np.arange(s.num_waypoints)) * s.waypoint_spacing_m,
+                           s.route_length_m)
+        xy, _ = self.line.pose_at(self._s0 + ahead)
+        d = xy - self.ego.position
+        c, sn = np.cos(self.ego.heading), np.sin(self.ego.heading)
+        return np.stack([c * d[:, 0] + sn * d[:, 1], -sn * d[:, 0] + c * d[:, 1]], -1)
+
+    def _waypoints_passed(self) -> int:
+        s = self.settings
+        total = int(s.route_length_m // s.waypoint_spacing_m)
+        return min(int(self._progress // s.waypoint_spacing_m), total)
+
+    def _snapshot(self) -> Snapshot:
+        s, hw = self.settings, self.settings.highway
+        ego = self.ego
+        self._index, s_lap, lateral = self.line.project(ego.position, self._index)
+        lap = self.line.lap_length
+        self._s_unwrapped += (s_lap - self._s_lap + lap / 2) % lap - lap / 2
+        self._s_lap = s_lap
+        self._progress = max(self._progress, self._s_unwrapped - self._s0)
+        heading_error = _wrap(ego.heading - self.line.heading[self._index])
+        half = hw.lane_width_m / 2
+        return Snapshot(
+            frame=self.camera.render(ego.position, ego.heading, self._boxes()),
+            speed=float(ego.speed),
+            lateral_deviation=lateral,
+            heading_error=heading_error,
+            waypoints_ego=self._waypoints_ego().astype(np.float32),
+            route_progress=float(self._progress),
+            route_length=float(s.route_length_m),
+            waypoints_passed=self._waypoints_passed(),
+            collision=bool(ego.crashed),
+            off_road=not (-half <= lateral <= (hw.lanes - 1) * hw.lane_width_m + half),
+            wrong_way=abs(heading_error) > np.pi / 2,
+            goal_reached=self._progress >= s.route_length_m,
+            position=(float(ego.position[0]), float(ego.position[1])),
+        )

@@ -1,0 +1,251 @@
+"""CarlaServer supervision against a real stand-in server process (tests/carla_standin.py)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from rllib_av.config_schema import ConfigError, from_dict
+from rllib_av.envs.carla_server import REGISTRY, CarlaServer, ServerStartError
+from rllib_av.envs.carla_settings import CarlaSettings
+
+STANDIN = os.path.join(os.path.dirname(__file__), "carla_standin.py")
+PORTS = dict(port_range_start=23000, port_range_end=23400)
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def listening(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def wait_until(cond, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def records(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture
+def exe(tmp_path):
+    """A CarlaUE4.sh look-alike: a shell script that runs the server as its child."""
+    path = tmp_path / "CarlaUE4.sh"
+    path.write_text(f'#!/bin/sh\n"{sys.executable}" "{STANDIN}" "$@"\n')
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.fixture
+def settings(tmp_path, exe):
+    def make(**kw):
+        base = dict(executable=exe, node_dir=str(tmp_path), startup_timeout_s=15.0,
+                    extra_args=[f"--record={tmp_path / 'record.jsonl'}", "--child"], **PORTS)
+        return CarlaSettings(**{**base, **kw})
+    return make
+
+
+def test_launches_headless_on_its_gpu_and_close_kills_only_its_group(settings, tmp_path):
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                 start_new_session=True)
+    server = CarlaServer(settings(gpu_indices=[0, 1], quality_level="Epic"), runner_index=3)
+    try:
+        server.ensure_running()
+        (rec,) = records(tmp_path / "record.jsonl")
+        p = server.port
+        assert rec["argv"][:6] == ["-RenderOffScreen", "-nosound", f"-carla-rpc-port={p}",
+                                   f"-carla-streaming-port={p + 1}", f"-carla-primary-port={p + 2}",
+                                   "-quality-level=Epic"]
+        assert "-graphicsadapter=1" in rec["argv"]
+        assert server.tm_port == p + 3
+        assert listening(p) and listening(p + 1)
+        assert rec["pgid"] == server.process.pid != os.getpgid(0)
+    finally:
+        server.close()
+    assert not alive(rec["pid"]) and not alive(rec["child"])
+    assert not listening(p)
+    assert alive(bystander.pid)
+    bystander.kill()
+    bystander.wait()
+    assert json.load(open(tmp_path / REGISTRY)) == {}
+
+
+def test_relaunches_after_kill_9(settings, tmp_path):
+    server = CarlaServer(settings())
+    try:
+        server.ensure_running()
+        first = records(tmp_path / "record.jsonl")[0]
+        os.kill(first["pid"], signal.SIGKILL)
+        wait_until(lambda: server.process.poll() is not None)
+        server.ensure_running()
+        second = records(tmp_path / "record.jsonl")[-1]
+        assert second["pid"] != first["pid"]
+        assert server.restarts == 1
+        assert listening(server.port)
+        assert f"-carla-rpc-port={server.port}" in second["argv"]  # same ports as before
+        assert not alive(first["child"])  # the crashed server's group went with it
+    finally:
+        server.close()
+
+
+def test_restart_replaces_a_hung_server(settings, tmp_path):
+    server = CarlaServer(settings())
+    try:
+        server.ensure_running()
+        hung = records(tmp_path / "record.jsonl")[0]
+        os.kill(hung["pid"], signal.SIGSTOP)  # alive, port open, answers nothing
+        server.restart()  # what the backend does after a tick timeout
+        assert not alive(hung["pid"])
+        assert records(tmp_path / "record.jsonl")[-1]["pid"] != hung["pid"]
+        assert listening(server.port) and server.restarts == 1
+    finally:
+        server.close()
+
+
+def test_startup_crash_is_retried(settings, tmp_path):
+    server = CarlaServer(settings(extra_args=[f"--record={tmp_path / 'record.jsonl'}", "--child",
+                                              f"--fail-first={tmp_path / 'failed-once'}"]))
+    try:
+        server.ensure_running()
+        failed, ok = records(tmp_path / "record.jsonl")
+        assert not alive(failed["child"])
+        assert listening(server.port) and server.restarts == 0
+    finally:
+        server.close()
+
+
+def test_server_that_never_listens_gives_a_clear_error_and_no_leftovers(settings, tmp_path):
+    server = CarlaServer(settings(startup_timeout_s=1.0, launch_attempts=2,
+                                  extra_args=[f"--record={tmp_path / 'record.jsonl'}", "--child",
+                                              "--never-listen"]))
+    with pytest.raises(ServerStartError, match="did not come up after 2 attempts"):
+        server.ensure_running()
+    server.close()
+    recs = records(tmp_path / "record.jsonl")
+    assert len(recs) == 2
+    assert not any(alive(r["pid"]) or alive(r["child"]) for r in recs)
+
+
+def test_missing_executable_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("CARLA_ROOT", raising=False)
+    server = CarlaServer(CarlaSettings(node_dir=str(tmp_path), **PORTS))
+    with pytest.raises(ServerStartError, match="carla_root"):
+        server.ensure_running()
+    server.close()
+
+
+RUNNER = textwrap.dedent("""
+    import json, os, sys, time
+    from rllib_av.envs.carla_server import CarlaServer
+    from rllib_av.envs.carla_settings import CarlaSettings
+    go = sys.argv[2]
+    while not os.path.exists(go):
+        time.sleep(0.005)
+    server = CarlaServer(CarlaSettings(**json.loads(sys.argv[1])))
+    server.ensure_running()
+    print(json.dumps([server.port, server.streaming_port, server.tm_port,
+                      server.process.pid]), flush=True)
+    sys.stdin.read()  # hold the server until the test closes stdin
+    server.close()
+""")
+
+
+def start_runners(n, kw, go):
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(STANDIN)))
+    return [subprocess.Popen([sys.executable, "-c", RUNNER, json.dumps(kw), str(go)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+            for _ in range(n)]
+
+
+@pytest.mark.slow
+def test_eight_runners_started_at_once_get_disjoint_ports(exe, tmp_path):
+    kw = dict(executable=exe, node_dir=str(tmp_path), startup_timeout_s=60.0, **PORTS)
+    go = tmp_path / "go"
+    runners = start_runners(8, kw, go)
+    go.touch()  # release all runners in the same instant
+    try:
+        got = [json.loads(r.stdout.readline()) for r in runners]
+        ports = [p for rpc, stream, tm, _ in got for p in (rpc, stream, rpc + 2, tm)]
+        assert len(set(ports)) == len(ports) == 32
+        assert all(listening(rpc) and listening(stream) for rpc, stream, _, _ in got)
+    finally:
+        for r in runners:
+            r.stdin.close()
+            r.wait(timeout=30)
+    assert all(r.returncode == 0 for r in runners)
+    assert not any(listening(rpc) for rpc, *_ in got)
+    assert json.load(open(tmp_path / REGISTRY)) == {}
+
+
+def test_server_left_by_a_killed_runner_is_reaped_and_its_ports_reused(exe, tmp_path, settings):
+    go = tmp_path / "go"
+    go.touch()
+    (runner,) = start_runners(1, dict(executable=exe, node_dir=str(tmp_path), **PORTS), go)
+    port, _, _, orphan = json.loads(runner.stdout.readline())
+    runner.kill()  # SIGKILL: no chance to close its server
+    runner.wait()
+    assert alive(orphan) and listening(port)
+    server = CarlaServer(settings())
+    try:
+        server.ensure_running()
+        assert not alive(orphan)
+        assert server.port == port
+    finally:
+        server.close()
+
+
+def test_attach_waits_for_external_server_and_leaves_it_running(tmp_path):
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    sidecar = subprocess.Popen([sys.executable, STANDIN, f"-carla-rpc-port={port}",
+                                f"-carla-streaming-port={port + 1}"])
+    try:
+        server = CarlaServer(CarlaSettings(mode="attach", port=port, node_dir=str(tmp_path),
+                                           startup_timeout_s=15.0, **PORTS))
+        server.ensure_running()
+        assert server.process is None and server.port == port
+        assert 23000 <= server.tm_port < 23400
+        server.close()
+        assert sidecar.poll() is None
+    finally:
+        sidecar.kill()
+        sidecar.wait()
+    gone = CarlaServer(CarlaSettings(mode="attach", port=port, node_dir=str(tmp_path),
+                                     startup_timeout_s=0.5, **PORTS))
+    with pytest.raises(ServerStartError, match=f"no CARLA server answers at 127.0.0.1:{port}"):
+        gone.ensure_running()
+    gone.close()
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"mode": "attach"}, "env.carla.port: 'auto' is not allowed with mode: attach"),
+    ({"port": 80}, "env.carla.port: 80 is not allowed"),
+    ({"quality_level": "Medium"}, "env.carla.quality_level: 'Medium' is not allowed"),
+    ({"carla_root": "/no/such/carla"}, "env.carla.carla_root: '/no/such/carla' does not exist"),
+])
+def test_bad_carla_settings_are_one_clear_line(section, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        from_dict(CarlaSettings, section, "env.carla")

@@ -190,7 +190,7 @@ class HighwayBackend(DrivingBackend):
         self._s_unwrapped += (s_lap - self._s_lap + lap / 2) % lap - lap / 2
         self._s_lap = s_lap
         self._progress = max(self._progress, self._s_unwrapped - self._s0)
-        heading_error = _wrap(ego.heading - self.line.heading[self._index])
+        heading_error = _wrap(ego.heading - float(self.line.pose_at(np.array(s_lap))[1]))
         half = hw.lane_width_m / 2
         return Snapshot(
             frame=self.camera.render(ego.position, ego.heading, self._boxes()),

@@ -65,8 +65,14 @@ class Centreline:
         s = np.mod(s, self.lap_length)
         i = np.minimum((s / CENTRELINE_STEP_M).astype(int), len(self.s) - 1)
         ds = s - self.s[i]
-        h = self.heading[i]
-        return self.xy[i] + ds[..., None] * np.stack([np.cos(h), np.sin(h)], -1), h
+        h0 = self.heading[i]
+        # Heading grows by (next - this) over one step; the lap's last sample
+        # runs up to the start line, one full turn on.
+        h1 = np.where(i + 1 < len(self.s), self.heading[(i + 1) % len(self.s)],
+                      self.heading[0] + 2 * np.pi)
+        step = np.where(i + 1 < len(self.s), CENTRELINE_STEP_M, self.lap_length - self.s[i])
+        xy = self.xy[i] + ds[..., None] * np.stack([np.cos(h0), np.sin(h0)], -1)
+        return xy, h0 + (h1 - h0) * ds / step
 
     def project(self, xy: np.ndarray, near: int, window: int = 40):
         """Nearest centre-line index to ``xy``, searched around index ``near``

@@ -1,0 +1,98 @@
+"""The driving reward: five weighted components, pure functions of one step.
+
+No simulator is imported here: every backend's ``Snapshot`` is reduced to a
+``StepOutcome`` and scored the same way. Each component's raw term is bounded
+by construction (saturations and caps below), so ``reward_range`` is a true
+per-step bound computed from the config alone; it feeds the critic's Q bound.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+from rllib_av.envs.env_settings import EnvSettings
+
+COMPONENTS = ("efficiency", "lane_keeping", "comfort", "safety", "progress")
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What the reward reads from one env step."""
+
+    speed: float  # m/s after the step
+    prev_speed: float  # m/s before the step
+    prev_accel: float  # m/s^2 over the previous step (0 after a reset)
+    lateral_deviation: float  # m
+    heading_error: float  # rad
+    progress_delta: float  # m along the route during the step
+    waypoints_delta: int  # route waypoints passed during the step
+    collision: bool
+    off_road: bool
+    wrong_way: bool
+    goal_reached: bool
+
+
+def _clip(x: float, lo: float, hi: float) -> float:
+    return min(max(x, lo), hi)
+
+
+def _max_progress_per_step(cfg: EnvSettings) -> float:
+    return cfg.max_speed_mps * cfg.step_dt_s
+
+
+def _max_waypoints_per_step(cfg: EnvSettings) -> int:
+    return math.ceil(_max_progress_per_step(cfg) / cfg.waypoint_spacing_m)
+
+
+def raw_components(cfg: EnvSettings, o: StepOutcome) -> Dict[str, float]:
+    """Unweighted component terms (see ``raw_ranges`` for their bounds)."""
+    r = cfg.reward
+    v_star = cfg.target_speed_mps
+    if o.speed <= v_star:
+        efficiency = _clip(o.speed / v_star, -1.0, 1.0)
+    else:
+        efficiency = max(1.0 - r.overspeed_penalty * (o.speed - v_star) / v_star, -1.0)
+    lane_keeping = -0.5 * (min(abs(o.lateral_deviation) / r.lateral_scale_m, 1.0)
+                           + min(abs(o.heading_error) / r.heading_scale_rad, 1.0))
+    accel = (o.speed - o.prev_speed) / cfg.step_dt_s
+    jerk = (accel - o.prev_accel) / cfg.step_dt_s
+    comfort = -min(abs(jerk) / r.jerk_scale_mps3, 1.0)
+    safety = -(r.collision_penalty * o.collision + r.off_road_penalty * o.off_road
+               + r.wrong_way_penalty * o.wrong_way)
+    progress = (r.progress_per_m * _clip(o.progress_delta, 0.0, _max_progress_per_step(cfg))
+                + r.waypoint_bonus * _clip(o.waypoints_delta, 0, _max_waypoints_per_step(cfg))
+                + r.goal_bonus * o.goal_reached)
+    return dict(efficiency=efficiency, lane_keeping=lane_keeping, comfort=comfort,
+                safety=safety, progress=progress)
+
+
+def raw_ranges(cfg: EnvSettings) -> Dict[str, Tuple[float, float]]:
+    r = cfg.reward
+    return dict(
+        efficiency=(-1.0, 1.0),  # -1: overspeed floor, or reversing (CARLA)
+        lane_keeping=(-1.0, 0.0),
+        comfort=(-1.0, 0.0),
+        safety=(-(r.collision_penalty + r.off_road_penalty + r.wrong_way_penalty), 0.0),
+        progress=(0.0, r.progress_per_m * _max_progress_per_step(cfg)
+                  + r.waypoint_bonus * _max_waypoints_per_step(cfg) + r.goal_bonus),
+    )
+
+
+def reward_components(cfg: EnvSettings, o: StepOutcome) -> Dict[str, float]:
+    """Weighted components plus their sum under ``"total"``."""
+    w = cfg.reward.weights
+    out = {k: getattr(w, k) * v for k, v in raw_components(cfg, o).items()}
+    out["total"] = sum(out[k] for k in COMPONENTS)
+    return out
+
+
+def reward_range(cfg: EnvSettings) -> Tuple[float, float]:
+    """(r_min, r_max): every step's total reward lies in this interval."""
+    w = cfg.reward.weights
+    lo = hi = 0.0
+    for k, (a, b) in raw_ranges(cfg).items():
+        lo += getattr(w, k) * a
+        hi += getattr(w, k) * b
+    return lo, hi

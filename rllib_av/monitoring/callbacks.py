@@ -20,7 +20,7 @@ from typing import Dict, Optional
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
 from rllib_av.config_schema import from_dict
-from rllib_av.health.divergence import judge
+from rllib_av.health.divergence import Verdict, judge
 from rllib_av.health.health_settings import HealthSettings
 from rllib_av.monitoring.exporter import HealthExporter
 from rllib_av.monitoring.iteration_metrics import (
@@ -71,15 +71,9 @@ class HealthCallbacks(RLlibCallback):
     def on_train_result(self, *, algorithm, result: Dict, **kwargs) -> None:
         if self.exporter is None:
             return
-        m = from_result(result, self.num_env_runners)
-        nonfinite_new = sum(m.nonfinite.values())
-        verdicts = {mid: judge(stats, self.health, nonfinite_new)
-                    for mid, stats in m.modules.items()}
-        states = {mid: int(v.state) for mid, v in verdicts.items()}
-        self.exporter.update(m, states)
-        if self.tensorboard is not None:
-            self.tensorboard.write(m, states)
-        result["health"] = {"divergence_state": states,
+        verdicts = publish(result, self.num_env_runners, self.health, self.exporter,
+                           self.tensorboard)
+        result["health"] = {"divergence_state": {mid: int(v.state) for mid, v in verdicts.items()},
                             "reasons": {mid: v.reasons for mid, v in verdicts.items()}}
 
     def close(self) -> None:
@@ -90,6 +84,20 @@ class HealthCallbacks(RLlibCallback):
         if self.tensorboard is not None:
             self.tensorboard.close()
             self.tensorboard = None
+
+
+def publish(result: Dict, num_env_runners: int, health: HealthSettings,
+            exporter: HealthExporter,
+            tensorboard: Optional[TensorBoardWriter] = None) -> Dict[str, Verdict]:
+    """One result -> health numbers -> divergence verdict per module -> sinks."""
+    m = from_result(result, num_env_runners)
+    nonfinite_new = sum(m.nonfinite.values())
+    verdicts = {mid: judge(stats, health, nonfinite_new) for mid, stats in m.modules.items()}
+    states = {mid: int(v.state) for mid, v in verdicts.items()}
+    exporter.update(m, states)
+    if tensorboard is not None:
+        tensorboard.write(m, states)
+    return verdicts
 
 
 def health_callbacks(algorithm) -> Optional[HealthCallbacks]:

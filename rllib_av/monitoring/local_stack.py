@@ -87,10 +87,10 @@ class WebhookRecorder:
 
 
 class LocalStack:
-    """Prometheus scraping ``exporter_target`` and alerting to a local
-    Alertmanager that posts to a WebhookRecorder."""
+    """Prometheus scraping ``exporter_targets`` ("host:port") and alerting to
+    a local Alertmanager that posts to a WebhookRecorder."""
 
-    def __init__(self, exporter_target: str, fast: bool = True,
+    def __init__(self, exporter_targets: List[str], fast: bool = True,
                  cluster_dir: str = CLUSTER_DIR):
         self.dir = tempfile.mkdtemp(prefix="rllib_av_stack_")
         self.webhook = WebhookRecorder()
@@ -99,7 +99,7 @@ class LocalStack:
             self.am_port = free_port()
             self._start_alertmanager(cluster_dir, fast)
             self.prom_port = free_port()
-            self._start_prometheus(cluster_dir, exporter_target, fast)
+            self._start_prometheus(cluster_dir, exporter_targets, fast)
         except BaseException:
             self.close()
             raise
@@ -132,7 +132,7 @@ class LocalStack:
             "--cluster.listen-address=",  # no gossip: one local instance
         ], f"http://127.0.0.1:{self.am_port}/-/ready")
 
-    def _start_prometheus(self, cluster_dir: str, exporter_target: str, fast: bool) -> None:
+    def _start_prometheus(self, cluster_dir: str, exporter_targets: List[str], fast: bool) -> None:
         src = os.path.join(cluster_dir, "prometheus")
         with open(os.path.join(src, "prometheus.yml")) as f:
             cfg = yaml.safe_load(f)
@@ -142,7 +142,7 @@ class LocalStack:
         cfg["alerting"]["alertmanagers"] = [
             {"static_configs": [{"targets": [f"127.0.0.1:{self.am_port}"]}]}]
         # Only the exporter: Ray's own targets are not part of a local stack.
-        cfg["scrape_configs"] = [dict(c, static_configs=[{"targets": [exporter_target]}])
+        cfg["scrape_configs"] = [dict(c, static_configs=[{"targets": list(exporter_targets)}])
                                  for c in cfg["scrape_configs"] if c["job_name"] == "rllib_av"]
         path = os.path.join(self.dir, "prometheus.yml")
         with open(path, "w") as f:
@@ -187,7 +187,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--exporter", default="127.0.0.1:9464")
     args = ap.parse_args()
-    with LocalStack(args.exporter, fast=False) as stack:
+    with LocalStack([args.exporter], fast=False) as stack:
         print(f"Prometheus {stack.prom_url}  Alertmanager {stack.am_url}  "
               f"webhook {stack.webhook.url}  (Ctrl-C stops)")
         seen = 0

@@ -9,9 +9,13 @@ and keeps growing, as the incident's critic did.
 
 from __future__ import annotations
 
+import threading
 from typing import Dict, Optional
 
+from rllib_av.health.health_settings import HealthSettings
 from rllib_av.health.q_bound import q_bound
+from rllib_av.monitoring.callbacks import publish
+from rllib_av.monitoring.exporter import HealthExporter
 
 Q_BOUND = q_bound(-50.0, 200.0, 0.99)
 STEPS_PER_ITER = 200
@@ -46,3 +50,36 @@ def synthetic_result(iteration: int, diverge_from: Optional[int] = None,
         "env_runners": runners,
         "fault_tolerance": {"num_healthy_workers": 2, "num_remote_worker_restarts": 0},
     }
+
+
+class SyntheticRun:
+    """A real HealthExporter on an ephemeral loopback port, fed one synthetic
+    result every ``period`` seconds by a thread, through the same ``publish``
+    the training callback uses. ``diverge()`` makes Q leave the bound from the
+    next result on."""
+
+    def __init__(self, run: str, period: float = 0.5, diverge_from: Optional[int] = None):
+        self.exporter = HealthExporter(run, "127.0.0.1", 0)
+        self.target = f"127.0.0.1:{self.exporter.port}"
+        self.period, self.diverge_from, self.iteration = period, diverge_from, 0
+        self._health = HealthSettings()
+        self._stop = threading.Event()
+        self.step()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def step(self) -> None:
+        publish(synthetic_result(self.iteration, self.diverge_from), 2, self._health, self.exporter)
+        self.iteration += 1
+
+    def diverge(self) -> None:
+        self.diverge_from = self.iteration
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period):
+            self.step()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.exporter.close()

@@ -1,0 +1,59 @@
+"""Reward processing for training: optional clipping, then optional scaling by
+a running standard deviation of discounted returns.
+
+Applied when batches are sampled, so raw rewards stay in the replay buffer and
+the scale can keep adapting. ``scale`` (the current factor) also converts the
+env's declared reward range into training units for the Q bound.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+
+class RewardProcessor:
+    def __init__(self, gamma: float, clip: Optional[float] = None, scale_by_return_std: bool = False,
+                 epsilon: float = 1e-8):
+        self.gamma = gamma
+        self.clip = clip
+        self.scale_by_return_std = scale_by_return_std
+        self.epsilon = epsilon
+        # Welford statistics of the running discounted return G_t = gamma G_{t-1} + r_t.
+        self._count, self._mean, self._m2 = 0, 0.0, 0.0
+        self._returns: Dict[Any, float] = {}  # episode id -> G so far
+
+    @property
+    def scale(self) -> float:
+        if not self.scale_by_return_std or self._count < 2:
+            return 1.0
+        return 1.0 / (np.sqrt(self._m2 / (self._count - 1)) + self.epsilon)
+
+    def observe(self, episode_id, rewards: np.ndarray, done: bool) -> None:
+        """Track the discounted returns of arriving (raw) rewards."""
+        if not self.scale_by_return_std:
+            return
+        g = self._returns.pop(episode_id, 0.0)
+        for r in self._clip(rewards).tolist():
+            g = self.gamma * g + r
+            self._count += 1
+            delta = g - self._mean
+            self._mean += delta / self._count
+            self._m2 += delta * (g - self._mean)
+        if not done:
+            self._returns[episode_id] = g
+
+    def process(self, rewards: np.ndarray) -> np.ndarray:
+        return (self._clip(rewards) * self.scale).astype(np.float32, copy=False)
+
+    def _clip(self, rewards: np.ndarray) -> np.ndarray:
+        return rewards if self.clip is None else np.clip(rewards, -self.clip, self.clip)
+
+    def get_state(self) -> Dict[str, Any]:
+        return {"count": self._count, "mean": self._mean, "m2": self._m2,
+                "returns": dict(self._returns)}
+
+    def set_state(self, state: Dict[str, Any]) -> None:
+        self._count, self._mean, self._m2 = state["count"], state["mean"], state["m2"]
+        self._returns = dict(state["returns"])

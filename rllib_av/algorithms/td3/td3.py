@@ -1,0 +1,201 @@
+"""TD3 (Fujimoto et al. 2018) as an RLlib Algorithm on the new API stack.
+
+    config = TD3Config().environment("Pendulum-v1").training(actor_lr=1e-3)
+    algo = config.build_algo()        # or tune.Tuner("TD3", param_space=config)
+
+RLlib provides the EnvRunners, RLModule, Learner, optimizers, metrics and
+fault tolerance; the replay buffer is this project's own (replay_buffer.py).
+One ``training_step``: sample ``rollout_fragment_length`` env steps per
+EnvRunner, store them, then make as many gradient updates as the
+update-to-data ratio owes, in one Learner call.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
+from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+from ray.rllib.utils.metrics import (
+    ENV_RUNNER_RESULTS,
+    ENV_RUNNER_SAMPLING_TIMER,
+    LEARNER_RESULTS,
+    LEARNER_UPDATE_TIMER,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    REPLAY_BUFFER_ADD_DATA_TIMER,
+    REPLAY_BUFFER_SAMPLE_TIMER,
+    SYNCH_WORKER_WEIGHTS_TIMER,
+    TIMERS,
+)
+from ray.tune.registry import register_trainable
+
+from rllib_av.algorithms.td3.frame_stacking import DictImageFrameStacking, stacks_frames
+from rllib_av.algorithms.td3.replay_buffer import TransitionReplayBuffer
+from rllib_av.algorithms.td3.reward_scaling import RewardProcessor
+from rllib_av.health.q_bound import q_bound, q_bound_ratio, training_reward_range
+
+# TD3 settings that are also `training(...)` keyword arguments, with defaults.
+_TD3_DEFAULTS = dict(
+    actor_lr=3e-4,
+    critic_lr=3e-4,
+    tau=0.005,
+    n_step=1,
+    buffer_size=1_000_000,
+    learning_starts=1_000,
+    updates_per_env_step=1.0,
+    exploration_noise=0.1,
+    policy_noise=0.2,
+    noise_clip=0.5,
+    policy_delay=2,
+    actor_grad_clip=None,
+    critic_grad_clip=None,
+    critic_l2=0.0,
+    actor_hiddens=(256, 256),
+    critic_hiddens=(256, 256),
+    reward_clip=None,
+    reward_scaling=False,
+    # The env's per-step reward range [r_min, r_max] (raw units): enables q_bound.
+    reward_range=None,
+    frame_stack=4,
+)
+
+
+class TD3Config(AlgorithmConfig):
+    def __init__(self, algo_class=None):
+        super().__init__(algo_class=algo_class or TD3)
+        for key, value in _TD3_DEFAULTS.items():
+            setattr(self, key, value)
+        self.gamma = 0.99
+        self.train_batch_size_per_learner = 256
+        self.rollout_fragment_length = 64
+        # The resolved rllib_av run config (a plain dict), for callbacks and reports.
+        self.run_config = None
+        # Frame stacks reach back across episode-chunk cuts into the lookback.
+        self.episode_lookback_horizon = self.frame_stack - 1
+
+    def training(self, **kwargs) -> "TD3Config":
+        td3 = {k: kwargs.pop(k) for k in list(kwargs) if k in _TD3_DEFAULTS}
+        super().training(**kwargs)
+        for key, value in td3.items():
+            if value is not NotProvided:
+                setattr(self, key, value)
+        self.episode_lookback_horizon = max(1, self.frame_stack - 1)
+        return self
+
+    def rllib_av(self, *, run_config: Optional[dict] = NotProvided) -> "TD3Config":
+        """Attach the resolved rllib_av run config (read by the monitoring callback)."""
+        if run_config is not NotProvided:
+            self.run_config = run_config
+        return self
+
+    def validate(self) -> None:
+        super().validate()
+        for key in ("actor_lr", "critic_lr", "tau", "updates_per_env_step"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"TD3Config.{key} must be > 0, got {getattr(self, key)}")
+        if not 0 < self.gamma < 1:
+            raise ValueError(f"TD3Config.gamma must be in (0, 1), got {self.gamma}")
+        if self.policy_delay < 1 or self.n_step < 1:
+            raise ValueError("TD3Config.policy_delay and n_step must be >= 1")
+
+    def get_default_rl_module_spec(self) -> RLModuleSpec:
+        from rllib_av.algorithms.td3.td3_rl_module import TD3TorchRLModule
+
+        return RLModuleSpec(module_class=TD3TorchRLModule)
+
+    def get_default_learner_class(self):
+        from rllib_av.algorithms.td3.td3_learner import TD3TorchLearner
+
+        return TD3TorchLearner
+
+    def build_env_to_module_connector(self, env=None, spaces=None, device=None):
+        pipeline = super().build_env_to_module_connector(env=env, spaces=spaces, device=device)
+        if self.frame_stack > 1 and stacks_frames(pipeline.input_observation_space):
+            pipeline.prepend(DictImageFrameStacking(num_frames=self.frame_stack))
+        return pipeline
+
+    @property
+    def _model_config_auto_includes(self):
+        return super()._model_config_auto_includes | {
+            "actor_hiddens": list(self.actor_hiddens),
+            "critic_hiddens": list(self.critic_hiddens),
+            "exploration_noise": self.exploration_noise,
+            "random_warmup_steps": self.learning_starts,
+        }
+
+
+class TD3(Algorithm):
+    @classmethod
+    def get_default_config(cls) -> TD3Config:
+        return TD3Config()
+
+    def setup(self, config: TD3Config) -> None:
+        super().setup(config)
+        self.reward_processor = RewardProcessor(
+            gamma=config.gamma, clip=config.reward_clip, scale_by_return_std=config.reward_scaling)
+        self.replay_buffer = TransitionReplayBuffer(
+            config.buffer_size, frame_stack=config.frame_stack, gamma=config.gamma,
+            reward_processor=self.reward_processor, seed=config.seed)
+        self._updates_owed = 0.0
+
+    def training_step(self) -> None:
+        cfg = self.config
+        with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
+            episodes, env_runner_results = synchronous_parallel_sample(
+                worker_set=self.env_runner_group, concat=True,
+                sample_timeout_s=cfg.sample_timeout_s,
+                _uses_new_env_runners=True, _return_metrics=True)
+        self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
+
+        with self.metrics.log_time((TIMERS, REPLAY_BUFFER_ADD_DATA_TIMER)):
+            dropped_before = self.replay_buffer.num_nonfinite_dropped
+            new_steps = self.replay_buffer.add_episodes(episodes)
+            self.metrics.log_value(("nonfinite", "replay_chunks_dropped"),
+                                   self.replay_buffer.num_nonfinite_dropped - dropped_before,
+                                   reduce="lifetime_sum")
+
+        sampled = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
+        if sampled < cfg.learning_starts:
+            return
+        self._updates_owed += new_steps * cfg.updates_per_env_step
+        num_updates = int(self._updates_owed)
+        if num_updates == 0 or self.replay_buffer.num_transitions_added < cfg.train_batch_size_per_learner:
+            return
+        self._updates_owed -= num_updates
+
+        with self.metrics.log_time((TIMERS, REPLAY_BUFFER_SAMPLE_TIMER)):
+            batch = self.replay_buffer.sample(
+                num_updates * cfg.train_batch_size_per_learner, n_step=cfg.n_step)
+        module_id = DEFAULT_MODULE_ID
+        with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+            learner_results = self.learner_group.update(
+                batch=MultiAgentBatch({module_id: SampleBatch(batch)},
+                                      env_steps=len(batch["rewards"])),
+                timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: sampled})
+        self._log_q_bound(learner_results[0][module_id], module_id)
+        self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+
+        with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
+            self.env_runner_group.sync_weights(
+                from_worker_or_learner_group=self.learner_group,
+                policies=[module_id], inference_only=True)
+
+    def _log_q_bound(self, module_results, module_id) -> None:
+        """q_bound in training units (after clipping/scaling) and how far Q is from it."""
+        if self.config.reward_range is None or "q_actor_max" not in module_results:
+            return
+        r_min, r_max = training_reward_range(*self.config.reward_range, clip=self.config.reward_clip,
+                                             scale=self.reward_processor.scale)
+        bound = q_bound(r_min, r_max, self.config.gamma)
+        ratio = q_bound_ratio(module_results["q_actor_max"].peek(),
+                              module_results["q_actor_min"].peek(),
+                              module_results["q_target_max"].peek(), bound)
+        self.metrics.log_value((LEARNER_RESULTS, module_id, "q_bound"), bound, reduce="mean")
+        self.metrics.log_value((LEARNER_RESULTS, module_id, "q_bound_ratio"), ratio, reduce="max")
+
+
+register_trainable("TD3", TD3)

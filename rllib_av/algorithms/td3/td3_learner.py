@@ -1,0 +1,225 @@
+"""TD3's torch Learner (Fujimoto et al. 2018), with critic health on every update.
+
+One ``update`` call receives ``n * train_batch_size`` transitions sampled by the
+algorithm's replay buffer and makes ``n`` gradient steps on consecutive slices:
+one RLlib call for many updates keeps the update-to-data ratio at 1 without
+paying RLlib's per-call overhead per gradient step.
+
+Each gradient step:
+  1. y = r + gamma^n * min(Q1', Q2')(s', clip(mu'(s') + clip(eps, -c, c), -1, 1)) * (1 - terminated)
+     (truncation does not cut the bootstrap: only ``terminateds`` masks it);
+  2. critic step on MSE(Q1, y) + MSE(Q2, y);
+  3. every ``policy_delay``-th critic step (counted in gradient steps): actor
+     step on -Q1(s, mu(s)), then Polyak-average all target networks with tau.
+``backward(inputs=...)`` confines each loss's gradients to its own network, so
+the actor loss never writes into the critic's gradients.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import torch
+import torch.nn.functional as F
+
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+from ray.rllib.core.rl_module.apis import TargetNetworkAPI
+from ray.rllib.utils.typing import ModuleID
+
+from rllib_av.algorithms.td3.td3_rl_module import Q1_PREDS, Q2_PREDS
+
+TERMINATEDS = Columns.TERMINATEDS
+DISCOUNTS = "discounts"  # gamma^m per transition (m = steps actually bootstrapped over)
+
+ACTOR, CRITIC = "actor", "critic"
+
+# Per-update critic statistics, in stacking order, with how an iteration reduces them.
+CRITIC_STATS = {
+    "q1_mean": "mean",
+    "q2_mean": "mean",
+    "q_target_mean": "mean",
+    "q_target_max": "max",
+    "q_target_min": "min",
+    "critic_loss": "mean",
+    "td_error_abs_mean": "mean",
+    "grad_norm_critic": "max",
+}
+# Per-actor-update statistics: Q1(s, mu(s)) is exactly what the actor loss sees.
+ACTOR_STATS = {
+    "q_actor_mean": "mean",
+    "q_actor_max": "max",
+    "q_actor_min": "min",
+    "q_actor_std": "mean",
+    "actor_loss": "mean",
+    "grad_norm_actor": "max",
+}
+NUM_UPDATES_LIFETIME = "num_updates_lifetime"
+NUM_ACTOR_UPDATES_LIFETIME = "num_actor_updates_lifetime"
+NONFINITE_LOSS = "nonfinite_loss"
+NONFINITE_GRADS = "nonfinite_grads"
+
+
+def polyak_update(source: torch.nn.Module, target: torch.nn.Module, tau: float) -> None:
+    """target <- tau * source + (1 - tau) * target, in place."""
+    with torch.no_grad():
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+def td3_targets(rewards, discounts, terminateds, q_next):
+    """y = r + discount * (1 - terminated) * min(Q1', Q2')."""
+    return rewards + discounts * (1.0 - terminateds.float()) * q_next
+
+
+class TD3TorchLearner(TorchLearner):
+    def build(self) -> None:
+        super().build()
+        self.module.foreach_module(
+            lambda mid, mod: mod.make_target_networks() if isinstance(mod, TargetNetworkAPI) else None
+        )
+        # Critic gradient steps per module; decides the delayed actor/target updates.
+        # Part of the learner state, so a restored run keeps its phase.
+        self._critic_steps: Dict[ModuleID, int] = {mid: 0 for mid in self.module.keys()}
+
+    def configure_optimizers_for_module(self, module_id: ModuleID, config=None) -> None:
+        module = self._module[module_id]
+        for name, net, lr, l2 in (
+            (ACTOR, module.actor, config.actor_lr, 0.0),
+            (CRITIC, module.critic, config.critic_lr, config.critic_l2),
+        ):
+            params = self.get_parameters(net)
+            # Adam's weight_decay is L2 regularization added to the gradient; the fused
+            # kernel is ~2x faster than foreach for these small nets.
+            optim = torch.optim.Adam(params, lr=lr, weight_decay=l2, fused=True)
+            self.register_optimizer(module_id=module_id, optimizer_name=name, optimizer=optim,
+                                    params=params, lr_or_lr_schedule=lr)
+
+    def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
+        """RLlib's loss hook: the critic loss MSE(Q1, y) + MSE(Q2, y)."""
+        return self._critic_loss(module_id, config, batch, fwd_out)[0]
+
+    def _critic_loss(self, module_id, config, batch, fwd_out):
+        """(critic loss, Bellman targets y)."""
+        module = self.module[module_id].unwrapped()
+        target = module.forward_target(batch, config.policy_noise, config.noise_clip)
+        y = td3_targets(batch[Columns.REWARDS], batch[DISCOUNTS], batch[TERMINATEDS],
+                        target["q_next"])
+        q1, q2 = fwd_out[Q1_PREDS], fwd_out[Q2_PREDS]
+        return F.mse_loss(q1, y) + F.mse_loss(q2, y), y
+
+    # -- the update --------------------------------------------------------------
+
+    def _update(self, batch: Dict[ModuleID, Any], **kwargs):
+        loss_per_module = {}
+        for module_id, module_batch in batch.items():
+            loss_per_module[module_id] = self._update_module(module_id, module_batch)
+        return {}, loss_per_module, {}
+
+    def _update_module(self, module_id: ModuleID, batch) -> torch.Tensor:
+        config = self.config.get_config_for_module(module_id)
+        size = config.train_batch_size_per_learner
+        n = len(batch[Columns.REWARDS]) // size
+        critic_rows: List[torch.Tensor] = []
+        actor_rows: List[torch.Tensor] = []
+        for i in range(n):
+            minibatch = _slice(batch, i * size, (i + 1) * size)
+            critic_rows.append(self._critic_step(module_id, config, minibatch))
+            self._critic_steps[module_id] += 1
+            if self._critic_steps[module_id] % config.policy_delay == 0:
+                actor_rows.append(self._actor_step(module_id, config, minibatch))
+                module = self.module[module_id].unwrapped()
+                for source, target in module.get_target_network_pairs():
+                    polyak_update(source, target, config.tau)
+        self._log_stats(module_id, CRITIC_STATS, critic_rows)
+        self._log_stats(module_id, ACTOR_STATS, actor_rows)
+        self.metrics.log_value((module_id, NUM_UPDATES_LIFETIME), n, reduce="lifetime_sum")
+        self.metrics.log_value((module_id, NUM_ACTOR_UPDATES_LIFETIME), len(actor_rows),
+                               reduce="lifetime_sum")
+        return critic_rows[-1][CRITIC_STATS_INDEX["critic_loss"]] if critic_rows else torch.zeros(())
+
+    def _critic_step(self, module_id, config, batch) -> torch.Tensor:
+        module = self.module[module_id].unwrapped()
+        fwd_out = module.forward_train(batch)
+        loss, y = self._critic_loss(module_id, config, batch, fwd_out)
+        grad_norm = self._step(module_id, CRITIC, loss, config.critic_grad_clip)
+        with torch.no_grad():
+            q1, q2 = fwd_out[Q1_PREDS], fwd_out[Q2_PREDS]
+            return torch.stack([
+                q1.mean(), q2.mean(), y.mean(), y.max(), y.min(), loss.detach(),
+                (q1 - y).abs().mean(), grad_norm,
+            ])
+
+    def _actor_step(self, module_id, config, batch) -> torch.Tensor:
+        module = self.module[module_id].unwrapped()
+        obs = batch[Columns.OBS]
+        q_actor = module.critic.q1(obs, module.actor(obs))
+        loss = -q_actor.mean()
+        grad_norm = self._step(module_id, ACTOR, loss, config.actor_grad_clip)
+        with torch.no_grad():
+            q = q_actor.detach()
+            return torch.stack([q.mean(), q.max(), q.min(), q.std(), loss.detach(), grad_norm])
+
+    def _step(self, module_id, name, loss, grad_clip) -> torch.Tensor:
+        """One optimizer step on ``loss`` for ``net`` only; returns the pre-clip grad norm.
+
+        A non-finite loss or gradient skips the step (the weights stay finite) and
+        is counted.
+        """
+        optim = self.get_optimizer(module_id, name)
+        params = self._optim_params[(module_id, name)]
+        optim.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            self.metrics.log_value((module_id, NONFINITE_LOSS), 1, reduce="lifetime_sum")
+            return torch.tensor(float("nan"))
+        loss.backward(inputs=params)
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip or float("inf"), foreach=True)
+        if not torch.isfinite(norm):
+            self.metrics.log_value((module_id, NONFINITE_GRADS), 1, reduce="lifetime_sum")
+            optim.zero_grad(set_to_none=True)
+            return norm
+        optim.step()
+        return norm
+
+    @property
+    def _optim_params(self) -> Dict[Any, List[torch.Tensor]]:
+        if not hasattr(self, "_optim_params_cache"):
+            self._optim_params_cache = {}
+            for module_id in self.module.keys():
+                for name, optim in self.get_optimizers_for_module(module_id):
+                    params = [p for g in optim.param_groups for p in g["params"]]
+                    self._optim_params_cache[(module_id, name)] = params
+        return self._optim_params_cache
+
+    def _log_stats(self, module_id, spec: Dict[str, str], rows: List[torch.Tensor]) -> None:
+        """Reduce this call's per-update rows (one sync) and log them per iteration."""
+        if not rows:
+            return
+        table = torch.stack(rows)
+        reduced = [
+            {"mean": table[:, i].nanmean(), "max": table[:, i].max(), "min": table[:, i].min()}[how]
+            for i, how in enumerate(spec.values())
+        ]
+        for (name, how), value in zip(spec.items(), torch.stack(reduced).tolist()):
+            self.metrics.log_value((module_id, name), value, reduce=how)
+
+    # -- state -------------------------------------------------------------------
+
+    def get_state(self, *args, **kwargs):
+        state = super().get_state(*args, **kwargs)
+        state["td3_critic_steps"] = dict(self._critic_steps)
+        return state
+
+    def set_state(self, state) -> None:
+        super().set_state(state)
+        if "td3_critic_steps" in state:
+            self._critic_steps.update(state["td3_critic_steps"])
+
+
+CRITIC_STATS_INDEX = {name: i for i, name in enumerate(CRITIC_STATS)}
+
+
+def _slice(batch, start: int, stop: int):
+    """A view of rows [start, stop) of a (nested) tensor batch."""
+    if isinstance(batch, torch.Tensor):
+        return batch[start:stop]
+    return {k: _slice(v, start, stop) for k, v in batch.items()}

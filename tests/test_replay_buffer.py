@@ -1,0 +1,166 @@
+"""The flat replay buffer against real RLlib SingleAgentEpisode chunks."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from ray.rllib.core.columns import Columns
+from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+
+from rllib_av.algorithms.td3.replay_buffer import TransitionReplayBuffer
+from rllib_av.algorithms.td3.reward_scaling import RewardProcessor
+from rllib_av.algorithms.td3.td3_learner import DISCOUNTS
+
+DICT_OBS = gym.spaces.Dict({
+    "image": gym.spaces.Box(0, 255, (4, 4), np.uint8),
+    "state": gym.spaces.Box(-np.inf, np.inf, (2,), np.float32),
+})
+ACT = gym.spaces.Box(-1, 1, (2,), np.float32)
+
+
+def obs(t, ep):
+    """Observation t of episode ep, its values identifying it."""
+    return {"image": np.full((4, 4), 10 * ep + t, np.uint8),
+            "state": np.array([ep, t], np.float32)}
+
+
+def episode(ep, steps, terminated=False, truncated=False, start=0, prev=None, reward=None):
+    """A chunk of `steps` env steps; continues `prev` (RLlib's cut) when given."""
+    e = prev.cut(len_lookback_buffer=3) if prev is not None else SingleAgentEpisode(
+        observation_space=DICT_OBS, action_space=ACT)
+    if prev is None:
+        e.add_env_reset(obs(start, ep))
+    for t in range(start + 1, start + steps + 1):
+        last = t == start + steps
+        e.add_env_step(obs(t, ep), np.array([t / 100, -t / 100], np.float32),
+                       float(t) if reward is None else reward,
+                       terminated=terminated and last, truncated=truncated and last)
+    return e
+
+
+def frames_of(stack):
+    """Episode-step ids of a (B, F, 4, 4) image stack."""
+    return stack[:, :, 0, 0].astype(int)
+
+
+def test_transitions_round_trip_with_frame_stacks_and_zero_padding():
+    buf = TransitionReplayBuffer(100, frame_stack=4, gamma=0.9, seed=0)
+    buf.add_episodes([episode(ep=1, steps=6, terminated=True)])
+    b = buf.sample(500)
+    t = b[Columns.OBS]["state"][:, 1].astype(int)
+    assert set(t) == set(range(6))  # obs 6 is final: starts no transition
+    assert (b[Columns.NEXT_OBS]["state"][:, 1] == t + 1).all()
+    assert np.allclose(b[Columns.ACTIONS][:, 0], (t + 1) / 100)
+    assert np.allclose(b[Columns.REWARDS], t + 1)
+    assert (b[Columns.TERMINATEDS] == (t == 5)).all()
+    # Stacks: oldest first, zero frames before the episode start (as RLlib pads).
+    for row, ti in zip(frames_of(b[Columns.OBS]["image"]), t):
+        expected = [10 + k if k >= 0 else 0 for k in range(ti - 3, ti + 1)]
+        assert row.tolist() == expected
+
+
+def test_truncated_episode_bootstraps_and_terminated_does_not():
+    buf = TransitionReplayBuffer(100, gamma=0.9, seed=0)
+    buf.add_episodes([episode(ep=1, steps=3, truncated=True), episode(ep=2, steps=3, terminated=True)])
+    b = buf.sample(400)
+    last = b[Columns.OBS]["state"][:, 1] == 2
+    ep2 = b[Columns.OBS]["state"][:, 0] == 2
+    assert not b[Columns.TERMINATEDS][last & ~ep2].any()
+    assert b[Columns.TERMINATEDS][last & ep2].all()
+    assert np.allclose(b[DISCOUNTS], 0.9)
+
+
+def test_chunks_continue_across_cuts_and_interleave_between_runners():
+    buf = TransitionReplayBuffer(100, frame_stack=4, seed=0)
+    a1, b1 = episode(ep=1, steps=2), episode(ep=2, steps=2)
+    a2 = episode(ep=1, steps=3, start=2, prev=a1)
+    b2 = episode(ep=2, steps=1, start=2, prev=b1, terminated=True)
+    buf.add_episodes([a1, b1])
+    buf.add_episodes([b2, a2])
+    # Each observation stored once: (2+1) + (2+1) + 3 + 1.
+    assert buf.num_added == 10
+    b = buf.sample(1000)
+    ep, t = b[Columns.OBS]["state"][:, 0].astype(int), b[Columns.OBS]["state"][:, 1].astype(int)
+    assert (b[Columns.NEXT_OBS]["state"][:, 0] == ep).all()
+    assert (b[Columns.NEXT_OBS]["state"][:, 1] == t + 1).all()
+    for row, e, ti in zip(frames_of(b[Columns.OBS]["image"]), ep, t):
+        assert row.tolist() == [10 * e + k if k >= 0 else 0 for k in range(ti - 3, ti + 1)]
+    assert set(zip(ep, t)) == {(1, 0), (1, 1), (1, 2), (1, 3), (1, 4), (2, 0), (2, 1), (2, 2)}
+
+
+def test_n_step_returns_stop_at_episode_end():
+    buf = TransitionReplayBuffer(100, gamma=0.5, seed=0)
+    buf.add_episodes([episode(ep=1, steps=4, terminated=True, reward=1.0)])
+    b = buf.sample(400, n_step=3)
+    t = b[Columns.OBS]["state"][:, 1].astype(int)
+    steps = np.minimum(3, 4 - t)
+    assert np.allclose(b[Columns.REWARDS], (1 - 0.5 ** steps) / (1 - 0.5))
+    assert np.allclose(b[DISCOUNTS], 0.5 ** steps)
+    assert (b[Columns.NEXT_OBS]["state"][:, 1] == t + steps).all()
+    assert (b[Columns.TERMINATEDS] == (t + steps == 4)).all()
+
+
+def test_ring_overwrites_oldest_and_stays_consistent():
+    buf = TransitionReplayBuffer(16, frame_stack=4, seed=0)
+    prev = None
+    for k in range(10):
+        prev = episode(ep=1, steps=3, start=3 * k, prev=prev)
+        buf.add_episodes([prev])
+    assert len(buf) == 16
+    b = buf.sample(500)
+    t = b[Columns.OBS]["state"][:, 1].astype(int)
+    assert t.min() >= 31 - 16
+    assert (b[Columns.NEXT_OBS]["state"][:, 1] == t + 1).all()
+    stacks = frames_of(b[Columns.OBS]["image"])
+    assert (np.diff(stacks, axis=1) >= 0).all()  # never a frame from the future or pad mid-stack
+    assert (stacks[:, -1] == (10 + t) % 256).all()
+
+
+def test_nonfinite_chunks_never_enter_the_buffer():
+    buf = TransitionReplayBuffer(100, seed=0)
+    bad = episode(ep=1, steps=3, reward=float("nan"))
+    buf.add_episodes([bad, episode(ep=2, steps=3, terminated=True)])
+    assert buf.num_nonfinite_dropped == 1
+    b = buf.sample(200)
+    assert (b[Columns.OBS]["state"][:, 0] == 2).all()
+    assert np.isfinite(b[Columns.REWARDS]).all()
+
+
+def test_reward_clipping_and_scaling_apply_at_sample_time_only():
+    proc = RewardProcessor(gamma=0.9, clip=2.0, scale_by_return_std=True)
+    buf = TransitionReplayBuffer(100, gamma=0.9, reward_processor=proc, seed=0)
+    buf.add_episodes([episode(ep=1, steps=6, terminated=True)])  # rewards 1..6
+    assert buf._reward[:6].tolist() == [1, 2, 3, 4, 5, 6]  # raw in the buffer
+    b = buf.sample(300)
+    assert 0 < proc.scale < 1e6
+    assert np.allclose(np.unique(b[Columns.REWARDS]), np.array([1.0, 2.0]) * proc.scale)
+
+
+def test_state_round_trip():
+    buf = TransitionReplayBuffer(50, frame_stack=4, seed=3)
+    first = episode(ep=1, steps=5)
+    buf.add_episodes([first])
+    restored = TransitionReplayBuffer(50, frame_stack=4, seed=99)
+    restored.set_state(buf.get_state())
+    a, b = buf.sample(64), restored.sample(64)
+    assert np.array_equal(a[Columns.OBS]["image"], b[Columns.OBS]["image"])
+    # The open episode continues after restore.
+    restored.add_episodes([episode(ep=1, steps=2, start=5, prev=first)])
+    assert restored.num_added == 6 + 2
+
+
+def test_memory_per_image_transition_is_one_frame():
+    buf = TransitionReplayBuffer(1000, frame_stack=4)
+    full = gym.spaces.Dict({"image": gym.spaces.Box(0, 255, (84, 84), np.uint8),
+                            "state": gym.spaces.Box(-np.inf, np.inf, (23,), np.float32)})
+    e = SingleAgentEpisode(observation_space=full, action_space=ACT)
+    e.add_env_reset(full.sample())
+    e.add_env_step(full.sample(), ACT.sample(), 0.0, terminated=True)
+    buf.add_episodes([e])
+    per_slot = buf.nbytes() / buf.capacity
+    assert 84 * 84 <= per_slot <= 8 * 1024
+
+
+def test_empty_buffer_refuses_to_sample():
+    with pytest.raises(ValueError, match="empty"):
+        TransitionReplayBuffer(10).sample(4)

@@ -164,14 +164,13 @@ def test_every_service_has_a_healthcheck(compose):
 
 
 def test_published_ports_bind_loopback_only(compose):
-    published = {}
+    published = []
     for name, svc in compose["services"].items():
         for port in svc.get("ports", []):
             assert port["host_ip"] == "127.0.0.1", (name, port)
-            published[name] = port["target"]
+            published.append(port["target"])
     # What a user needs: the Job API/dashboard, Prometheus, Alertmanager, Grafana.
-    assert published == {"ray-head": 8265, "prometheus": 9090,
-                         "alertmanager": 9093, "grafana": 3000}
+    assert sorted(published) == [3000, 8265, 9090, 9093]
 
 
 def test_bind_mounts_and_build_files_exist(compose):
@@ -236,21 +235,58 @@ def test_grafana_dashboard_provider_reads_the_mounted_dashboards(compose):
     assert paths and all(p.rstrip("/").startswith(target) for p in paths), (paths, target)
 
 
+def _netns(compose, name) -> str:
+    """The service whose network namespace ``name`` lives in."""
+    mode = compose["services"][name].get("network_mode", "")
+    return mode.removeprefix("service:") if mode.startswith("service:") else name
+
+
+def _hosts(targets) -> set:
+    return {t.rsplit(":", 1)[0] for t in targets}
+
+
 def test_prometheus_rules_and_targets_resolve_inside_compose(compose):
     prom = compose["services"]["prometheus"]
     config_target = _mount_target(prom, ROOT / "cluster" / "prometheus" / "prometheus.yml")
     rules_target = _mount_target(prom, ROOT / "cluster" / "prometheus" / "rules")
     config = _load(ROOT / "cluster" / "prometheus" / "prometheus.yml")
-    for pattern in config.get("rule_files", []):
+    assert config["rule_files"]
+    for pattern in config["rule_files"]:
         resolved = os.path.normpath(os.path.join(os.path.dirname(config_target), pattern))
-        assert resolved.startswith(rules_target), pattern
-    hosts = {t.split(":")[0] for job in config.get("scrape_configs", [])
-             for sc in job.get("static_configs", []) for t in sc.get("targets", [])}
-    hosts |= {t.split(":")[0] for am in config.get("alerting", {}).get("alertmanagers", [])
-              for sc in am.get("static_configs", []) for t in sc.get("targets", [])}
-    assert "ray-head" in hosts and "alertmanager" in hosts, hosts
-    # Every host Prometheus names is a compose service (or the sidecar's netns).
-    assert hosts <= set(compose["services"]) | {"localhost", "127.0.0.1"}, hosts
+        assert resolved.startswith(rules_target + "/"), pattern
+    scrape = {job["job_name"]: _hosts(t for sc in job.get("static_configs", [])
+                                      for t in sc["targets"])
+              for job in config["scrape_configs"]}
+    alertmanagers = _hosts(t for am in config["alerting"]["alertmanagers"]
+                           for sc in am["static_configs"] for t in sc["targets"])
+    # The exporter lives in the job's driver on the head, Alertmanager in its
+    # own service: a loopback target works only from the same namespace.
+    for hosts, owner in ((scrape["rllib_av"], "ray-head"), (alertmanagers, "alertmanager")):
+        for host in hosts:
+            if host in ("127.0.0.1", "localhost"):
+                assert _netns(compose, "prometheus") == _netns(compose, owner), (host, owner)
+            else:
+                assert _netns(compose, host) == _netns(compose, owner), (host, owner)
+    for sd in (f for job in config["scrape_configs"] for c in job.get("file_sd_configs", [])
+               for f in c["files"]):  # Ray's SD file must be mounted from the head
+        mounts = {v["target"]: v["source"] for v in prom["volumes"]}
+        head = {v["target"]: v["source"] for v in compose["services"]["ray-head"]["volumes"]}
+        directory = os.path.dirname(sd)
+        assert directory in mounts and mounts[directory] == head.get(directory), sd
+
+
+def test_grafana_datasource_host_resolves_inside_compose(compose):
+    files = glob.glob(str(ROOT / "cluster" / "grafana" / "provisioning" / "datasources" / "*.y*ml"))
+    urls = [d["url"] for f in files for d in _load(f)["datasources"]]
+    owner = compose["services"][_netns(compose, "grafana")]
+    aliases = {h.split("=")[0].split(":")[0]: h for h in owner.get("extra_hosts", [])}
+    for url in urls:
+        host = re.match(r"https?://([^:/]+)", url).group(1)
+        if host in compose["services"] and compose["services"][host].get("network_mode"):
+            # A service in another's namespace has no DNS name of its own.
+            assert host in aliases and _netns(compose, host) == _netns(compose, "grafana"), url
+        else:
+            assert host in compose["services"] or host in aliases, url
 
 
 # --- KubeRay RayJob ------------------------------------------------------------

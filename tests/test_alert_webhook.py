@@ -1,0 +1,40 @@
+"""Alerts end to end on loopback: exporter -> Prometheus (the deployed rules)
+-> Alertmanager (the deployed routing) -> a webhook. A diverging run pages
+with the numbers; a healthy run scraped alongside raises nothing."""
+
+import pytest
+
+from rllib_av.monitoring.local_stack import LocalStack, wait_until
+from rllib_av.monitoring.synthetic_results import SyntheticRun
+
+
+def first_scrape_beyond_bound(stack, run):
+    """Timestamp of the first scraped sample with q_bound_ratio > 1."""
+    series = stack.query(f'rllib_av_q_bound_ratio{{run="{run}"}}[10m]')
+    return min(float(t) for s in series for t, v in s["values"] if float(v) > 1)
+
+
+@pytest.mark.slow
+def test_diverging_run_pages_through_alertmanager_healthy_run_stays_silent():
+    healthy = SyntheticRun("healthy", period=0.5)
+    diverging = SyntheticRun("diverging", period=0.5, diverge_from=6)
+    try:
+        with LocalStack([healthy.target, diverging.target]) as stack:
+            page = wait_until(
+                lambda: [a for a in stack.webhook.alerts()
+                         if a["labels"]["alertname"] == "RllibAvQBeyondBound"],
+                90, "RllibAvQBeyondBound at the webhook")[0]
+            assert page["path"] == "/page"  # critical -> the paging receiver
+            assert page["labels"]["run"] == "diverging"
+            assert page["labels"]["module"] == "default_policy"
+            assert "x the bound q_bound = 20k" in page["annotations"]["description"]
+            # The healthy run was scraped and evaluated over the same time.
+            assert stack.query('rllib_av_q_bound_ratio{run="healthy"} < 0.1')
+            assert not [a for a in stack.firing() if a["labels"].get("run") == "healthy"]
+            assert not [a for a in stack.webhook.alerts() if a["labels"].get("run") == "healthy"]
+            latency = page["t"] - first_scrape_beyond_bound(stack, "diverging")
+            print(f"first scrape beyond bound -> webhook: {latency:.1f}s (1s scrape/eval, 1s group_wait)")
+            assert latency > 0
+    finally:
+        healthy.close()
+        diverging.close()

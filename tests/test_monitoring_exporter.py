@@ -1,7 +1,6 @@
 """The exporter and TensorBoard writer fed synthetic TD3-shaped results."""
 
 import glob
-import math
 import struct
 import urllib.request
 
@@ -59,8 +58,8 @@ def value(fams, name, **labels):
 
 def test_every_design_metric_is_served_with_its_type_and_labels(exporter):
     for i in range(2):
-        exporter.update(from_result(synthetic_result(i), num_env_runners=2),
-                        {"default_policy": DivergenceState.HEALTHY})
+        exporter.update(from_result(synthetic_result(i), num_env_runners=2))
+    exporter.set_divergence({"default_policy": DivergenceState.HEALTHY})
     fams = scrape(exporter)
     for short, (kind, labels) in DESIGN_METRICS.items():
         fam = fams.get("rllib_av_" + short)
@@ -86,7 +85,7 @@ def test_results_without_components_or_learner_stats_are_served(exporter):
     # Pendulum-like: no reward components; first iterations: no learner stats yet.
     result = synthetic_result(0, with_components=False)
     del result["learners"]
-    exporter.update(from_result(result, num_env_runners=0), {})
+    exporter.update(from_result(result, num_env_runners=0))
     fams = scrape(exporter)
     assert value(fams, "rllib_av_episode_return_mean") == 120.0
     assert value(fams, "rllib_av_env_runners_healthy") == 1  # the local EnvRunner
@@ -94,24 +93,25 @@ def test_results_without_components_or_learner_stats_are_served(exporter):
     assert value(fams, "rllib_av_nonfinite", where="loss") == 0
 
 
-def test_nonfinite_counts_accumulate_per_where(exporter):
+def test_nonfinite_lifetime_totals_become_counters(exporter):
+    # TD3 reports lifetime totals: learner steps skipped, replay chunks dropped.
     result = synthetic_result(3)
-    result["nonfinite"] = {"reward": 2, "grads": 1}
-    result["learners"]["default_policy"]["critic_loss"] = math.nan
-    m = from_result(result, num_env_runners=2)
-    exporter.update(m, {})
-    exporter.update(m, {})
+    result["nonfinite"] = {"replay_chunks_dropped": 2.0}
+    result["learners"]["default_policy"]["nonfinite_grads"] = 1.0
+    assert exporter.update(from_result(result, num_env_runners=2)) == 3
+    result["learners"]["default_policy"]["nonfinite_grads"] = 4.0
+    assert exporter.update(from_result(result, num_env_runners=2)) == 3
+    assert exporter.update(from_result(result, num_env_runners=2)) == 0
     fams = scrape(exporter)
-    assert value(fams, "rllib_av_nonfinite", where="reward") == 4
-    assert value(fams, "rllib_av_nonfinite", where="grads") == 2
-    assert value(fams, "rllib_av_nonfinite", where="metrics") == 2
-    assert value(fams, "rllib_av_nonfinite", where="obs") == 0
+    assert value(fams, "rllib_av_nonfinite", where="replay") == 2
+    assert value(fams, "rllib_av_nonfinite", where="grads") == 4
+    assert value(fams, "rllib_av_nonfinite", where="loss") == 0
 
 
 def test_restarts_come_from_rllib_fault_tolerance_stats(exporter):
     result = synthetic_result(1)
     result["fault_tolerance"] = {"num_healthy_workers": 1, "num_remote_worker_restarts": 3}
-    exporter.update(from_result(result, num_env_runners=2), {})
+    exporter.update(from_result(result, num_env_runners=2))
     fams = scrape(exporter)
     assert value(fams, "rllib_av_env_runner_restarts") == 3
     assert value(fams, "rllib_av_env_runners_healthy") == 1

@@ -91,10 +91,10 @@ def publish(result: Dict, num_env_runners: int, health: HealthSettings,
             tensorboard: Optional[TensorBoardWriter] = None) -> Dict[str, Verdict]:
     """One result -> health numbers -> divergence verdict per module -> sinks."""
     m = from_result(result, num_env_runners)
-    nonfinite_new = sum(m.nonfinite.values())
+    nonfinite_new = exporter.update(m)
     verdicts = {mid: judge(stats, health, nonfinite_new) for mid, stats in m.modules.items()}
     states = {mid: int(v.state) for mid, v in verdicts.items()}
-    exporter.update(m, states)
+    exporter.set_divergence(states)
     if tensorboard is not None:
         tensorboard.write(m, states)
     return verdicts

@@ -65,15 +65,21 @@ class HealthExporter:
         self._server, self._thread = start_http_server(port, addr=host, registry=r)
         self.host, self.port = host, self._server.server_port
 
-    def _advance(self, counter, labels: Tuple[str, ...], lifetime: float) -> None:
+    def _advance(self, counter, labels: Tuple[str, ...], lifetime: float) -> float:
         """Counters from RLlib's lifetime totals: add what is new since last time."""
         key = (counter, labels)
-        delta = lifetime - self._last.get(key, 0.0)
+        delta = max(lifetime - self._last.get(key, 0.0), 0.0)
         if delta > 0:
             counter.labels(*labels).inc(delta)
         self._last[key] = max(lifetime, self._last.get(key, 0.0))
+        return delta
 
-    def update(self, m: IterationMetrics, divergence: Mapping[str, int]) -> None:
+    def set_divergence(self, states: Mapping[str, int]) -> None:
+        for mid, state in states.items():
+            self._divergence.labels(self.run, mid).set(int(state))
+
+    def update(self, m: IterationMetrics) -> float:
+        """Export one iteration; returns how many NaN/inf values are new."""
         run = self.run
         for mid, stats in m.modules.items():
             for name, gauge in self._learner.items():
@@ -84,8 +90,6 @@ class HealthExporter:
                     self._grad_norm.labels(run, mid, net).set(stats[f"grad_norm_{net}"])
             if "num_updates_lifetime" in stats:
                 self._advance(self._updates, (run, mid), stats["num_updates_lifetime"])
-        for mid, state in divergence.items():
-            self._divergence.labels(run, mid).set(int(state))
         for comp, v in m.reward_mean.items():
             self._reward_mean.labels(run, comp).set(v)
         for comp in REWARD_COMPONENTS:
@@ -101,9 +105,8 @@ class HealthExporter:
             self._advance(self._env_steps, (run,), m.env_steps_lifetime)
         self._advance(self._runner_restarts, (run,), m.env_runner_restarts_lifetime)
         self._advance(self._sim_restarts, (run,), m.sim_server_restarts_lifetime)
-        for where, n in m.nonfinite.items():
-            if n > 0:
-                self._nonfinite.labels(run, where).inc(n)
+        return sum(self._advance(self._nonfinite, (run, where), n)
+                   for where, n in m.nonfinite_lifetime.items())
 
     def close(self) -> None:
         self._server.shutdown()

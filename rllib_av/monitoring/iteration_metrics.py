@@ -20,9 +20,11 @@ LEARNER_STATS = (
     "td_error_abs_mean", "q_bound", "q_bound_ratio", "num_updates_lifetime",
 )
 REWARD_COMPONENTS = ("efficiency", "lane_keeping", "comfort", "safety", "progress")
-# "metrics": non-finite learner statistics seen by the monitor itself, so a NaN
-# loss is counted even by a learner that does not count its own.
-NONFINITE_WHERE = ("obs", "reward", "loss", "grads", "metrics")
+# Where NaN/inf is counted (lifetime totals): "replay" = episode chunks with a
+# non-finite observation or reward, dropped by the TD3 replay buffer (it checks
+# both at once); "loss" / "grads" = learner steps skipped for a non-finite loss
+# or gradient norm.
+NONFINITE_WHERE = ("replay", "loss", "grads")
 
 # EnvRunner-side metric keys written by HealthCallbacks.on_episode_step.
 REWARD_MEAN_KEY = "reward_components"
@@ -45,8 +47,8 @@ class IterationMetrics:
     env_runners_desired: int = 1
     env_runner_restarts_lifetime: float = 0.0
     sim_server_restarts_lifetime: float = 0.0
-    # NaN/inf values counted during this iteration, by where they were seen.
-    nonfinite: Dict[str, int] = field(default_factory=dict)
+    # Lifetime NaN/inf counts by where they were seen.
+    nonfinite_lifetime: Dict[str, float] = field(default_factory=dict)
 
 
 def _num(x) -> Optional[float]:
@@ -79,11 +81,11 @@ def from_result(result: Mapping, num_env_runners: int) -> IterationMetrics:
     modules = {mid: _floats(stats, LEARNER_STATS) for mid, stats in learners.items()
                if isinstance(stats, Mapping) and any(k in stats for k in LEARNER_STATS)}
 
-    nonfinite = {w: int(v) for w, v in _floats(result.get("nonfinite", {}) or {},
-                                               NONFINITE_WHERE).items()}
-    bad_stats = sum(1 for s in modules.values() for v in s.values() if not math.isfinite(v))
-    if bad_stats:
-        nonfinite["metrics"] = nonfinite.get("metrics", 0) + bad_stats
+    nonfinite = {
+        "replay": _num((result.get("nonfinite", {}) or {}).get("replay_chunks_dropped")) or 0.0,
+        "loss": sum(_num(learners[mid].get("nonfinite_loss")) or 0.0 for mid in modules),
+        "grads": sum(_num(learners[mid].get("nonfinite_grads")) or 0.0 for mid in modules),
+    }
 
     if num_env_runners > 0:
         fault = result.get("fault_tolerance", {}) or {}
@@ -107,5 +109,5 @@ def from_result(result: Mapping, num_env_runners: int) -> IterationMetrics:
         env_runners_desired=max(num_env_runners, 1),
         env_runner_restarts_lifetime=restarts,
         sim_server_restarts_lifetime=_num(runners.get(SIM_SERVER_RESTARTS_KEY)) or 0.0,
-        nonfinite=nonfinite,
+        nonfinite_lifetime=nonfinite,
     )

@@ -35,7 +35,7 @@ def synthetic_result(iteration: int, diverge_from: Optional[int] = None,
         q1_mean=q_mean * 0.99, q2_mean=q_mean * 0.985, critic_loss=5.0 + 0.01 * q_mean,
         actor_loss=-q_mean, grad_norm_actor=2.0, grad_norm_critic=30.0,
         td_error_abs_mean=1.5, q_bound=Q_BOUND, q_bound_ratio=q_max / Q_BOUND,
-        num_updates_lifetime=float(UPDATES_PER_ITER * i),
+        num_updates_lifetime=float(UPDATES_PER_ITER * i), nonfinite_loss=0.0, nonfinite_grads=0.0,
     )
     runners = dict(episode_return_mean=120.0 + i, episode_len_mean=180.0,
                    num_env_steps_sampled_lifetime=float(STEPS_PER_ITER * (i + 1)),
@@ -49,6 +49,7 @@ def synthetic_result(iteration: int, diverge_from: Optional[int] = None,
         "learners": {"default_policy": learner, "__all_modules__": {"num_trainable_parameters": 1.0}},
         "env_runners": runners,
         "fault_tolerance": {"num_healthy_workers": 2, "num_remote_worker_restarts": 0},
+        "nonfinite": {"replay_chunks_dropped": 0.0},
     }
 
 

@@ -249,3 +249,15 @@ def test_attach_waits_for_external_server_and_leaves_it_running(tmp_path):
 def test_bad_carla_settings_are_one_clear_line(section, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         from_dict(CarlaSettings, section, "env.carla")
+
+
+@pytest.mark.parametrize("traffic, vehicles", [("light", 20), ("medium", 50), ("heavy", 100)])
+def test_town01_config_scenarios_and_placement(traffic, vehicles):
+    from rllib_av.envs.carla_settings import TRAFFIC_VEHICLES
+    from rllib_av.run_config import load_run_config
+
+    config = load_run_config(os.path.join(os.path.dirname(STANDIN), "..", "configs",
+                                          "carla_town01.yaml"), [f"env.traffic={traffic}"])
+    assert config.env.backend == "carla" and config.env.carla.map == "Town01"
+    assert TRAFFIC_VEHICLES[config.env.traffic] == vehicles
+    assert config.resources.env_runner_resources == {"carla_slot": 1.0}

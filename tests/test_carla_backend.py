@@ -34,6 +34,20 @@ def follow(obs, throttle=0.6):
     return np.array([np.clip(0.3 * lateral + 1.5 * heading, -1, 1), throttle], np.float32)
 
 
+def ego_of(sim):
+    return next(a for a in sim.world.actors.values()
+                if isinstance(a, fake_carla.Vehicle) and a.autopilot_port is None)
+
+
+def lane_a_backend(sim, monkeypatch):
+    """A reset backend whose ego and route run along +x on lane A (CARLA yaw 0)."""
+    monkeypatch.setattr(fake_carla.Map, "get_spawn_points",
+                        lambda self: [fake_carla.Waypoint("A", 20.0).transform])
+    backend = CarlaBackend(settings())
+    backend.reset(seed=0)
+    return backend, ego_of(sim)
+
+
 def run_episode(env, policy, seed=0, limit=2000):
     obs, _ = env.reset(seed=seed)
     for _ in range(limit):
@@ -65,12 +79,7 @@ def test_reset_builds_a_synchronous_world_with_own_traffic_manager(sim):
 
 
 def test_route_geometry_is_right_handed(sim, monkeypatch):
-    # Lane A only: the route runs along +x (CARLA yaw 0).
-    monkeypatch.setattr(fake_carla.Map, "get_spawn_points",
-                        lambda self: [fake_carla.Waypoint("A", 20.0).transform])
-    backend = CarlaBackend(settings())
-    backend.reset(seed=0)
-    ego = next(a for a in sim.world.actors.values() if isinstance(a, fake_carla.Vehicle))
+    backend, ego = lane_a_backend(sim, monkeypatch)
     ego.transform.location.y = 1.0  # CARLA +y is to the right of the lane
     ego.transform.rotation.yaw = 10.0  # CARLA yaw grows clockwise: nose to the right
     snap = backend.step(0.0, 0.0)
@@ -88,7 +97,7 @@ def test_route_geometry_is_right_handed(sim, monkeypatch):
 def test_vehicle_control_mapping(sim):
     backend = CarlaBackend(settings())
     backend.reset(seed=0)
-    ego = next(a for a in sim.world.actors.values() if isinstance(a, fake_carla.Vehicle))
+    ego = ego_of(sim)
     backend.step(0.25, 0.7)
     assert (ego.control.steer, ego.control.throttle, ego.control.brake) == (0.25, 0.7, 0.0)
     backend.step(-0.5, -0.4)
@@ -120,12 +129,8 @@ def test_episode_ends_off_road(sim):
 
 
 def test_driving_on_the_opposite_lane_is_wrong_way(sim, monkeypatch):
-    monkeypatch.setattr(fake_carla.Map, "get_spawn_points",
-                        lambda self: [fake_carla.Waypoint("A", 20.0).transform])
-    backend = CarlaBackend(settings())
-    backend.reset(seed=0)
+    backend, ego = lane_a_backend(sim, monkeypatch)
     assert not backend.step(0.0, 0.0).wrong_way
-    ego = next(a for a in sim.world.actors.values() if isinstance(a, fake_carla.Vehicle))
     ego.transform.location.y = -3.5  # lane B drives the other way
     assert backend.step(0.0, 0.0).wrong_way
     backend.close()

@@ -101,3 +101,18 @@ def test_rllib_env_runner_samples_from_driving_env():
         assert "reward_components" in episodes[0].get_infos(-1)
     finally:
         runner.stop()
+
+
+@pytest.mark.parametrize("config, key", [
+    ({"traffic": "jam"}, "env.traffic"),
+    ({"reward": {"weights": {"safety": -1.0}}}, "env.reward.weights.safety"),
+    ({"target_speed_mps": 30.0}, "env.target_speed_mps"),
+    ({"num_waypoint": 5}, "env.num_waypoint"),
+])
+def test_bad_env_config_is_one_clear_line(config, key):
+    from rllib_av.config_schema import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        DrivingEnv(config)
+    message = str(err.value)
+    assert message.startswith(key) and "\n" not in message

@@ -3,10 +3,10 @@
 Same settings for both: MLP 256x256, batch 256, lr 1e-3, gamma 0.99, tau 0.005,
 Gaussian exploration 0.1, target smoothing 0.2 / 0.5, policy delay 2,
 uniform-random warm-up and learning start at 1000 steps, one gradient update
-per env step, one torch thread. Seeds are interleaved (SB3, ours, SB3, ours...)
-so machine noise hits both alike. Reports env steps/s (whole run, warm-up
+per env step, one torch thread. Reports env steps/s (whole run, warm-up
 included), the deterministic eval return (10 episodes) after the budget, their
-ratios, and our time split per phase from RLlib's timers.
+ratios, and where our wall time went (sampling, batch building, torch update).
+The two advance in alternating 1000-step slices so machine noise hits both alike.
 
     python benchmarks/td3_vs_sb3.py [--steps 10000] [--seeds 0 1 2]
 """
@@ -40,68 +40,103 @@ def evaluate(act, seed: int) -> float:
     return float(np.mean(returns))
 
 
-def run_sb3(steps: int, seed: int) -> dict:
-    from stable_baselines3 import TD3
-    from stable_baselines3.common.noise import NormalActionNoise
+class SB3Run:
+    def __init__(self, seed: int):
+        from stable_baselines3 import TD3
+        from stable_baselines3.common.noise import NormalActionNoise
 
-    env = gym.make(ENV)
-    model = TD3("MlpPolicy", env, learning_rate=1e-3, buffer_size=1_000_000,
-                learning_starts=LEARNING_STARTS, batch_size=256, tau=0.005, gamma=0.99,
-                train_freq=1, gradient_steps=1, policy_delay=2, target_policy_noise=0.2,
-                target_noise_clip=0.5,
-                action_noise=NormalActionNoise(np.zeros(1), 0.1 * np.ones(1)),
-                policy_kwargs=dict(net_arch=[256, 256]), seed=seed, device="cpu", verbose=0)
-    t0 = time.perf_counter()
-    model.learn(total_timesteps=steps)
-    wall = time.perf_counter() - t0
-    ret = evaluate(lambda o: model.predict(o, deterministic=True)[0], seed)
-    return {"env_steps_per_s": steps / wall, "eval_return": ret, "wall_s": wall}
+        self.seed, self.wall, self.steps = seed, 0.0, 0
+        self.model = TD3(
+            "MlpPolicy", gym.make(ENV), learning_rate=1e-3, buffer_size=1_000_000,
+            learning_starts=LEARNING_STARTS, batch_size=256, tau=0.005, gamma=0.99,
+            train_freq=1, gradient_steps=1, policy_delay=2, target_policy_noise=0.2,
+            target_noise_clip=0.5, action_noise=NormalActionNoise(np.zeros(1), 0.1 * np.ones(1)),
+            policy_kwargs=dict(net_arch=[256, 256]), seed=seed, device="cpu", verbose=0)
+
+    def advance(self, until: int) -> None:
+        t0 = time.perf_counter()
+        self.model.learn(total_timesteps=until - self.steps, reset_num_timesteps=False)
+        self.wall += time.perf_counter() - t0
+        self.steps = until
+
+    def finish(self) -> dict:
+        ret = evaluate(lambda o: self.model.predict(o, deterministic=True)[0], self.seed)
+        return {"env_steps_per_s": self.steps / self.wall, "eval_return": ret, "wall_s": self.wall}
 
 
-def run_ours(steps: int, seed: int) -> dict:
-    from ray.rllib.core.columns import Columns
+class Timed:
+    """Accumulates wall time spent in one function (for the time split)."""
 
-    from rllib_av.algorithms.td3 import TD3Config
+    def __init__(self, owner, name: str, split: dict, label: str):
+        fn = getattr(owner, name)
 
-    config = (
-        TD3Config().environment(ENV)
-        .training(actor_lr=1e-3, critic_lr=1e-3, gamma=0.99, tau=0.005,
-                  train_batch_size_per_learner=256, learning_starts=LEARNING_STARTS,
-                  exploration_noise=0.1, policy_noise=0.2, noise_clip=0.5, policy_delay=2,
-                  actor_hiddens=[256, 256], critic_hiddens=[256, 256],
-                  updates_per_env_step=1.0)
-        .env_runners(num_env_runners=0, rollout_fragment_length=64)
-        .reporting(min_time_s_per_iteration=0, min_sample_timesteps_per_iteration=0)
-        .debugging(seed=seed)
-    )
-    algo = config.build_algo()
-    timers: dict = {}
-    t0 = time.perf_counter()
-    sampled = 0
-    while sampled < steps:
-        result = algo.train()
-        sampled = result["env_runners"]["num_env_steps_sampled_lifetime"]
-        for key, value in result.get("timers", {}).items():
-            if isinstance(value, float):
-                timers.setdefault(key, []).append(value)
-    wall = time.perf_counter() - t0
-    module = algo.get_module()
-    low, high = module.action_space.low, module.action_space.high
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                split[label] = split.get(label, 0.0) + time.perf_counter() - t0
 
-    def act(obs):
-        with torch.no_grad():
-            a = module.forward_inference({Columns.OBS: torch.as_tensor(obs[None], dtype=torch.float32)})
-        a = a[Columns.ACTIONS][0].numpy()
-        return low + (a + 1.0) * (high - low) / 2.0
+        setattr(owner, name, timed)
 
-    ret = evaluate(act, seed)
-    algo.stop()
-    split = {k: float(np.sum(v)) for k, v in timers.items()
-             if k in ("env_runner_sampling_timer", "replay_buffer_add_data_timer",
-                      "replay_buffer_sampling_timer", "learner_update_timer",
-                      "synch_env_connectors", "synch_weights")}
-    return {"env_steps_per_s": sampled / wall, "eval_return": ret, "wall_s": wall,
-            "env_steps": sampled, "time_split_s": split}
+
+class OursRun:
+    def __init__(self, seed: int):
+        from rllib_av.algorithms.td3 import TD3Config
+
+        config = (
+            TD3Config().environment(ENV)
+            .training(actor_lr=1e-3, critic_lr=1e-3, gamma=0.99, tau=0.005,
+                      train_batch_size_per_learner=256, learning_starts=LEARNING_STARTS,
+                      exploration_noise=0.1, policy_noise=0.2, noise_clip=0.5, policy_delay=2,
+                      actor_hiddens=[256, 256], critic_hiddens=[256, 256],
+                      updates_per_env_step=1.0)
+            .env_runners(num_env_runners=0, rollout_fragment_length=64)
+            .reporting(min_time_s_per_iteration=0, min_sample_timesteps_per_iteration=0)
+            .debugging(seed=seed)
+        )
+        self.seed, self.wall, self.steps = seed, 0.0, 0
+        self.algo = config.build_algo()
+        self.split: dict = {}
+        Timed(self.algo.env_runner, "sample", self.split, "sampling (EnvRunner)")
+        Timed(self.algo.replay_buffer, "add_episodes", self.split, "replay add")
+        Timed(self.algo.replay_buffer, "sample", self.split, "batch building (replay sample)")
+        Timed(self.algo.learner_group, "update", self.split, "learner update (torch)")
+
+    def advance(self, until: int) -> None:
+        t0 = time.perf_counter()
+        while self.steps < until:
+            result = self.algo.train()
+            self.steps = result["env_runners"]["num_env_steps_sampled_lifetime"]
+        self.wall += time.perf_counter() - t0
+
+    def finish(self) -> dict:
+        from ray.rllib.core.columns import Columns
+
+        module = self.algo.get_module()
+        low, high = module.action_space.low, module.action_space.high
+
+        def act(obs):
+            with torch.no_grad():
+                out = module.forward_inference(
+                    {Columns.OBS: torch.as_tensor(obs[None], dtype=torch.float32)})
+            return low + (out[Columns.ACTIONS][0].numpy() + 1.0) * (high - low) / 2.0
+
+        ret = evaluate(act, self.seed)
+        self.algo.stop()
+        split = {k: round(v, 3) for k, v in self.split.items()}
+        split["other"] = round(self.wall - sum(self.split.values()), 3)
+        return {"env_steps_per_s": self.steps / self.wall, "eval_return": ret,
+                "wall_s": self.wall, "env_steps": self.steps, "time_split_s": split}
+
+
+def run_pair(steps: int, seed: int, slice_steps: int = 1000):
+    """Both learners advance in alternating slices so machine load hits both alike."""
+    sb3, ours = SB3Run(seed), OursRun(seed)
+    for until in range(slice_steps, steps + 1, slice_steps):
+        sb3.advance(until)
+        ours.advance(until)
+    return sb3.finish(), ours.finish()
 
 
 def main():
@@ -117,8 +152,9 @@ def main():
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
     runs = {"sb3": [], "rllib_av": []}
     for seed in args.seeds:
-        runs["sb3"].append({"seed": seed, **run_sb3(args.steps, seed)})
-        runs["rllib_av"].append({"seed": seed, **run_ours(args.steps, seed)})
+        sb3, ours = run_pair(args.steps, seed)
+        runs["sb3"].append({"seed": seed, **sb3})
+        runs["rllib_av"].append({"seed": seed, **ours})
         print(json.dumps({k: v[-1] for k, v in runs.items()}, default=float))
 
     def median(name, key):

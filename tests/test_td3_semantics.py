@@ -4,6 +4,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import tree
 
 from ray.rllib.core.columns import Columns
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
@@ -16,9 +17,15 @@ ACT = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
 B = 8
 
 
-def make_learner(**training):
+DICT_OBS = gym.spaces.Dict({  # as the RLModule sees it: frames stacked
+    "image": gym.spaces.Box(0, 255, (4, 84, 84), np.uint8),
+    "state": gym.spaces.Box(-np.inf, np.inf, (3,), np.float32),
+})
+
+
+def make_learner(obs_space=OBS, **training):
     config = (TD3Config()
-              .environment(observation_space=OBS, action_space=ACT)
+              .environment(observation_space=obs_space, action_space=ACT)
               .training(train_batch_size_per_learner=B, actor_hiddens=[16], critic_hiddens=[16],
                         **training))
     learner = config.build_learner()
@@ -140,18 +147,29 @@ def test_polyak_average():
         assert torch.allclose(new, 0.1 * old_s + 0.9 * old_t)
 
 
-def test_actor_gradients_never_reach_critic_weights():
-    learner, module = make_learner()
+def dict_batch(n=B):
+    data = batch(n)
+    rng = np.random.default_rng(1)
+    for key in (Columns.OBS, Columns.NEXT_OBS):
+        data[key] = {"image": rng.integers(0, 256, (n, 4, 84, 84), dtype=np.uint8),
+                     "state": data[key]}
+    return data
+
+
+@pytest.mark.parametrize("obs_space", [OBS, DICT_OBS], ids=["box", "dict"])
+def test_actor_gradients_never_reach_critic_or_encoder_weights(obs_space):
+    learner, module = make_learner(obs_space)
     config = learner.config.get_config_for_module("default_policy")
-    critic0 = params(module.critic)
-    for p in module.critic.parameters():
-        p.grad = None
-    tensors = {k: torch.as_tensor(v) for k, v in batch().items()}
+    critic0, encoder0 = params(module.critic), params(module.encoder)
+    data = batch() if obs_space is OBS else dict_batch()
+    tensors = tree.map_structure(torch.as_tensor, data)
+    features = module.forward_train(tensors)["features"].detach()
     actor0 = params(module.actor)
-    learner._actor_step("default_policy", config, tensors)
+    learner._actor_step("default_policy", config, features)
     assert not same(params(module.actor), actor0)
-    assert same(params(module.critic), critic0)
+    assert same(params(module.critic), critic0) and same(params(module.encoder), encoder0)
     assert all(p.grad is None for p in module.critic.parameters())
+    assert all(p.grad is None for p in module.encoder.parameters())
 
 
 def test_health_statistics_are_reported_on_update():

@@ -1,8 +1,11 @@
-"""TD3's torch networks: observation encoders, the deterministic actor, twin critics.
+"""TD3's torch networks: the observation encoder, the deterministic actor, twin critics.
 
-Observations are either a flat Box (MLP) or the driving Dict of DESIGN.md:
+Observations are either a flat Box or the driving Dict of DESIGN.md:
 ``image`` uint8 (frames, 84, 84) -> NatureCNN, ``state`` float32 -> MLP, the two
 features concatenated. Images stay uint8 until here; the encoder scales them.
+One encoder is shared by actor and critics (as in DrQ-v2): the critic loss
+trains it, the actor sees its features detached. Three CNNs per update would
+cost ~4x the compute for no gain in a TD3 that learns from pixels.
 """
 
 from __future__ import annotations
@@ -48,56 +51,58 @@ class NatureCNN(nn.Module):
 
 
 class ObsEncoder(nn.Module):
-    """Box obs -> flattened float; Dict(image, state) -> CNN features ++ state MLP features."""
+    """Box obs -> flattened float; Dict(image, state) -> CNN features ++ state MLP features.
 
-    def __init__(self, obs_space: gym.Space, state_hiddens: Sequence[int] = (64,)):
+    ``image_encoder="none"`` drives from the state vector alone (the image is
+    still observed, just not encoded): for CPU-only runs where a CNN per update
+    is too slow.
+    """
+
+    def __init__(self, obs_space: gym.Space, image_encoder: str = "nature_cnn",
+                 state_hiddens: Sequence[int] = (64,)):
         super().__init__()
+        self.cnn, self.state_mlp = None, None
         if isinstance(obs_space, gym.spaces.Dict):
-            self.cnn = NatureCNN(obs_space[IMAGE_KEY].shape[0])
             state_dim = int(np.prod(obs_space[STATE_KEY].shape))
             self.state_mlp = mlp(state_dim, state_hiddens)
-            self.out_dim = self.cnn.out_dim + state_hiddens[-1]
+            self.out_dim = state_hiddens[-1]
+            if image_encoder == "nature_cnn":
+                self.cnn = NatureCNN(obs_space[IMAGE_KEY].shape[0])
+                self.out_dim += self.cnn.out_dim
         else:
-            self.cnn = None
             self.out_dim = int(np.prod(obs_space.shape))
 
     def forward(self, obs) -> torch.Tensor:
-        if self.cnn is None:
+        if self.state_mlp is None:
             return obs.flatten(1).float()
-        return torch.cat([self.cnn(obs[IMAGE_KEY]), self.state_mlp(obs[STATE_KEY])], dim=-1)
+        state = self.state_mlp(obs[STATE_KEY])
+        if self.cnn is None:
+            return state
+        return torch.cat([self.cnn(obs[IMAGE_KEY]), state], dim=-1)
 
 
 class Actor(nn.Module):
-    """Deterministic policy mu(s) in the normalized action box [-1, 1]."""
+    """Deterministic policy head: features -> action in the normalized box [-1, 1]."""
 
-    def __init__(self, obs_space: gym.Space, action_dim: int, hiddens: Sequence[int]):
+    def __init__(self, feature_dim: int, action_dim: int, hiddens: Sequence[int]):
         super().__init__()
-        self.encoder = ObsEncoder(obs_space)
-        self.head = mlp(self.encoder.out_dim, hiddens, action_dim)
+        self.net = mlp(feature_dim, hiddens, action_dim)
 
-    def forward(self, obs) -> torch.Tensor:
-        return torch.tanh(self.head(self.encoder(obs)))
-
-
-class Critic(nn.Module):
-    """Q(s, a): encoder features ++ action -> MLP -> scalar."""
-
-    def __init__(self, obs_space: gym.Space, action_dim: int, hiddens: Sequence[int]):
-        super().__init__()
-        self.encoder = ObsEncoder(obs_space)
-        self.head = mlp(self.encoder.out_dim + action_dim, hiddens, 1)
-
-    def forward(self, obs, action: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.cat([self.encoder(obs), action], dim=-1)).squeeze(-1)
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(features))
 
 
 class TwinCritic(nn.Module):
-    """The two independent critics of clipped double Q-learning."""
+    """The two independent Q heads of clipped double Q-learning: (features ++ action) -> Q."""
 
-    def __init__(self, obs_space: gym.Space, action_dim: int, hiddens: Sequence[int]):
+    def __init__(self, feature_dim: int, action_dim: int, hiddens: Sequence[int]):
         super().__init__()
-        self.q1 = Critic(obs_space, action_dim, hiddens)
-        self.q2 = Critic(obs_space, action_dim, hiddens)
+        self.q1_net = mlp(feature_dim + action_dim, hiddens, 1)
+        self.q2_net = mlp(feature_dim + action_dim, hiddens, 1)
 
-    def forward(self, obs, action: torch.Tensor):
-        return self.q1(obs, action), self.q2(obs, action)
+    def q1(self, features: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.q1_net(torch.cat([features, action], dim=-1)).squeeze(-1)
+
+    def forward(self, features: torch.Tensor, action: torch.Tensor):
+        x = torch.cat([features, action], dim=-1)
+        return self.q1_net(x).squeeze(-1), self.q2_net(x).squeeze(-1)

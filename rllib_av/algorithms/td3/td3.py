@@ -61,6 +61,8 @@ _TD3_DEFAULTS = dict(
     # The env's per-step reward range [r_min, r_max] (raw units): enables q_bound.
     reward_range=None,
     frame_stack=4,
+    # "nature_cnn" encodes the image stack; "none" drives from the state vector alone.
+    image_encoder="nature_cnn",
 )
 
 
@@ -124,6 +126,7 @@ class TD3Config(AlgorithmConfig):
             "actor_hiddens": list(self.actor_hiddens),
             "critic_hiddens": list(self.critic_hiddens),
             "exploration_noise": self.exploration_noise,
+            "image_encoder": self.image_encoder,
             "random_warmup_steps": self.learning_starts,
         }
 

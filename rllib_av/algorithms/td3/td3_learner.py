@@ -27,7 +27,7 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.core.rl_module.apis import TargetNetworkAPI
 from ray.rllib.utils.typing import ModuleID
 
-from rllib_av.algorithms.td3.td3_rl_module import Q1_PREDS, Q2_PREDS
+from rllib_av.algorithms.td3.td3_rl_module import FEATURES, Q1_PREDS, Q2_PREDS
 
 TERMINATEDS = Columns.TERMINATEDS
 DISCOUNTS = "discounts"  # gamma^m per transition (m = steps actually bootstrapped over)
@@ -62,8 +62,10 @@ NONFINITE_GRADS = "nonfinite_grads"
 
 def polyak_update(source: torch.nn.Module, target: torch.nn.Module, tau: float) -> None:
     """target <- tau * source + (1 - tau) * target, in place."""
-    with torch.no_grad():
-        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+    targets = list(target.parameters())
+    if targets:  # a Box observation's encoder is a parameterless flatten
+        with torch.no_grad():
+            torch._foreach_lerp_(targets, list(source.parameters()), tau)
 
 
 def td3_targets(rewards, discounts, terminateds, q_next):
@@ -83,11 +85,12 @@ class TD3TorchLearner(TorchLearner):
 
     def configure_optimizers_for_module(self, module_id: ModuleID, config=None) -> None:
         module = self._module[module_id]
-        for name, net, lr, l2 in (
-            (ACTOR, module.actor, config.actor_lr, 0.0),
-            (CRITIC, module.critic, config.critic_lr, config.critic_l2),
+        for name, nets, lr, l2 in (
+            (ACTOR, [module.actor], config.actor_lr, 0.0),
+            # The shared encoder learns from the critic loss only.
+            (CRITIC, [module.encoder, module.critic], config.critic_lr, config.critic_l2),
         ):
-            params = self.get_parameters(net)
+            params = [p for net in nets for p in self.get_parameters(net)]
             # Adam's weight_decay is L2 regularization added to the gradient; the fused
             # kernel is ~2x faster than foreach for these small nets.
             optim = torch.optim.Adam(params, lr=lr, weight_decay=l2, fused=True)
@@ -123,10 +126,11 @@ class TD3TorchLearner(TorchLearner):
         actor_rows: List[torch.Tensor] = []
         for i in range(n):
             minibatch = _slice(batch, i * size, (i + 1) * size)
-            critic_rows.append(self._critic_step(module_id, config, minibatch))
+            features, stats = self._critic_step(module_id, config, minibatch)
+            critic_rows.append(stats)
             self._critic_steps[module_id] += 1
             if self._critic_steps[module_id] % config.policy_delay == 0:
-                actor_rows.append(self._actor_step(module_id, config, minibatch))
+                actor_rows.append(self._actor_step(module_id, config, features.detach()))
                 module = self.module[module_id].unwrapped()
                 for source, target in module.get_target_network_pairs():
                     polyak_update(source, target, config.tau)
@@ -137,22 +141,23 @@ class TD3TorchLearner(TorchLearner):
                                reduce="lifetime_sum")
         return critic_rows[-1][CRITIC_STATS_INDEX["critic_loss"]] if critic_rows else torch.zeros(())
 
-    def _critic_step(self, module_id, config, batch) -> torch.Tensor:
+    def _critic_step(self, module_id, config, batch):
+        """Returns the (pre-step) encoder features for the actor step, and the stats row."""
         module = self.module[module_id].unwrapped()
         fwd_out = module.forward_train(batch)
         loss, y = self._critic_loss(module_id, config, batch, fwd_out)
         grad_norm = self._step(module_id, CRITIC, loss, config.critic_grad_clip)
         with torch.no_grad():
             q1, q2 = fwd_out[Q1_PREDS], fwd_out[Q2_PREDS]
-            return torch.stack([
+            return fwd_out[FEATURES], torch.stack([
                 q1.mean(), q2.mean(), y.mean(), y.max(), y.min(), loss.detach(),
                 (q1 - y).abs().mean(), grad_norm,
             ])
 
-    def _actor_step(self, module_id, config, batch) -> torch.Tensor:
+    def _actor_step(self, module_id, config, features: torch.Tensor) -> torch.Tensor:
+        """-Q1(s, mu(s)) on detached encoder features: only the actor head learns."""
         module = self.module[module_id].unwrapped()
-        obs = batch[Columns.OBS]
-        q_actor = module.critic.q1(obs, module.actor(obs))
+        q_actor = module.critic.q1(features, module.actor(features))
         loss = -q_actor.mean()
         grad_norm = self._step(module_id, ACTOR, loss, config.actor_grad_clip)
         with torch.no_grad():

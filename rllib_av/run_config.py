@@ -29,6 +29,10 @@ class RunSettings:
     # Stop after this many env steps (sampled lifetime).
     total_env_steps: int = field(default=20_000, metadata=bounds(gt=0))
     checkpoint_every_iters: int = field(default=50, metadata=bounds(gt=0))
+    # Complete checkpoints kept (oldest pruned first; the newest healthy one is kept too).
+    keep_checkpoints: int = field(default=3, metadata=bounds(ge=1))
+    # Save the replay buffer with each checkpoint (exact resume; large for images).
+    checkpoint_replay_buffer: bool = True
     # Cap on a training iteration's wall time; keeps metrics flowing.
     min_time_s_per_iteration: float = field(default=1.0, metadata=bounds(ge=0))
 
@@ -38,11 +42,13 @@ class ResourceSettings:
     # 0 = sample in the driver process (fastest on one machine).
     num_env_runners: int = field(default=0, metadata=bounds(ge=0))
     num_envs_per_env_runner: int = field(default=1, metadata=bounds(ge=1))
+    # 0 = the learner lives in the driver; 1 = a learner actor (e.g. on a GPU node).
+    num_learners: int = field(default=0, metadata=bounds(ge=0))
     num_gpus_per_learner: float = field(default=0.0, metadata=bounds(ge=0))
     # Custom Ray resources each EnvRunner asks for, e.g. {"carla_slot": 1}: its
     # actor then lands only on nodes that declare that resource.
     env_runner_resources: dict[str, float] = field(default_factory=dict)
-    # Custom Ray resources the learner asks for (e.g. a simulated GPU in tests).
+    # Custom Ray resources each learner actor asks for (needs num_learners >= 1).
     learner_resources: dict[str, float] = field(default_factory=dict)
     # Torch intra-op threads in the driver/learner (1 is fastest for small nets).
     torch_threads: int = field(default=1, metadata=bounds(ge=1))

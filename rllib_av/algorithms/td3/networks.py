@@ -51,34 +51,40 @@ class NatureCNN(nn.Module):
 
 
 class ObsEncoder(nn.Module):
-    """Box obs -> flattened float; Dict(image, state) -> CNN features ++ state MLP features.
+    """Box obs -> flattened float; Dict(image, state) -> features in [-1, 1].
 
-    ``image_encoder="none"`` drives from the state vector alone (the image is
-    still observed, just not encoded): for CPU-only runs where a CNN per update
-    is too slow.
+    Dict: CNN(image) ++ MLP(state) -> Linear -> LayerNorm -> tanh (DrQ-v2's
+    trunk). The state vector mixes metres, m/s and radians of very different
+    scales; without the normalized trunk the actor's tanh saturates and its
+    gradient vanishes. ``image_encoder="none"`` drives from the state vector
+    alone (the image is still observed, just not encoded): for CPU-only runs
+    where a CNN per update is too slow.
     """
 
     def __init__(self, obs_space: gym.Space, image_encoder: str = "nature_cnn",
-                 state_hiddens: Sequence[int] = (64,)):
+                 state_hiddens: Sequence[int] = (64,), feature_dim: int = 64):
         super().__init__()
         self.cnn, self.state_mlp = None, None
         if isinstance(obs_space, gym.spaces.Dict):
             state_dim = int(np.prod(obs_space[STATE_KEY].shape))
             self.state_mlp = mlp(state_dim, state_hiddens)
-            self.out_dim = state_hiddens[-1]
+            raw_dim = state_hiddens[-1]
             if image_encoder == "nature_cnn":
                 self.cnn = NatureCNN(obs_space[IMAGE_KEY].shape[0])
-                self.out_dim += self.cnn.out_dim
+                raw_dim += self.cnn.out_dim
+            self.trunk = nn.Sequential(nn.Linear(raw_dim, feature_dim), nn.LayerNorm(feature_dim),
+                                       nn.Tanh())
+            self.out_dim = feature_dim
         else:
             self.out_dim = int(np.prod(obs_space.shape))
 
     def forward(self, obs) -> torch.Tensor:
         if self.state_mlp is None:
             return obs.flatten(1).float()
-        state = self.state_mlp(obs[STATE_KEY])
-        if self.cnn is None:
-            return state
-        return torch.cat([self.cnn(obs[IMAGE_KEY]), state], dim=-1)
+        features = self.state_mlp(obs[STATE_KEY])
+        if self.cnn is not None:
+            features = torch.cat([self.cnn(obs[IMAGE_KEY]), features], dim=-1)
+        return self.trunk(features)
 
 
 class Actor(nn.Module):

@@ -21,6 +21,8 @@ frame-stacking connectors do on the EnvRunner side.
 
 from __future__ import annotations
 
+import os
+import pickle
 from typing import Any, Dict, Iterable, Optional
 
 import numpy as np
@@ -195,6 +197,7 @@ class TransitionReplayBuffer:
 
     def get_state(self) -> Dict[str, Any]:
         state = {
+            "capacity": self.capacity,
             "num_added": self.num_added,
             "num_transitions_added": self.num_transitions_added,
             "num_nonfinite_dropped": self.num_nonfinite_dropped,
@@ -212,6 +215,10 @@ class TransitionReplayBuffer:
         return state
 
     def set_state(self, state: Dict[str, Any]) -> None:
+        if state["capacity"] != self.capacity:
+            raise ValueError(f"replay buffer: the saved buffer holds {state['capacity']} slots, "
+                             f"this one {self.capacity}; keep training.buffer_size unchanged "
+                             "to resume")
         self.num_added = state["num_added"]
         self.num_transitions_added = state["num_transitions_added"]
         self.num_nonfinite_dropped = state["num_nonfinite_dropped"]
@@ -225,3 +232,23 @@ class TransitionReplayBuffer:
             self._action, self._reward = arrays["action"], arrays["reward"]
             self._terminated = arrays["terminated"]
             self._obs = {k[4:]: v for k, v in arrays.items() if k.startswith("obs/")}
+
+
+def save_buffer(buffer: TransitionReplayBuffer, path: str) -> None:
+    """Arrays to one .npy each (no pickling of bulk data), the rest to a small pickle."""
+    os.makedirs(path, exist_ok=True)
+    state = buffer.get_state()
+    for name, array in state.pop("arrays", {}).items():
+        np.save(os.path.join(path, name.replace("/", "__") + ".npy"), array)
+    with open(os.path.join(path, "meta.pkl"), "wb") as f:
+        pickle.dump(state, f)
+
+
+def load_buffer(buffer: TransitionReplayBuffer, path: str) -> None:
+    with open(os.path.join(path, "meta.pkl"), "rb") as f:
+        state = pickle.load(f)
+    arrays = {f[:-4].replace("__", "/"): np.load(os.path.join(path, f))
+              for f in os.listdir(path) if f.endswith(".npy")}
+    if arrays:
+        state["arrays"] = arrays
+    buffer.set_state(state)

@@ -12,7 +12,10 @@ update-to-data ratio owes, in one Learner call.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+import copy
+import dataclasses
+import os
+from typing import Optional
 
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
@@ -34,48 +37,39 @@ from ray.rllib.utils.metrics import (
 from ray.tune.registry import register_trainable
 
 from rllib_av.algorithms.td3.frame_stacking import DictImageFrameStacking, stacks_frames
-from rllib_av.algorithms.td3.replay_buffer import TransitionReplayBuffer
+from rllib_av.algorithms.td3.replay_buffer import TransitionReplayBuffer, load_buffer, save_buffer
 from rllib_av.algorithms.td3.reward_scaling import RewardProcessor
+from rllib_av.algorithms.td3.training_settings import TrainingSettings
 from rllib_av.health.q_bound import q_bound, q_bound_ratio, training_reward_range
 
-# TD3 settings that are also `training(...)` keyword arguments, with defaults.
-_TD3_DEFAULTS = dict(
-    actor_lr=3e-4,
-    critic_lr=3e-4,
-    tau=0.005,
-    n_step=1,
-    buffer_size=1_000_000,
-    learning_starts=1_000,
-    updates_per_env_step=1.0,
-    exploration_noise=0.1,
-    policy_noise=0.2,
-    noise_clip=0.5,
-    policy_delay=2,
-    actor_grad_clip=None,
-    critic_grad_clip=None,
-    critic_l2=0.0,
-    actor_hiddens=(256, 256),
-    critic_hiddens=(256, 256),
-    reward_clip=None,
-    reward_scaling=False,
+# TD3Config's own settings (also `training(...)` keyword arguments). Their
+# defaults are the run config's (training_settings.py), the one place they live;
+# the rest of that section maps onto RLlib's own names (see training.py).
+_RLLIB_NAMED = {"gamma", "batch_size", "rollout_fragment_length", "debug_diverge"}
+_TD3_DEFAULTS = {
+    **{k: v for k, v in dataclasses.asdict(TrainingSettings()).items() if k not in _RLLIB_NAMED},
     # The env's per-step reward range [r_min, r_max] (raw units): enables q_bound.
-    reward_range=None,
-    frame_stack=4,
-    # "nature_cnn" encodes the image stack; "none" drives from the state vector alone.
-    image_encoder="nature_cnn",
-)
+    "reward_range": None,
+    # TEST ONLY: multiplies the bootstrap term of the target (> 1/gamma diverges).
+    "debug_bootstrap_scale": 1.0,
+}
 
 
 class TD3Config(AlgorithmConfig):
+    TD3_SETTINGS = frozenset(_TD3_DEFAULTS)
+
     def __init__(self, algo_class=None):
         super().__init__(algo_class=algo_class or TD3)
         for key, value in _TD3_DEFAULTS.items():
-            setattr(self, key, value)
-        self.gamma = 0.99
-        self.train_batch_size_per_learner = 256
-        self.rollout_fragment_length = 64
+            setattr(self, key, copy.copy(value))  # no list shared between configs
+        defaults = TrainingSettings()
+        self.gamma = defaults.gamma
+        self.train_batch_size_per_learner = defaults.batch_size
+        self.rollout_fragment_length = defaults.rollout_fragment_length
         # The resolved rllib_av run config (a plain dict), for callbacks and reports.
         self.run_config = None
+        # RLlib's checkpoints leave the replay buffer out; ours put it in.
+        self.checkpoint_replay_buffer = True
         # Frame stacks reach back across episode-chunk cuts into the lookback.
         self.episode_lookback_horizon = self.frame_stack - 1
 
@@ -88,10 +82,14 @@ class TD3Config(AlgorithmConfig):
         self.episode_lookback_horizon = max(1, self.frame_stack - 1)
         return self
 
-    def rllib_av(self, *, run_config: Optional[dict] = NotProvided) -> "TD3Config":
-        """Attach the resolved rllib_av run config (read by the monitoring callback)."""
+    def rllib_av(self, *, run_config: Optional[dict] = NotProvided,
+                 checkpoint_replay_buffer: bool = NotProvided) -> "TD3Config":
+        """rllib_av's service settings: the resolved run config (read by the
+        monitoring callback) and whether checkpoints carry the replay buffer."""
         if run_config is not NotProvided:
             self.run_config = run_config
+        if checkpoint_replay_buffer is not NotProvided:
+            self.checkpoint_replay_buffer = checkpoint_replay_buffer
         return self
 
     def validate(self) -> None:
@@ -129,6 +127,9 @@ class TD3Config(AlgorithmConfig):
             "image_encoder": self.image_encoder,
             "random_warmup_steps": self.learning_starts,
         }
+
+
+BUFFER_DIR = "replay_buffer"
 
 
 class TD3(Algorithm):
@@ -186,6 +187,18 @@ class TD3(Algorithm):
             self.env_runner_group.sync_weights(
                 from_worker_or_learner_group=self.learner_group,
                 policies=[module_id], inference_only=True)
+
+    def save_to_path(self, path=None, **kwargs) -> str:
+        path = super().save_to_path(path, **kwargs)
+        if self.config.checkpoint_replay_buffer:
+            save_buffer(self.replay_buffer, os.path.join(path, BUFFER_DIR))
+        return path
+
+    def restore_from_path(self, path, *args, component=None, **kwargs) -> None:
+        super().restore_from_path(path, *args, component=component, **kwargs)
+        buffer_path = os.path.join(path, BUFFER_DIR)
+        if component is None and os.path.isdir(buffer_path):
+            load_buffer(self.replay_buffer, buffer_path)
 
     def _log_q_bound(self, module_results, module_id) -> None:
         """q_bound in training units (after clipping/scaling) and how far Q is from it."""

@@ -105,8 +105,8 @@ class TD3TorchLearner(TorchLearner):
         """(critic loss, Bellman targets y)."""
         module = self.module[module_id].unwrapped()
         target = module.forward_target(batch, config.policy_noise, config.noise_clip)
-        y = td3_targets(batch[Columns.REWARDS], batch[DISCOUNTS], batch[TERMINATEDS],
-                        target["q_next"])
+        discounts = batch[DISCOUNTS] * config.debug_bootstrap_scale
+        y = td3_targets(batch[Columns.REWARDS], discounts, batch[TERMINATEDS], target["q_next"])
         q1, q2 = fwd_out[Q1_PREDS], fwd_out[Q2_PREDS]
         return F.mse_loss(q1, y) + F.mse_loss(q2, y), y
 

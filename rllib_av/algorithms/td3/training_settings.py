@@ -7,7 +7,7 @@ normalized action space [-1, 1].
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from rllib_av.config_schema import ConfigError, bounds
+from rllib_av.config_schema import ConfigError, bounds, choices
 
 
 @dataclass
@@ -37,8 +37,21 @@ class TrainingSettings:
     # Reward processing at sampling time (raw rewards stay in the buffer).
     reward_clip: Optional[float] = field(default=None, metadata=bounds(gt=0))
     reward_scaling: bool = False
+    # [r_min, r_max] per step for envs that do not declare one (gymnasium ids);
+    # DrivingEnv's comes from its reward config. Feeds the Q bound.
+    reward_range: Optional[List[float]] = None
+    # Image frames stacked for the policy (Dict observations).
+    frame_stack: int = field(default=4, metadata=bounds(ge=1))
+    # "nature_cnn" encodes the image stack; "none" drives from the state vector.
+    image_encoder: str = field(default="nature_cnn", metadata=choices("nature_cnn", "none"))
+    # TEST ONLY: inflate the bootstrap so Q runs past the bound within minutes.
+    debug_diverge: bool = False
 
     def check(self) -> None:
+        if self.reward_range is not None and (
+                len(self.reward_range) != 2 or self.reward_range[0] > self.reward_range[1]):
+            raise ConfigError(f"training.reward_range: {self.reward_range!r} is not allowed; "
+                              "expected [r_min, r_max] with r_min <= r_max")
         if self.batch_size > self.buffer_size:
             raise ConfigError(
                 f"training.batch_size: {self.batch_size} is not allowed; expected "

@@ -1,0 +1,64 @@
+"""`rllib-av train | ...`: the command line.
+
+A user's mistake (bad config, missing file) is one line on stderr and exit
+code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from rllib_av.config_schema import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rllib-av", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train TD3 (embedded simulator by default)")
+    train.add_argument("--config", help="run config YAML (configs/*.yaml)")
+    train.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE", help="override a config key, e.g. run.total_env_steps=5000")
+    train.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue a run from its latest complete checkpoint")
+    train.add_argument("--quiet", action="store_true", help="no per-iteration progress line")
+    return parser
+
+
+def _train(args) -> int:
+    import os
+
+    from rllib_av.run_config import load_run_config
+    from rllib_av.training import train
+
+    config = args.config
+    if args.resume:
+        if not os.path.isfile(os.path.join(args.resume, "config.yaml")):
+            raise ConfigError(f"--resume: {args.resume!r} is not a run directory "
+                              "(no config.yaml in it)")
+        config = config or os.path.join(args.resume, "config.yaml")
+    rc = load_run_config(config, args.overrides)
+    run_dir = train(rc, run_dir=args.resume, verbose=not args.quiet)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+COMMANDS = {"train": _train}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as e:
+        print(f"rllib-av: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rllib-av: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

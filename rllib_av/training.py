@@ -1,0 +1,178 @@
+"""From a run config to a running TD3: the RLlib config, the run directory, the loop.
+
+    run_dir = train(load_run_config("configs/quickstart.yaml"))
+
+A run directory holds ``config.yaml`` (the resolved run config),
+``metrics.jsonl`` (one line of health numbers per iteration), ``tensorboard/``,
+``exporter_port`` and ``checkpoints/``. Inside a Ray cluster (``ray job
+submit``, ``RAY_ADDRESS`` set) ``ray.init()`` joins it instead of starting one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Callable, Optional
+
+import yaml
+
+from rllib_av.algorithms.td3 import TD3, TD3Config
+from rllib_av.checkpoints import latest_checkpoint, save_checkpoint
+from rllib_av.monitoring.callbacks import HealthCallbacks, health_callbacks
+from rllib_av.monitoring.iteration_metrics import from_result
+from rllib_av.run_config import RunConfig
+
+logger = logging.getLogger(__name__)
+
+# training.debug_diverge: an effective discount of 3 * gamma > 1 makes the
+# critic's fixed point infinite, so Q leaves the bound within a few thousand updates.
+DEBUG_BOOTSTRAP_SCALE = 3.0
+
+
+def env_reward_range(rc: RunConfig):
+    """The per-step reward range the Q bound needs (raw units), or None."""
+    if rc.training.reward_range is not None:
+        return tuple(rc.training.reward_range)
+    if rc.env.id == "driving":
+        from rllib_av.envs.reward import reward_range
+
+        return reward_range(rc.env)
+    return None
+
+
+def build_td3_config(rc: RunConfig, run_dir: Optional[str] = None) -> TD3Config:
+    t, res = rc.training, rc.resources
+    run_config = dataclasses.asdict(rc)
+    run_config["run"]["run_dir"] = run_dir
+    config = TD3Config()
+    if rc.env.id == "driving":
+        from rllib_av.envs.driving_env import DrivingEnv
+
+        config.environment(DrivingEnv, env_config=dataclasses.asdict(rc.env))
+    else:
+        config.environment(rc.env.id)
+    td3_settings = {k: v for k, v in dataclasses.asdict(t).items()
+                    if k in TD3Config.TD3_SETTINGS and k != "reward_range"}
+    (config
+     .training(gamma=t.gamma, train_batch_size_per_learner=t.batch_size,
+               reward_range=env_reward_range(rc),
+               debug_bootstrap_scale=DEBUG_BOOTSTRAP_SCALE if t.debug_diverge else 1.0,
+               **td3_settings)
+     .env_runners(num_env_runners=res.num_env_runners,
+                  num_envs_per_env_runner=res.num_envs_per_env_runner,
+                  rollout_fragment_length=t.rollout_fragment_length,
+                  custom_resources_per_env_runner=dict(res.env_runner_resources))
+     .learners(num_learners=res.num_learners, num_gpus_per_learner=res.num_gpus_per_learner,
+               custom_resources_per_learner=dict(res.learner_resources))
+     .fault_tolerance(restart_failed_env_runners=True)
+     .callbacks(HealthCallbacks)
+     .reporting(min_time_s_per_iteration=rc.run.min_time_s_per_iteration,
+                min_sample_timesteps_per_iteration=0)
+     .debugging(seed=rc.run.seed)
+     .rllib_av(run_config=run_config,
+               checkpoint_replay_buffer=rc.run.checkpoint_replay_buffer))
+    return config
+
+
+def new_run_dir(rc: RunConfig) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = os.path.abspath(os.path.join(rc.run.output_dir, f"{rc.run.name}-{stamp}"))
+    os.makedirs(run_dir, exist_ok=False)
+    with open(os.path.join(run_dir, "config.yaml"), "w") as f:
+        yaml.safe_dump(dataclasses.asdict(rc), f, sort_keys=False)
+    return run_dir
+
+
+def init_ray() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        # Joins the cluster named by RAY_ADDRESS (ray job submit sets it), else local.
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+
+
+def progress_line(result: dict, steps_per_s: float) -> str:
+    """One line: steps, return, Q health at a glance."""
+    m = from_result(result, 0)
+    env = result.get("env_runners", {})
+    parts = [f"steps {m.step:>8,}", f"{steps_per_s:6.0f}/s",
+             f"return {env.get('episode_return_mean', float('nan')):8.2f}",
+             f"len {env.get('episode_len_mean', float('nan')):6.1f}"]
+    for stats in m.modules.values():
+        if "q_actor_mean" in stats:
+            parts.append(f"Q {stats['q_actor_mean']:8.2f} [{stats['q_actor_min']:.1f}, "
+                         f"{stats['q_actor_max']:.1f}]")
+        if "q_bound_ratio" in stats:
+            parts.append(f"|Q|/bound {stats['q_bound_ratio']:.3f}")
+    health = result.get("health", {}).get("divergence_state", {})
+    if health:
+        parts.append(("healthy", "WARNING", "DIVERGED")[max(health.values())])
+    return " | ".join(parts)
+
+
+def train(rc: RunConfig, run_dir: Optional[str] = None,
+          on_result: Optional[Callable[[dict], None]] = None, verbose: bool = True) -> str:
+    """Train until ``run.total_env_steps``; returns the run directory.
+
+    ``run_dir`` given and holding checkpoints: resume from the latest complete one.
+    """
+    import torch
+
+    torch.set_num_threads(rc.resources.torch_threads)
+    init_ray()
+    resume = run_dir is not None
+    run_dir = run_dir or new_run_dir(rc)
+    algo = build_td3_config(rc, run_dir).build_algo()
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    if checkpoint:
+        algo.restore_from_path(checkpoint)
+        logger.info("resumed from %s", checkpoint)
+    try:
+        _loop(rc, algo, run_dir, on_result, verbose)
+    finally:
+        algo.stop()
+        callbacks = health_callbacks(algo)
+        if callbacks is not None:
+            callbacks.close()
+    return run_dir
+
+
+def _loop(rc, algo: TD3, run_dir: str, on_result, verbose: bool) -> None:
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    last_steps, last_time = None, time.perf_counter()
+    with open(metrics_path, "a") as metrics_file:
+        while True:
+            result = algo.train()
+            m = from_result(result, rc.resources.num_env_runners)
+            now = time.perf_counter()
+            rate = 0.0 if last_steps is None else (m.step - last_steps) / (now - last_time)
+            last_steps, last_time = m.step, now
+            metrics_file.write(json.dumps(_flat_record(result, m)) + "\n")
+            metrics_file.flush()
+            if verbose:
+                print(progress_line(result, rate), flush=True)
+            if on_result is not None:
+                on_result(result)
+            done = m.step >= rc.run.total_env_steps
+            if done or result["training_iteration"] % rc.run.checkpoint_every_iters == 0:
+                save_checkpoint(algo, run_dir, result, keep=rc.run.keep_checkpoints)
+            if done:
+                return
+
+
+def _flat_record(result: dict, m) -> dict:
+    record = {"training_iteration": result["training_iteration"], "env_steps": m.step,
+              "time_s": time.time(), "episode_return_mean": m.episode_return_mean,
+              "episode_len_mean": m.episode_length_mean}
+    for mid, stats in m.modules.items():
+        record.update({f"{mid}/{key}": value for key, value in stats.items()})
+    record.update({f"reward_components/{k}": v for k, v in m.reward_mean.items()})
+    record.update({f"reward_share/{k}": v for k, v in m.reward_share.items()})
+    record.update({f"nonfinite/{k}": v for k, v in m.nonfinite_lifetime.items()})
+    health = result.get("health", {}).get("divergence_state")
+    if health:
+        record["divergence_state"] = max(health.values())
+    return record

@@ -22,7 +22,7 @@ from rllib_av.envs.topdown_camera import EGO, NPC, TopDownCamera
 
 #: NPC vehicles on the circuit (about 650 lane-metres with two lanes).
 TRAFFIC_NPCS = {"none": 0, "light": 4, "medium": 10, "heavy": 20}
-MAX_STEER_RAD = 0.5  # front wheel angle at steer = +-1
+MAX_STEER_RAD = 0.35  # front wheel angle at steer = +-1 (turn radius ~ 15 m)
 MAX_ACCEL_MPS2 = 4.0  # at throttle_brake = +1
 MAX_BRAKE_MPS2 = 8.0  # at throttle_brake = -1
 IMAGE_SIZE = 84

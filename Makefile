@@ -1,0 +1,34 @@
+# Two commands on a fresh machine:
+#   make run    install, then train TD3 on the embedded simulator (metrics live on :9464)
+#   make test   install, then run every test (CI runs this through .ci/run)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CONFIG ?= configs/quickstart.yaml
+
+.PHONY: install system-deps run test bench
+
+install: $(VENV)/.installed
+
+# torch 2.13.0 first: its CPU build lies on disk, and anything asking for torch
+# later is then satisfied instead of pulling the CUDA build.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test,bench]"
+	touch $@
+
+# Prometheus, promtool and Alertmanager for the monitoring tests (Debian packages).
+system-deps:
+	@command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null || \
+		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q prometheus prometheus-alertmanager)
+
+run: install
+	$(VENV)/bin/rllib-av train --config $(CONFIG)
+
+test: install system-deps
+	$(VENV)/bin/pytest
+
+bench: install
+	$(PY) benchmarks/td3_vs_sb3.py

@@ -97,10 +97,13 @@ def init_ray() -> None:
 def progress_line(result: dict, steps_per_s: float) -> str:
     """One line: steps, return, Q health at a glance."""
     m = from_result(result, 0)
-    env = result.get("env_runners", {})
+
+    def fmt(value, spec):
+        return "-".rjust(len(format(0.0, spec))) if value is None else format(value, spec)
+
     parts = [f"steps {m.step:>8,}", f"{steps_per_s:6.0f}/s",
-             f"return {env.get('episode_return_mean', float('nan')):8.2f}",
-             f"len {env.get('episode_len_mean', float('nan')):6.1f}"]
+             f"return {fmt(m.episode_return_mean, '8.2f')}",
+             f"len {fmt(m.episode_length_mean, '6.1f')}"]
     for stats in m.modules.values():
         if "q_actor_mean" in stats:
             parts.append(f"Q {stats['q_actor_mean']:8.2f} [{stats['q_actor_min']:.1f}, "

@@ -58,6 +58,12 @@ def _num(x) -> Optional[float]:
         return None
 
 
+def _episode_stat(x) -> Optional[float]:
+    """RLlib reports NaN for an iteration in which no episode ended: no data."""
+    v = _num(x)
+    return v if v is not None and math.isfinite(v) else None
+
+
 def _floats(d: Mapping, keys) -> Dict[str, float]:
     out = {}
     for k in keys:
@@ -102,8 +108,8 @@ def from_result(result: Mapping, num_env_runners: int) -> IterationMetrics:
         modules=modules,
         reward_mean=_floats(runners.get(REWARD_MEAN_KEY, {}) or {}, REWARD_COMPONENTS + ("total",)),
         reward_share=reward_shares(abs_means),
-        episode_return_mean=_num(runners.get("episode_return_mean")),
-        episode_length_mean=_num(runners.get("episode_len_mean")),
+        episode_return_mean=_episode_stat(runners.get("episode_return_mean")),
+        episode_length_mean=_episode_stat(runners.get("episode_len_mean")),
         env_steps_lifetime=env_steps,
         env_runners_healthy=healthy,
         env_runners_desired=max(num_env_runners, 1),

@@ -98,3 +98,17 @@ def test_route_progress_is_monotone_and_waypoints_count_with_it():
         progress.append(snap.route_progress)
     assert np.all(np.diff(progress) >= 0) and progress[-1] > 5.0
     assert snap.waypoints_passed == int(progress[-1] // 2.0)
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_npcs_queue_behind_a_stopped_ego_without_crashing(lanes):
+    """IDM must see leaders across segment joins and around the bends (a
+    180-degree lane or a per-segment gap made NPCs rear-end each other)."""
+    backend = HighwayBackend(EnvSettings(traffic="medium", highway=HighwaySettings(lanes=lanes)))
+    backend.reset(seed=0)
+    for _ in range(300):
+        backend.step(0.0, -1.0)
+    assert not backend.ego.crashed
+    assert not any(v.crashed for v in backend.npcs)
+    if lanes == 1:  # nowhere to overtake: the queue behind the ego has stopped
+        assert min(v.speed for v in backend.npcs) < 0.5

@@ -90,6 +90,16 @@ class Centreline:
         lateral = -rel[0] * np.sin(h) + rel[1] * np.cos(h)
         return i, (self.s[i] + along) % self.lap_length, float(lateral)
 
+    def project_all(self, xy: np.ndarray):
+        """(s_on_lap, lateral_left_m) arrays for many points (n, 2) at once."""
+        d2 = np.sum((xy[:, None, :] - self.xy[None]) ** 2, axis=2)
+        i = np.argmin(d2, axis=1)
+        h = self.heading[i]
+        rel = xy - self.xy[i]
+        along = rel[:, 0] * np.cos(h) + rel[:, 1] * np.sin(h)
+        lateral = -rel[:, 0] * np.sin(h) + rel[:, 1] * np.cos(h)
+        return (self.s[i] + along) % self.lap_length, lateral
+
     def nearest_index(self, xy: np.ndarray) -> int:
         return int(np.argmin(np.sum((self.xy - xy) ** 2, axis=1)))
 
@@ -139,6 +149,12 @@ def centreline() -> Centreline:
     ys = np.interp(s, seg_s, xy[:, 1])
     hs = np.interp(s, seg_s, np.unwrap(heading))
     return Centreline(np.stack([xs, ys], -1), hs, s, float(lap))
+
+
+def segment_starts() -> np.ndarray:
+    """Arc length along lane 0 where each segment (edge n{i} -> n{i+1}) begins."""
+    lengths = [s[1] if s[0] == "straight" else s[1] * np.deg2rad(abs(s[2])) for s in SEGMENTS]
+    return np.concatenate([[0.0], np.cumsum(lengths)[:-1]])
 
 
 def road_network(lanes: int, lane_width: float, speed_limit: float) -> RoadNetwork:

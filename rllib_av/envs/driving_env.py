@@ -41,7 +41,7 @@ def env_settings(env_config: Union[None, EnvSettings, Mapping[str, Any]]) -> Env
 
 def route_completion(info: Mapping[str, Any]) -> float:
     """Fraction of the route driven, from a step's ``info``."""
-    return info["route_progress_m"] / info["route_length_m"]
+    return min(info["route_progress_m"] / info["route_length_m"], 1.0)
 
 
 class DrivingEnv(gym.Env):

@@ -79,7 +79,9 @@ def main() -> None:
     args = parser.parse_args()
     results = {
         "benchmark": "env_speed",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        # The box is shared: the load average says how contended the timing was.
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_average_1m_at_start": os.getloadavg()[0]},
         "observation": "image uint8 84x84 + state float32 (K=10)",
         "target_light_env_steps_per_s": 300,
         "traffic": {level: env_steps_per_s(level, args.steps) for level in LEVELS},

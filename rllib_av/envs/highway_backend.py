@@ -132,12 +132,10 @@ class HighwayBackend(DrivingBackend):
     def reset(self, seed: Optional[int] = None) -> Snapshot:
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-        s = self.settings
+        s, hw = self.settings, self.settings.highway
         self.road = _TrackRoad(self.network, np.random.default_rng(self._rng.integers(2**63)),
-                               self.line, self.settings.highway.lanes,
-                               self.settings.highway.lane_width_m)
-        lap = self.line.lap_length
-        self._s0 = float(self._rng.uniform(0, lap))
+                               self.line, hw.lanes, hw.lane_width_m)
+        self._s0 = float(self._rng.uniform(0, self.line.lap_length))
         xy, heading = self.line.pose_at(np.array(self._s0))
         self.ego = _Ego(self.road, xy.copy(), float(heading),
                         s.initial_speed_fraction * s.target_speed_mps)

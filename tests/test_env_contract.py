@@ -116,3 +116,20 @@ def test_bad_env_config_is_one_clear_line(config, key):
         DrivingEnv(config)
     message = str(err.value)
     assert message.startswith(key) and "\n" not in message
+
+
+@pytest.mark.parametrize("name", ["quickstart", "highway_light", "highway_medium", "highway_heavy"])
+def test_scenario_configs_build_their_env(name):
+    """configs/<name>.yaml -> RunConfig -> asdict (what training hands RLlib) -> env."""
+    import os
+
+    from rllib_av.envs.highway_backend import TRAFFIC_NPCS
+    from rllib_av.run_config import load_run_config
+
+    root = os.path.join(os.path.dirname(__file__), "..", "configs")
+    cfg = load_run_config(os.path.join(root, f"{name}.yaml"))
+    env = DrivingEnv(dataclasses.asdict(cfg.env))
+    obs, _ = env.reset(seed=0)
+    assert obs in env.observation_space
+    assert env.settings == cfg.env
+    assert len(env.backend.npcs) == TRAFFIC_NPCS[cfg.env.traffic]

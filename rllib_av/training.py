@@ -27,9 +27,9 @@ from rllib_av.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
 
-# training.debug_diverge: an effective discount of 3 * gamma > 1 makes the
+# training.debug_diverge: an effective discount of 10 * gamma > 1 makes the
 # critic's fixed point infinite, so Q leaves the bound within a few thousand updates.
-DEBUG_BOOTSTRAP_SCALE = 3.0
+DEBUG_BOOTSTRAP_SCALE = 10.0
 
 
 def env_reward_range(rc: RunConfig):

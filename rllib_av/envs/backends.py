@@ -5,7 +5,8 @@ from rllib_av.envs.backend import DrivingBackend
 from rllib_av.envs.env_settings import EnvSettings
 
 
-def make_backend(settings: EnvSettings) -> DrivingBackend:
+def make_backend(settings: EnvSettings, runner_index: int = 0) -> DrivingBackend:
+    """``runner_index``: RLlib's EnvRunner index (each CARLA runner owns its own server/ports)."""
     if settings.backend == "highway":
         from rllib_av.envs.highway_backend import HighwayBackend
 
@@ -13,5 +14,5 @@ def make_backend(settings: EnvSettings) -> DrivingBackend:
     if settings.backend == "carla":
         from rllib_av.envs.carla_backend import CarlaBackend
 
-        return CarlaBackend(settings)
+        return CarlaBackend(settings, runner_index=runner_index)
     raise ValueError(f"unknown backend {settings.backend!r}")

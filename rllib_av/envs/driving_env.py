@@ -9,7 +9,8 @@ by RLlib connectors so the replay buffer stores each frame once.
 Episode ends: terminated on collision, on more than
 ``env.off_road_tolerance_steps`` consecutive off-road steps, or at the goal;
 truncated at ``env.max_episode_steps`` or when the simulator fails
-(``info["sim_failure"]``).
+(``info["sim_failure"]``); the backend recovers on the next reset and
+``info["sim_server_restarts"]`` carries each recovery once.
 """
 
 from __future__ import annotations
@@ -57,7 +58,10 @@ class DrivingEnv(gym.Env):
             "state": gym.spaces.Box(-high, high, dtype=np.float32),
         })
         self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-        self.backend = make_backend(self.settings)
+        # RLlib hands an EnvContext (a dict with .worker_index): 1..N for remote EnvRunners.
+        self.backend = make_backend(self.settings,
+                                    runner_index=getattr(env_config, "worker_index", 0))
+        self._restarts_reported = 0
         self._snap: Optional[Snapshot] = None
         self._obs = None
 
@@ -144,7 +148,14 @@ class DrivingEnv(gym.Env):
             "position": snap.position,
             "episode_end": end,
             "sim_failure": False,
+            # Simulator relaunches since the previous info (the callback sums them).
+            "sim_server_restarts": self._new_restarts(),
         }
+
+    def _new_restarts(self) -> int:
+        total = getattr(self.backend, "server_restarts", 0)
+        new, self._restarts_reported = total - self._restarts_reported, total
+        return new
 
 
 def _finite(snap: Snapshot) -> bool:

@@ -8,6 +8,7 @@ the 84x84 camera (``topdown_camera``). One ``step`` is one ``road.step(dt)``.
 
 from __future__ import annotations
 
+import time
 from typing import Optional
 
 import numpy as np
@@ -127,11 +128,17 @@ class HighwayBackend(DrivingBackend):
         self._rng = np.random.default_rng()
         self.road: Optional[_TrackRoad] = None
         self.ego: Optional[_Ego] = None
+        self.server_restarts = 0  # worlds rebuilt after a failure (sim_server_restarts_total)
+        self._failed = False
+        self._steps_total = 0
 
     # -- DrivingBackend -------------------------------------------------------
     def reset(self, seed: Optional[int] = None) -> Snapshot:
         if seed is not None:
             self._rng = np.random.default_rng(seed)
+        if self._failed:  # the world is rebuilt below, like a relaunched server
+            self.server_restarts += 1
+            self._failed = False
         s, hw = self.settings, self.settings.highway
         self.road = _TrackRoad(self.network, np.random.default_rng(self._rng.integers(2**63)),
                                self.line, hw.lanes, hw.lane_width_m)
@@ -151,6 +158,7 @@ class HighwayBackend(DrivingBackend):
     def step(self, steer: float, throttle_brake: float) -> Snapshot:
         if self.road is None:
             raise SimulatorFailure("step before reset")
+        self._inject_failure()
         tb = float(throttle_brake)
         accel = tb * (MAX_ACCEL_MPS2 if tb >= 0 else MAX_BRAKE_MPS2)
         # steer > 0 turns right (CARLA's convention); highway-env's heading is CCW.
@@ -160,6 +168,7 @@ class HighwayBackend(DrivingBackend):
         # No reverse gear: braking stops the car.
         self.ego.speed = float(np.clip(self.ego.speed, 0.0, self.settings.max_speed_mps))
         if not (np.all(np.isfinite(self.ego.position)) and np.isfinite(self.ego.heading)):
+            self._failed = True
             raise SimulatorFailure("highway-env produced a non-finite ego state")
         return self._snapshot()
 
@@ -182,6 +191,15 @@ class HighwayBackend(DrivingBackend):
         self.ego = None
 
     # -- internals ------------------------------------------------------------
+    def _inject_failure(self) -> None:
+        hw = self.settings.highway
+        self._steps_total += 1
+        if hw.debug_fail_every_n_steps and self._steps_total % hw.debug_fail_every_n_steps == 0:
+            self._failed = True
+            if hw.debug_fail_mode == "hang":
+                time.sleep(hw.debug_hang_s)
+            raise SimulatorFailure(f"injected {hw.debug_fail_mode} at step {self._steps_total}")
+
     @property
     def npcs(self) -> list:
         return [v for v in self.road.vehicles if v is not self.ego]

@@ -24,7 +24,7 @@ from rllib_av.health.divergence import Verdict, judge
 from rllib_av.health.health_settings import HealthSettings
 from rllib_av.monitoring.exporter import HealthExporter
 from rllib_av.monitoring.iteration_metrics import (
-    REWARD_ABS_MEAN_KEY, REWARD_MEAN_KEY, from_result,
+    REWARD_ABS_MEAN_KEY, REWARD_MEAN_KEY, SIM_SERVER_RESTARTS_KEY, from_result,
 )
 from rllib_av.monitoring.monitoring_settings import MonitoringSettings
 from rllib_av.monitoring.tensorboard_writer import TensorBoardWriter
@@ -39,10 +39,16 @@ class HealthCallbacks(RLlibCallback):
     tensorboard: Optional[TensorBoardWriter] = None
 
     # ---- EnvRunner side -------------------------------------------------
+    def on_episode_start(self, *, episode, metrics_logger=None, **kwargs) -> None:
+        # A simulator is relaunched in reset: the reset info carries it.
+        if metrics_logger is not None:
+            _log_sim_restarts(episode.get_infos(-1), metrics_logger)
+
     def on_episode_step(self, *, episode, metrics_logger=None, **kwargs) -> None:
         if metrics_logger is None:
             return
         infos = episode.get_infos(-1)
+        _log_sim_restarts(infos, metrics_logger)
         components = infos.get("reward_components") if isinstance(infos, dict) else None
         for comp, value in (components or {}).items():
             value = float(value)
@@ -84,6 +90,12 @@ class HealthCallbacks(RLlibCallback):
         if self.tensorboard is not None:
             self.tensorboard.close()
             self.tensorboard = None
+
+
+def _log_sim_restarts(infos, metrics_logger) -> None:
+    new = infos.get(SIM_SERVER_RESTARTS_KEY) if isinstance(infos, dict) else None
+    if new:
+        metrics_logger.log_value(SIM_SERVER_RESTARTS_KEY, int(new), reduce="lifetime_sum")
 
 
 def publish(result: Dict, num_env_runners: int, health: HealthSettings,

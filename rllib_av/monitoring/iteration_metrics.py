@@ -29,8 +29,8 @@ NONFINITE_WHERE = ("replay", "loss", "grads")
 # EnvRunner-side metric keys written by HealthCallbacks.on_episode_step.
 REWARD_MEAN_KEY = "reward_components"
 REWARD_ABS_MEAN_KEY = "reward_components_abs"
-# Lifetime count of simulator-server restarts, logged by the CARLA supervisor
-# through the EnvRunner's MetricsLogger (reduce="lifetime_sum").
+# Lifetime count of simulator restarts: DrivingEnv reports each backend recovery
+# once in info, HealthCallbacks logs it (reduce="lifetime_sum").
 SIM_SERVER_RESTARTS_KEY = "sim_server_restarts"
 
 

@@ -67,8 +67,9 @@ class TransitionReplayBuffer:
         self._reward = np.zeros(c, np.float32)
         self._terminated = np.zeros(c, bool)
 
-    def _stacked_keys(self, leaves) -> set:
-        return {IMAGE_KEY} & set(leaves) if self.frame_stack > 1 else set()
+    @staticmethod
+    def _stacked_keys(leaves) -> set:
+        return {IMAGE_KEY} & set(leaves)
 
     def __len__(self) -> int:
         """Stored observations (transitions are at most this many)."""

@@ -71,7 +71,7 @@ class TD3Config(AlgorithmConfig):
         # RLlib's checkpoints leave the replay buffer out; ours put it in.
         self.checkpoint_replay_buffer = True
         # Frame stacks reach back across episode-chunk cuts into the lookback.
-        self.episode_lookback_horizon = self.frame_stack - 1
+        self.episode_lookback_horizon = max(1, self.frame_stack - 1)
 
     def training(self, **kwargs) -> "TD3Config":
         td3 = {k: kwargs.pop(k) for k in list(kwargs) if k in _TD3_DEFAULTS}
@@ -114,7 +114,9 @@ class TD3Config(AlgorithmConfig):
 
     def build_env_to_module_connector(self, env=None, spaces=None, device=None):
         pipeline = super().build_env_to_module_connector(env=env, spaces=spaces, device=device)
-        if self.frame_stack > 1 and stacks_frames(pipeline.input_observation_space):
+        # Always for the Dict observation (a stack of 1 is still (1, 84, 84)), so
+        # the CNN's input layout never depends on the stack depth.
+        if stacks_frames(pipeline.input_observation_space):
             pipeline.prepend(DictImageFrameStacking(num_frames=self.frame_stack))
         return pipeline
 

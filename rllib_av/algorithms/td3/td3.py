@@ -36,6 +36,7 @@ from ray.rllib.utils.metrics import (
 )
 from ray.tune.registry import register_trainable
 
+from rllib_av.algorithms.td3.debug_faults import DebugRewardFault
 from rllib_av.algorithms.td3.frame_stacking import DictImageFrameStacking, stacks_frames
 from rllib_av.algorithms.td3.replay_buffer import TransitionReplayBuffer, load_buffer, save_buffer
 from rllib_av.algorithms.td3.reward_scaling import RewardProcessor
@@ -147,6 +148,8 @@ class TD3(Algorithm):
             config.buffer_size, frame_stack=config.frame_stack, gamma=config.gamma,
             reward_processor=self.reward_processor, seed=config.seed)
         self._updates_owed = 0.0
+        self._debug_reward_fault = (DebugRewardFault(config.debug_reward_mode)
+                                    if config.debug_reward_mode != "none" else None)
 
     def training_step(self) -> None:
         cfg = self.config
@@ -158,6 +161,8 @@ class TD3(Algorithm):
         self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
 
         with self.metrics.log_time((TIMERS, REPLAY_BUFFER_ADD_DATA_TIMER)):
+            if self._debug_reward_fault is not None:  # TEST ONLY
+                self._debug_reward_fault.apply(episodes)
             dropped_before = self.replay_buffer.num_nonfinite_dropped
             new_steps = self.replay_buffer.add_episodes(episodes)
             self.metrics.log_value(("nonfinite", "replay_chunks_dropped"),

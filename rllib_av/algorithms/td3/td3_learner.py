@@ -106,7 +106,10 @@ class TD3TorchLearner(TorchLearner):
         module = self.module[module_id].unwrapped()
         target = module.forward_target(batch, config.policy_noise, config.noise_clip)
         discounts = batch[DISCOUNTS] * config.debug_bootstrap_scale
-        y = td3_targets(batch[Columns.REWARDS], discounts, batch[TERMINATEDS], target["q_next"])
+        terminateds = batch[TERMINATEDS]
+        if config.debug_unmasked_bootstrap:  # TEST ONLY: the bug the gate must catch
+            terminateds = torch.zeros_like(terminateds)
+        y = td3_targets(batch[Columns.REWARDS], discounts, terminateds, target["q_next"])
         q1, q2 = fwd_out[Q1_PREDS], fwd_out[Q2_PREDS]
         return F.mse_loss(q1, y) + F.mse_loss(q2, y), y
 

@@ -46,6 +46,13 @@ class TrainingSettings:
     image_encoder: str = field(default="nature_cnn", metadata=choices("nature_cnn", "none"))
     # TEST ONLY: inflate the bootstrap so Q runs past the bound within minutes.
     debug_diverge: bool = False
+    # TEST ONLY broken set-ups the preflight gate must refuse (debug_faults.py):
+    # the critic trains on each episode's running undiscounted reward sum
+    # ("running_sum") or on rewards x1e4 the declared range ignores ("blown_up").
+    debug_reward_mode: str = field(default="none",
+                                   metadata=choices("none", "running_sum", "blown_up"))
+    # TEST ONLY: the Bellman target bootstraps through terminations too.
+    debug_unmasked_bootstrap: bool = False
 
     def check(self) -> None:
         if self.reward_range is not None and (

@@ -1,0 +1,182 @@
+"""Bad run configs (issue 8.5): invalid configs generated from the RunConfig
+dataclass schema (wrong types, out-of-range values, unknown keys, missing
+files, contradictory settings) each give ConfigError with ONE line naming the
+key, the value and what is allowed; through the real CLI: exit 2, that line
+on stderr, no traceback."""
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+import typing
+
+import pytest
+import yaml
+
+from rllib_av.config_schema import ConfigError
+from rllib_av.run_config import RunConfig, load_run_config
+
+# Words a message uses to say what is allowed.
+ALLOWED_WORDS = ("expected", "allowed")
+
+
+def _leaves(cls, prefix=""):
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp, key = hints[f.name], prefix + f.name
+        if dataclasses.is_dataclass(tp):
+            yield from _leaves(tp, key + ".")
+        else:
+            yield key, tp, f.metadata
+
+
+def _sections(cls, prefix=""):
+    yield prefix.rstrip(".")
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _sections(hints[f.name], prefix + f.name + ".")
+
+
+def _base(tp):
+    """The non-None member of Optional[X]; X itself otherwise."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if typing.get_origin(tp) is typing.Union and len(args) == 1 else tp
+
+
+def _wrong_types(tp):
+    tp = _base(tp)
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        return ["not-a-list", {"a": 1}]
+    if origin is dict:
+        return [[1, 2], "not-a-mapping"]
+    if origin is typing.Union:  # int or "auto"
+        return ["manual", 1.5]
+    return {int: ["three", 2.5, True], float: ["fast", True, [1.0]],
+            bool: ["yes", 1], str: [123, ["a"]]}[tp]
+
+
+def _out_of_range(tp, meta):
+    values = []
+    is_int = _base(tp) is int or typing.get_args(_base(tp)) == (int,)
+    for op, b in meta.get("bounds", {}).items():
+        step = 1 if is_int else max(abs(b) * 0.5, 0.01)
+        bad = {"ge": b - step, "gt": b, "le": b + step, "lt": b}[op]
+        values.append([bad] if typing.get_origin(_base(tp)) is list else bad)
+    if _base(tp) is float:
+        values.append(math.inf)
+    if "choices" in meta:
+        values += ["bogus", meta["choices"][0].upper() + "x"]
+    return values
+
+
+def generated_cases():
+    """(override key, value) pairs, each invalid on its own."""
+    cases = []
+    for key, tp, meta in _leaves(RunConfig):
+        cases += [(key, v) for v in _wrong_types(tp)]
+        cases += [(key, v) for v in _out_of_range(tp, meta)]
+        if meta.get("existing_path"):
+            cases.append((key, "/no/such/dir/carla"))
+    cases += [(f"{section}.no_such_key" if section else "no_such_section", 1)
+              for section in _sections(RunConfig)]
+    return cases
+
+
+# Settings valid alone, contradictory together: (overrides, the key named).
+CONTRADICTIONS = [
+    (["env.target_speed_mps=20", "env.max_speed_mps=10"], "env.target_speed_mps"),
+    (["health.q_bound_warn_ratio=2", "health.q_bound_diverge_ratio=1.5"], "health.q_bound_warn_ratio"),
+    (["health.grad_norm_warn=1e7"], "health.grad_norm_warn"),
+    (["training.batch_size=512", "training.buffer_size=256"], "training.batch_size"),
+    (["training.reward_range=[5, -5]"], "training.reward_range"),
+    (["training.reward_range=[1, 2, 3]"], "training.reward_range"),
+    (["env.highway.npc_speed_fraction=[0.9, 0.6]"], "env.highway.npc_speed_fraction"),
+    (["env.highway.npc_speed_fraction=[0.5]"], "env.highway.npc_speed_fraction"),
+    (["env.carla.port_range_start=3000", "env.carla.port_range_end=2000"], "env.carla.port_range"),
+    (["health.preflight_episode_len_min=30", "health.preflight_episode_len_max=20"],
+     "health.preflight_episode_len_min"),
+]
+
+
+def _override(key, value):
+    return f"{key}={json.dumps(value)}" if value != math.inf else f"{key}=.inf"
+
+
+def _value_named(message, value):
+    forms = {str(value), repr(value), json.dumps(value)}
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        forms.add(repr(float(value)))
+    if isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
+        forms.add(repr([float(v) for v in value]))
+    return any(f and f in message for f in forms)
+
+
+def _assert_one_clear_line(message, key):
+    assert "\n" not in message and message.strip() == message
+    assert key in message, message
+    assert any(w in message for w in ALLOWED_WORDS + ("unknown key", "missing")), message
+
+
+CASES = generated_cases()
+
+
+def test_at_least_200_generated_invalid_configs():
+    assert len(CASES) + len(CONTRADICTIONS) >= 200
+
+
+@pytest.mark.parametrize("key,value", CASES, ids=[f"{k}={v!r}" for k, v in CASES])
+def test_generated_invalid_config_names_key_value_and_allowed(key, value):
+    with pytest.raises(ConfigError) as e:
+        load_run_config(None, [_override(key, value)])
+    message = str(e.value)
+    if "no_such" in key:
+        _assert_one_clear_line(message, key)
+        assert "allowed keys here" in message
+    else:
+        _assert_one_clear_line(message, key)
+        assert _value_named(message, value), message
+
+
+@pytest.mark.parametrize("overrides,key", CONTRADICTIONS, ids=[c[1] for c in CONTRADICTIONS])
+def test_contradictory_settings_name_both_sides(overrides, key):
+    with pytest.raises(ConfigError) as e:
+        load_run_config(None, overrides)
+    _assert_one_clear_line(str(e.value), key)
+
+
+def test_bad_files_are_one_line(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("run:\n  name: [unclosed\n")
+    listing = tmp_path / "list.yaml"
+    listing.write_text(yaml.safe_dump([1, 2]))
+    for path, words in [(str(tmp_path / "missing.yaml"), "does not exist"),
+                        (str(broken), "not valid YAML"), (str(listing), "mapping")]:
+        with pytest.raises(ConfigError) as e:
+            load_run_config(path)
+        assert path in str(e.value) and words in str(e.value) and "\n" not in str(e.value)
+
+
+# ~20 of the cases through the real command line (a process each: slow).
+CLI_SAMPLE = CASES[:: max(1, len(CASES) // 16)] + [
+    (None, ["--config", "/no/such/config.yaml"]),
+    (None, ["--resume", "/no/such/run_dir"]),
+    (None, ["--set", "training.gamma"]),
+    (None, ["--set", "training.gamma=[unclosed"]),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key,value", CLI_SAMPLE, ids=[f"{k}={v!r}" for k, v in CLI_SAMPLE])
+def test_cli_bad_input_is_one_line_exit_2(key, value, tmp_path):
+    args = value if key is None else ["--set", _override(key, value)]
+    proc = subprocess.run([sys.executable, "-m", "rllib_av.cli", "train", *args,
+                           "--set", f"run.output_dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rllib-av: error: "), proc.stderr[-2000:]
+    assert not list(tmp_path.iterdir())  # nothing started, no run directory

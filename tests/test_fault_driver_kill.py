@@ -1,0 +1,122 @@
+"""A driver killed with SIGKILL (issue 8.2): `rllib-av train --resume RUN_DIR`
+continues from the last complete checkpoint with the replay buffer, the env
+step and update counters and the health history; a half-written checkpoint is
+never loaded, and only RUN_DIR/checkpoints is looked at (issue 8.7)."""
+
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rllib_av.checkpoints import META, complete_checkpoints, latest_checkpoint, read_meta
+
+SETTINGS = ["run.name=killed", "run.total_env_steps=1500", "run.min_time_s_per_iteration=0",
+            "run.checkpoint_every_iters=4", "run.keep_checkpoints=2",
+            "training.learning_starts=100", "training.batch_size=32",
+            "training.rollout_fragment_length=50", "monitoring.exporter_port=0",
+            "monitoring.tensorboard=false"]
+
+
+def _records(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def _cli(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "rllib_av.cli", "train", "--quiet", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def test_half_written_checkpoints_are_never_loaded(tmp_path):
+    run_dir = str(tmp_path)
+    root = os.path.join(run_dir, "checkpoints")
+    good = os.path.join(root, "iter_000004")
+    os.makedirs(good)
+    with open(os.path.join(good, META), "w") as f:
+        json.dump({"training_iteration": 4, "env_steps": 200, "healthy": True}, f)
+    os.makedirs(os.path.join(root, ".partial-000008"))  # cut short before the rename
+    os.makedirs(os.path.join(root, "iter_000012"))  # no meta: not written by save_checkpoint
+    assert complete_checkpoints(run_dir) == [good]
+    assert latest_checkpoint(run_dir) == good
+
+
+@pytest.mark.slow
+def test_sigkilled_driver_resumes_from_last_complete_checkpoint(tmp_path, ray_local):
+    proc = _cli("--config", "configs/quickstart.yaml", "--set", f"run.output_dir={tmp_path}",
+                *[a for s in SETTINGS for a in ("--set", s)])
+    try:
+        run_dir, ckpt = None, None
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            dirs = glob.glob(os.path.join(str(tmp_path), "killed-*"))
+            run_dir = dirs[0] if dirs else None
+            ckpt = run_dir and latest_checkpoint(run_dir)
+            # Kill mid-run: a checkpoint exists and a later iteration is done.
+            if ckpt and len(_records(run_dir)) > read_meta(ckpt)["training_iteration"] + 1:
+                break
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        assert ckpt, "no checkpoint within 300 s"
+        proc.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    before = _records(run_dir)
+    meta = read_meta(ckpt)
+    ckpt_iter = meta["training_iteration"]
+    at_ckpt = before[ckpt_iter - 1]
+    assert at_ckpt["training_iteration"] == ckpt_iter and at_ckpt["env_steps"] == meta["env_steps"]
+    steps_redone = before[-1]["env_steps"] - meta["env_steps"]
+
+    # A later checkpoint cut short by the crash (both forms) must not be picked,
+    # nor anything outside RUN_DIR/checkpoints.
+    root = os.path.join(run_dir, "checkpoints")
+    os.makedirs(os.path.join(root, ".partial-999998"))
+    shutil.copytree(ckpt, os.path.join(root, "iter_999999"))
+    os.remove(os.path.join(root, "iter_999999", META))
+    outside = os.path.join(str(tmp_path), "iter_999999")
+    shutil.copytree(ckpt, outside)  # outside the run dir
+
+    resumed = _cli("--resume", run_dir)
+    out = resumed.communicate(timeout=600)[0]
+    recovered_s = time.monotonic() - killed_at
+    assert resumed.returncode == 0, out[-3000:]
+    after = _records(run_dir)
+    new = after[len(before):]
+    # The history up to the kill is kept line for line; the resumed run starts
+    # right after the checkpoint with the checkpoint's counters.
+    assert after[:len(before)] == before
+    first = new[0]
+    assert first["training_iteration"] == ckpt_iter + 1
+    step = first["env_steps"] - meta["env_steps"]
+    assert 0 < step <= at_ckpt["env_steps"] - before[ckpt_iter - 2]["env_steps"] + 50
+    updates_ckpt = at_ckpt["default_policy/num_updates_lifetime"]
+    assert first["default_policy/num_updates_lifetime"] > updates_ckpt
+    # Updates continue from the checkpoint's count: a fresh learner would start
+    # near zero, and with an empty buffer it would not update before
+    # learning_starts + batch_size new steps (the buffer came back).
+    assert first["default_policy/num_updates_lifetime"] - updates_ckpt <= step + 1
+    assert new[-1]["env_steps"] >= 1500
+    # The checkpoint holds the replay buffer: one transition per env step.
+    from rllib_av.run_config import load_run_config
+    from rllib_av.training import build_td3_config
+
+    algo = build_td3_config(load_run_config(os.path.join(run_dir, "config.yaml"))).build_algo()
+    try:
+        assert algo.replay_buffer.num_transitions_added == 0
+        algo.restore_from_path(outside)
+        assert algo.replay_buffer.num_transitions_added == meta["env_steps"]
+    finally:
+        algo.stop()
+    print(f"driver SIGKILL: checkpoint iter {ckpt_iter} at {meta['env_steps']} steps; "
+          f"{steps_redone} steps after it redone; resume + finish {recovered_s:.1f}s; "
+          f"first resumed iteration {first['training_iteration']} at {first['env_steps']} steps, "
+          f"updates {updates_ckpt} -> {first['default_policy/num_updates_lifetime']}")

@@ -19,8 +19,9 @@ from rllib_av.checkpoints import META, complete_checkpoints, latest_checkpoint, 
 SETTINGS = ["run.name=killed", "run.total_env_steps=1500", "run.min_time_s_per_iteration=0",
             "run.checkpoint_every_iters=4", "run.keep_checkpoints=2",
             "training.learning_starts=100", "training.batch_size=32",
-            "training.rollout_fragment_length=50", "monitoring.exporter_port=0",
-            "monitoring.tensorboard=false"]
+            # A small buffer: checkpoints write the whole preallocated buffer.
+            "training.buffer_size=5000", "training.rollout_fragment_length=50",
+            "monitoring.exporter_port=0", "monitoring.tensorboard=false"]
 
 
 def _records(run_dir):

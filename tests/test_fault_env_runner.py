@@ -30,7 +30,7 @@ def _scrape(port: int) -> dict:
 def test_killed_env_runner_is_restarted_and_training_continues(ray_local, tmp_path):
     rc = load_run_config("configs/quickstart.yaml", [
         f"run.output_dir={tmp_path}", "run.min_time_s_per_iteration=0",
-        "training.learning_starts=100", "training.batch_size=32",
+        "training.learning_starts=100", "training.batch_size=32", "training.buffer_size=5000",
         "training.rollout_fragment_length=50", "resources.num_env_runners=1",
         "monitoring.exporter_port=0",
     ])

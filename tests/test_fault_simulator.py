@@ -66,7 +66,7 @@ def test_training_survives_simulator_failures_in_an_env_runner(ray_local, tmp_pa
     rc = load_run_config("configs/quickstart.yaml", [
         f"run.output_dir={tmp_path}", "run.total_env_steps=900", "run.min_time_s_per_iteration=0",
         "run.checkpoint_every_iters=1000", "training.learning_starts=100",
-        "training.batch_size=32", "training.rollout_fragment_length=100",
+        "training.batch_size=32", "training.buffer_size=5000", "training.rollout_fragment_length=100",
         "resources.num_env_runners=1", "env.highway.debug_fail_every_n_steps=150",
         "monitoring.exporter_port=0",
     ])

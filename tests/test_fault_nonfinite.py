@@ -1,0 +1,82 @@
+"""NaN/inf from the env (issue 8.4), end to end through a real TD3 run: a
+test-only DrivingEnv that corrupts its observation and reward now and then.
+Every chunk holding a bad value is dropped before the replay buffer, counted
+in nonfinite_total{where="replay"}, the weights stay finite, and the divergence
+verdict goes to DIVERGED while the bad values keep coming."""
+
+import dataclasses
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+
+from rllib_av.envs.driving_env import DrivingEnv
+from rllib_av.monitoring.callbacks import health_callbacks
+from rllib_av.run_config import load_run_config
+from rllib_av.training import build_td3_config
+
+pytestmark = pytest.mark.slow
+CORRUPT_EVERY = 90
+
+
+class CorruptingDrivingEnv(DrivingEnv):
+    """Every CORRUPT_EVERY-th step: inf in the state vector; the step after, a NaN reward."""
+
+    def reset(self, **kwargs):
+        self._count = getattr(self, "_count", 0)
+        return super().reset(**kwargs)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        self._count += 1
+        if self._count % CORRUPT_EVERY == 0:
+            obs = {**obs, "state": obs["state"].copy()}
+            obs["state"][0] = np.inf
+        elif self._count % CORRUPT_EVERY == 1 and self._count > 1:
+            reward = float("nan")
+        return obs, reward, terminated, truncated, info
+
+
+def _scrape_nonfinite(port):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {line.split('where="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line.startswith("rllib_av_nonfinite_total{")}
+
+
+def test_nonfinite_env_values_never_reach_buffer_or_weights(ray_local, tmp_path):
+    rc = load_run_config("configs/quickstart.yaml", [
+        f"run.output_dir={tmp_path}", "run.min_time_s_per_iteration=0",
+        "training.learning_starts=50", "training.batch_size=32", "training.buffer_size=5000",
+        "training.rollout_fragment_length=30", "monitoring.exporter_port=0",
+        "monitoring.tensorboard=false",
+    ])
+    config = build_td3_config(rc).environment(CorruptingDrivingEnv,
+                                              env_config=dataclasses.asdict(rc.env))
+    algo = config.build_algo()
+    try:
+        results = [algo.train() for _ in range(16)]  # 480 steps: ~5 inf + ~5 NaN
+        port = health_callbacks(algo).exporter.port
+        dropped = results[-1]["nonfinite"]["replay_chunks_dropped"]
+        assert 6 <= dropped <= 11, dropped
+        buf = algo.replay_buffer
+        kept = buf.num_transitions_added
+        assert 0 < kept <= 480 - 6 * 30 + 30
+        for name, arr in {**buf._obs, "reward": buf._reward, "action": buf._action}.items():
+            if arr.dtype.kind == "f":
+                assert np.isfinite(arr).all(), name
+        weights = algo.learner_group._learner.module["default_policy"].state_dict()
+        assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+        assert _scrape_nonfinite(port)["replay"] == dropped
+        # Each iteration that brought new bad values is judged DIVERGED.
+        states = [r["health"]["divergence_state"].get("default_policy") for r in results
+                  if "default_policy" in r["health"]["divergence_state"]]
+        reasons = [" ".join(r["health"]["reasons"]["default_policy"]) for r in results
+                   if "default_policy" in r["health"]["reasons"]]
+        assert 2 in states
+        assert any("non-finite" in reason for reason in reasons)
+        print(f"nonfinite: {dropped} chunks dropped, {kept} transitions kept, "
+              f"divergence states {states}")
+    finally:
+        algo.stop()
+        health_callbacks(algo).close()

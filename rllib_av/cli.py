@@ -24,6 +24,18 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue a run from its latest complete checkpoint")
     train.add_argument("--quiet", action="store_true", help="no per-iteration progress line")
+
+    ev = sub.add_parser("evaluate", help="driving metrics of the deterministic policy (+ baselines)")
+    ev.add_argument("--checkpoint", help="RUN_DIR/checkpoints/iter_N, or RUN_DIR (newest healthy)")
+    ev.add_argument("--scenario", dest="scenarios", action="append", default=[], metavar="NAME",
+                    help="configs/NAME.yaml's env (repeatable; default: the run's own env)")
+    ev.add_argument("--episodes", type=int, default=10)
+    ev.add_argument("--baselines", action="store_true", help="also random and pure pursuit + PID")
+    ev.add_argument("--videos", type=int, default=1, help="GIFs of the first N episodes per policy")
+    ev.add_argument("--out", help="output directory (default RUN_DIR/eval)")
+
+    report = sub.add_parser("report", help="static HTML report of a run directory")
+    report.add_argument("run_dir", metavar="RUN_DIR")
     return parser
 
 
@@ -45,7 +57,24 @@ def _train(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _train}
+def _evaluate(args) -> int:
+    from rllib_av.evaluation.evaluate import evaluate
+
+    result = evaluate(args.checkpoint, args.scenarios, args.episodes, args.baselines,
+                      args.videos, args.out)
+    print("\n\n".join(s["table"] for s in result["scenarios"].values()))
+    print(f"results: {result['out_dir']}")
+    return 0
+
+
+def _report(args) -> int:
+    from rllib_av.evaluation.report import write_report
+
+    print(f"report: {write_report(args.run_dir)}")
+    return 0
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "report": _report}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

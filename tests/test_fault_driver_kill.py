@@ -29,9 +29,12 @@ def _records(run_dir):
         return [json.loads(line) for line in f]
 
 
-def _cli(*args, **kwargs):
+def _cli(*args):
+    # RAY_ADDRESS=local: a Ray of its own, as on a fresh machine; without it
+    # ray.init() joins whatever other Ray instance runs on this box.
     return subprocess.Popen([sys.executable, "-m", "rllib_av.cli", "train", "--quiet", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "RAY_ADDRESS": "local"})
 
 
 def test_half_written_checkpoints_are_never_loaded(tmp_path):
@@ -48,7 +51,7 @@ def test_half_written_checkpoints_are_never_loaded(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkilled_driver_resumes_from_last_complete_checkpoint(tmp_path, ray_local):
+def test_sigkilled_driver_resumes_from_last_complete_checkpoint(tmp_path, request):
     proc = _cli("--config", "configs/quickstart.yaml", "--set", f"run.output_dir={tmp_path}",
                 *[a for s in SETTINGS for a in ("--set", s)])
     try:
@@ -110,6 +113,7 @@ def test_sigkilled_driver_resumes_from_last_complete_checkpoint(tmp_path, ray_lo
     from rllib_av.run_config import load_run_config
     from rllib_av.training import build_td3_config
 
+    request.getfixturevalue("ray_local")  # only now: the CLI runs above had their own Ray
     algo = build_td3_config(load_run_config(os.path.join(run_dir, "config.yaml"))).build_algo()
     try:
         assert algo.replay_buffer.num_transitions_added == 0

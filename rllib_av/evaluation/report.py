@@ -1,0 +1,225 @@
+"""`rllib-av report RUN_DIR`: a static HTML page with PNG plots of a run.
+
+RUN_DIR/report/index.html shows, from metrics.jsonl, the learning curves
+(return, episode length), the critic's Q health against the +/- bound (and the
+divergence verdict), the reward components' shares over time, and, when
+``rllib-av evaluate`` has written RUN_DIR/eval/evaluation.json, its tables with
+links to the episode GIFs. Plain files: open it from disk or copy it anywhere.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from typing import Dict, List
+
+import numpy as np
+
+from rllib_av.config_schema import ConfigError
+from rllib_av.envs.reward import COMPONENTS
+from rllib_av.evaluation.driving_metrics import METRICS
+from rllib_av.evaluation.evaluate import EVAL_DIR, RESULT_FILE
+
+REPORT_DIR = "report"
+_Q_LINES = ("q_actor_max", "q_actor_mean", "q_actor_min", "q_target_max", "q_target_mean")
+
+
+def load_metrics(run_dir: str) -> List[Dict]:
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        raise ConfigError(f"report: {run_dir!r} is not a run directory (no metrics.jsonl)")
+    records = []
+    with open(path) as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a crash
+                continue
+    if not records:
+        raise ConfigError(f"report: {path!r} has no iterations yet")
+    return records
+
+
+def write_report(run_dir: str) -> str:
+    """Write RUN_DIR/report/index.html and its PNGs; returns the HTML path."""
+    records = load_metrics(run_dir)
+    out = os.path.join(run_dir, REPORT_DIR)
+    os.makedirs(out, exist_ok=True)
+    figures = [
+        ("learning_curves.png", "Learning curves", _plot_learning(records)),
+        ("q_health.png", "Q health against the bound", _plot_q_health(records)),
+        ("reward_shares.png", "Reward component shares", _plot_reward_shares(records)),
+    ]
+    sections = []
+    for name, title, fig in figures:
+        fig.savefig(os.path.join(out, name), dpi=100)
+        _close(fig)
+        sections.append(f'<h2>{title}</h2>\n<img src="{name}" alt="{html.escape(title)}">')
+    sections.append(_evaluation_html(run_dir))
+    page = _PAGE.format(title=html.escape(os.path.basename(os.path.abspath(run_dir))),
+                        summary=_summary_html(records), body="\n".join(sections))
+    path = os.path.join(out, "index.html")
+    with open(path, "w") as f:
+        f.write(page)
+    return path
+
+
+# -- plots -----------------------------------------------------------------------
+def _series(records: List[Dict], key: str) -> np.ndarray:
+    return np.array([_num(r.get(key)) for r in records], np.float64)
+
+
+def _num(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _figure(rows: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(rows, 1, figsize=(9, 2.8 * rows), sharex=True, squeeze=False)
+    return fig, axes[:, 0]
+
+
+def _close(fig) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def _plot_learning(records):
+    fig, (ax_ret, ax_len) = _figure(2)
+    steps = _series(records, "env_steps")
+    for ax, key, label in ((ax_ret, "episode_return_mean", "episode return (mean)"),
+                           (ax_len, "episode_len_mean", "episode length (steps)")):
+        ax.plot(steps, _series(records, key), marker=".", label=label)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    ax_len.set_xlabel("env steps")
+    fig.tight_layout()
+    return fig
+
+
+def _modules(records) -> List[str]:
+    return sorted({k.split("/")[0] for r in records for k in r if k.endswith("/q_bound")}
+                  | {k.split("/")[0] for r in records for k in r if k.endswith("/q_actor_mean")})
+
+
+def _plot_q_health(records):
+    modules = _modules(records)
+    fig, axes = _figure(max(1, len(modules)) + 1)
+    steps = _series(records, "env_steps")
+    for ax, mid in zip(axes, modules):
+        for stat in _Q_LINES:
+            ax.plot(steps, _series(records, f"{mid}/{stat}"), label=stat, lw=1)
+        bound = _series(records, f"{mid}/q_bound")
+        ax.plot(steps, bound, "k--", lw=1.5, label="+/- q_bound")
+        ax.plot(steps, -bound, "k--", lw=1.5)
+        # symlog: a healthy Q (units) and its bound (thousands) on one axis.
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_ylabel(f"{mid}: Q")
+        ax.legend(fontsize=7, ncol=3, loc="upper left")
+        ax.grid(alpha=0.3)
+    ax = axes[-1]
+    for mid in modules:
+        ax.plot(steps, _series(records, f"{mid}/q_bound_ratio"), label=f"{mid} |Q|/bound")
+    ax.axhline(1.0, color="k", ls="--", lw=1)
+    state = _series(records, "divergence_state")
+    for level, color in ((1, "orange"), (2, "red")):
+        ax.fill_between(steps, 0, 1, where=state >= level, color=color, alpha=0.2,
+                        transform=ax.get_xaxis_transform(),
+                        label=("warning", "diverged")[level - 1])
+    ax.set_yscale("log")
+    ax.set_ylabel("|Q| / bound")
+    ax.set_xlabel("env steps")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_reward_shares(records):
+    fig, (ax_share, ax_mean) = _figure(2)
+    steps = _series(records, "env_steps")
+    shares = np.nan_to_num(np.array([_series(records, f"reward_share/{c}") for c in COMPONENTS]))
+    ax_share.stackplot(steps, shares, labels=COMPONENTS)
+    ax_share.set_ylim(0, 1)
+    ax_share.set_ylabel("share of mean |component|")
+    ax_share.legend(fontsize=7, ncol=5, loc="upper left")
+    for comp in COMPONENTS + ("total",):
+        ax_mean.plot(steps, _series(records, f"reward_components/{comp}"), label=comp,
+                     lw=2 if comp == "total" else 1)
+    ax_mean.set_ylabel("per-step mean")
+    ax_mean.set_xlabel("env steps")
+    ax_mean.legend(fontsize=7, ncol=6, loc="upper left")
+    ax_mean.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+# -- HTML ------------------------------------------------------------------------
+def _summary_html(records) -> str:
+    last = records[-1]
+    items = [("iterations", last.get("training_iteration")), ("env steps", last.get("env_steps")),
+             ("last episode return (mean)", last.get("episode_return_mean")),
+             ("divergence state", ("healthy", "warning", "diverged")[int(last["divergence_state"])]
+              if last.get("divergence_state") is not None else None)]
+    cells = "".join(f"<tr><th>{k}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in items)
+    return f"<table class='summary'>{cells}</table>"
+
+
+def _evaluation_html(run_dir: str) -> str:
+    path = os.path.join(run_dir, EVAL_DIR, RESULT_FILE)
+    if not os.path.isfile(path):
+        return ("<h2>Evaluation</h2><p>No evaluation yet: run <code>rllib-av evaluate "
+                f"--checkpoint {html.escape(run_dir)} --baselines</code>, then this report again.</p>")
+    with open(path) as f:
+        result = json.load(f)
+    parts = [f"<h2>Evaluation</h2><p>{result['episodes']} episodes per policy, deterministic "
+             f"policy from <code>{html.escape(str(result['checkpoint']))}</code>; "
+             "mean [95% CI].</p>"]
+    for name, scenario in result["scenarios"].items():
+        policies = list(scenario["metrics"])
+        head = "".join(f"<th>{html.escape(p)}</th>" for p in policies)
+        rows = []
+        for key, (label, unit) in METRICS.items():
+            cells = "".join(f"<td>{_interval(scenario['metrics'][p][key])}</td>" for p in policies)
+            rows.append(f"<tr><th>{label}{f' ({unit})' if unit else ''}</th>{cells}</tr>")
+        videos = [f'<a href="../{EVAL_DIR}/{html.escape(v)}">{html.escape(v)}</a>'
+                  for vs in scenario.get("videos", {}).values() for v in vs]
+        parts.append(f"<h3>scenario {html.escape(name)}</h3><table class='eval'>"
+                     f"<tr><th>metric</th>{head}</tr>{''.join(rows)}</table>"
+                     + (f"<p>Videos: {' '.join(videos)}</p>" if videos else ""))
+    return "\n".join(parts)
+
+
+def _interval(iv: Dict) -> str:
+    if iv["mean"] is None or math.isnan(iv["mean"]):
+        return "n/a"
+    return f"{iv['mean']:.3g} [{iv['low']:.3g}, {iv['high']:.3g}]"
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>rllib_av run {title}</title>
+<style>
+body {{ font-family: sans-serif; max-width: 960px; margin: 2em auto; color: #222; }}
+img {{ max-width: 100%; border: 1px solid #ddd; }}
+table {{ border-collapse: collapse; margin: 0.5em 0; }}
+th, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: left; font-size: 90%; }}
+</style></head>
+<body>
+<h1>rllib_av run {title}</h1>
+{summary}
+{body}
+</body></html>
+"""

@@ -21,6 +21,8 @@ import yaml
 
 from rllib_av.algorithms.td3 import TD3, TD3Config
 from rllib_av.checkpoints import latest_checkpoint, save_checkpoint
+from rllib_av.health.guard import DivergenceGuard
+from rllib_av.health.probes import run_probes
 from rllib_av.monitoring.callbacks import HealthCallbacks, health_callbacks
 from rllib_av.monitoring.iteration_metrics import from_result
 from rllib_av.run_config import RunConfig
@@ -145,6 +147,7 @@ def train(rc: RunConfig, run_dir: Optional[str] = None,
 
 def _loop(rc, algo: TD3, run_dir: str, on_result, verbose: bool) -> None:
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    guard = DivergenceGuard(rc.health, run_dir, critic_lr=rc.training.critic_lr)
     last_steps, last_time = None, time.perf_counter()
     with open(metrics_path, "a") as metrics_file:
         while True:
@@ -157,8 +160,18 @@ def _loop(rc, algo: TD3, run_dir: str, on_result, verbose: bool) -> None:
             metrics_file.flush()
             if verbose:
                 print(progress_line(result, rate), flush=True)
+            every = rc.health.probe_every_iters
+            if every and result["training_iteration"] % every == 0:
+                run_probes(algo, rc, run_dir, result)
+            action = guard.after_iteration(algo, result)
             if on_result is not None:
                 on_result(result)
+            if action == "stop":
+                if verbose:
+                    print(guard.report, flush=True)
+                return
+            if action == "rollback":  # the algorithm is no longer the one this result describes
+                continue
             done = m.step >= rc.run.total_env_steps
             if done or result["training_iteration"] % rc.run.checkpoint_every_iters == 0:
                 save_checkpoint(algo, run_dir, result, keep=rc.run.keep_checkpoints)

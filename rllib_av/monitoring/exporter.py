@@ -24,6 +24,8 @@ LEARNER_GAUGES = (
     "q_bound", "q_bound_ratio", "critic_loss", "actor_loss", "td_error_abs_mean",
 )
 GRAD_NORM_NETWORKS = ("actor", "critic")
+# What the divergence guard can do (rllib_av/health/guard.py).
+GUARD_ACTIONS = ("alert", "stop", "rollback")
 
 
 class HealthExporter:
@@ -60,6 +62,14 @@ class HealthExporter:
             ctr.labels(run)
         for where in NONFINITE_WHERE:
             self._nonfinite.labels(run, where)
+        self._guard_actions = Counter(PREFIX + "guard_actions", "Divergence guard actions taken",
+                                      ["run", "action"], registry=r)
+        for action in GUARD_ACTIONS:
+            self._guard_actions.labels(run, action)
+        self._overestimation = Gauge(
+            PREFIX + "overestimation_bias",
+            "Q1(s, mu(s)) minus the discounted Monte-Carlo return on evaluation rollouts",
+            rm, registry=r)
         self._last: Dict[Tuple, float] = {}
 
         self._server, self._thread = start_http_server(port, addr=host, registry=r)
@@ -77,6 +87,12 @@ class HealthExporter:
     def set_divergence(self, states: Mapping[str, int]) -> None:
         for mid, state in states.items():
             self._divergence.labels(self.run, mid).set(int(state))
+
+    def count_guard_action(self, action: str) -> None:
+        self._guard_actions.labels(self.run, action).inc()
+
+    def set_overestimation_bias(self, module: str, bias: float) -> None:
+        self._overestimation.labels(self.run, module).set(bias)
 
     def update(self, m: IterationMetrics) -> float:
         """Export one iteration; returns how many NaN/inf values are new."""

@@ -1,14 +1,16 @@
 """TEST ONLY: deliberately broken reward pipelines for the preflight gate and
 the diagnosis tree (training.debug_reward_mode).
 
-Applied to arriving episode chunks before they reach the replay buffer, so the
-critic trains on the broken rewards while the env, its reward components and
-its declared reward range stay correct, as in the bugs they imitate.
+Applied to copies of arriving episode chunks before they reach the replay
+buffer, so the critic trains on the broken rewards while the env, its reward
+components, the reported episode returns and the declared reward range stay
+correct, as in the bugs they imitate.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Iterable
+import copy
+from typing import Dict, Iterable, List
 
 import numpy as np
 
@@ -23,8 +25,13 @@ class DebugRewardFault:
         self.mode = mode
         self._sums: Dict[object, float] = {}  # episode id -> running sum so far
 
-    def apply(self, episodes: Iterable) -> None:
+    def apply(self, episodes: Iterable) -> List:
+        """Copies of ``episodes`` with broken rewards (the EnvRunner still reports
+        returns from the originals)."""
+        out = []
         for ep in episodes:
+            ep = copy.deepcopy(ep)
+            out.append(ep)
             rewards = np.asarray(ep.get_rewards(), np.float64)
             if not len(rewards):
                 continue
@@ -36,3 +43,4 @@ class DebugRewardFault:
                     self._sums[ep.id_] = float(new[-1])
             new = new.astype(np.float32)
             ep.set_rewards(new_data=new if isinstance(ep.get_rewards(), np.ndarray) else list(new))
+        return out

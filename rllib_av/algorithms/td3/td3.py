@@ -162,7 +162,7 @@ class TD3(Algorithm):
 
         with self.metrics.log_time((TIMERS, REPLAY_BUFFER_ADD_DATA_TIMER)):
             if self._debug_reward_fault is not None:  # TEST ONLY
-                self._debug_reward_fault.apply(episodes)
+                episodes = self._debug_reward_fault.apply(episodes)
             dropped_before = self.replay_buffer.num_nonfinite_dropped
             new_steps = self.replay_buffer.add_episodes(episodes)
             self.metrics.log_value(("nonfinite", "replay_chunks_dropped"),

@@ -140,8 +140,10 @@ def test_state_round_trip():
     buf = TransitionReplayBuffer(50, frame_stack=4, seed=3)
     first = episode(ep=1, steps=5)
     buf.add_episodes([first])
+    state = buf.get_state()
+    assert len(state["arrays"]["obs/image"]) == len(buf) == 6  # filled slots only
     restored = TransitionReplayBuffer(50, frame_stack=4, seed=99)
-    restored.set_state(buf.get_state())
+    restored.set_state(state)
     a, b = buf.sample(64), restored.sample(64)
     assert np.array_equal(a[Columns.OBS]["image"], b[Columns.OBS]["image"])
     # The open episode continues after restore.

@@ -208,10 +208,13 @@ class TransitionReplayBuffer:
             "rng": self.rng.bit_generator.state,
         }
         if self._obs is not None:
+            # Only the filled slots (a checkpoint of a 1M-slot buffer holding 3k
+            # transitions stays small); the pad frame row is rebuilt on load.
+            n = len(self)
             state["arrays"] = {
-                "prev": self._prev, "next": self._next, "action": self._action,
-                "reward": self._reward, "terminated": self._terminated,
-                **{f"obs/{k}": v for k, v in self._obs.items()},
+                "prev": self._prev[:n], "next": self._next[:n], "action": self._action[:n],
+                "reward": self._reward[:n], "terminated": self._terminated[:n],
+                **{f"obs/{k}": v[:n] for k, v in self._obs.items()},
             }
         return state
 
@@ -229,10 +232,14 @@ class TransitionReplayBuffer:
         self.rng.bit_generator.state = state["rng"]
         arrays = state.get("arrays")
         if arrays is not None:
-            self._prev, self._next = arrays["prev"], arrays["next"]
-            self._action, self._reward = arrays["action"], arrays["reward"]
-            self._terminated = arrays["terminated"]
-            self._obs = {k[4:]: v for k, v in arrays.items() if k.startswith("obs/")}
+            leaves = {k[4:]: v for k, v in arrays.items() if k.startswith("obs/")}
+            self._allocate(leaves, arrays["action"].shape[1])
+            n = len(arrays["reward"])
+            for k, v in leaves.items():
+                self._obs[k][:n] = v
+            self._prev[:n], self._next[:n] = arrays["prev"], arrays["next"]
+            self._action[:n], self._reward[:n] = arrays["action"], arrays["reward"]
+            self._terminated[:n] = arrays["terminated"]
 
 
 def save_buffer(buffer: TransitionReplayBuffer, path: str) -> None:

@@ -61,7 +61,8 @@ def test_nonfinite_env_values_never_reach_buffer_or_weights(ray_local, tmp_path)
         assert 6 <= dropped <= 11, dropped
         buf = algo.replay_buffer
         kept = buf.num_transitions_added
-        assert 0 < kept <= 480 - 6 * 30 + 30
+        sampled = results[-1]["env_runners"]["num_env_steps_sampled_lifetime"]
+        assert 0 < kept <= sampled - dropped  # each dropped chunk held >= 1 step
         for name, arr in {**buf._obs, "reward": buf._reward, "action": buf._action}.items():
             if arr.dtype.kind == "f":
                 assert np.isfinite(arr).all(), name

@@ -88,3 +88,16 @@ def test_training_survives_simulator_failures_in_an_env_runner(ray_local, tmp_pa
     assert records[-1]["env_steps"] == steps
     print(f"simulator faults: {restarts} recoveries, {steps} env steps in {wall:.1f}s, "
           f"0 steps lost (each failure truncates its episode; its transitions are kept)")
+
+
+def test_carla_backend_gets_the_env_runner_index(tmp_path):
+    """Each remote EnvRunner (worker_index 1..N) owns its own CARLA server slot;
+    nothing is launched until reset."""
+    from ray.rllib.env.env_context import EnvContext
+
+    env = DrivingEnv(EnvContext({"backend": "carla", "carla": {"node_dir": str(tmp_path)}},
+                                worker_index=3))
+    assert env.backend.server.runner_index == 3
+    # A relaunch by the supervisor is reported once, in the next info.
+    env.backend.server.restarts += 1
+    assert env._new_restarts() == 1 and env._new_restarts() == 0

@@ -19,6 +19,7 @@ from rllib_av.checkpoints import latest_checkpoint
 from rllib_av.config_schema import ConfigError
 from rllib_av.envs.driving_env import DrivingEnv
 from rllib_av.envs.env_settings import EnvSettings
+from rllib_av.evaluation import EVAL_DIR, RESULT_FILE
 from rllib_av.evaluation.baselines import PurePursuitPID, RandomPolicy
 from rllib_av.evaluation.driving_metrics import episode_metrics, format_table, summarize
 from rllib_av.evaluation.rollouts import run_episodes
@@ -28,8 +29,6 @@ from rllib_av.run_config import load_run_config
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "configs")
-EVAL_DIR = "eval"
-RESULT_FILE = "evaluation.json"
 
 
 def resolve_checkpoint(path: str) -> str:

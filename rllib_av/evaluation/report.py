@@ -19,8 +19,8 @@ import numpy as np
 
 from rllib_av.config_schema import ConfigError
 from rllib_av.envs.reward import COMPONENTS
+from rllib_av.evaluation import EVAL_DIR, RESULT_FILE
 from rllib_av.evaluation.driving_metrics import METRICS
-from rllib_av.evaluation.evaluate import EVAL_DIR, RESULT_FILE
 
 REPORT_DIR = "report"
 _Q_LINES = ("q_actor_max", "q_actor_mean", "q_actor_min", "q_target_max", "q_target_mean")

@@ -1,0 +1,132 @@
+"""`rllib-av evaluate` and `rllib-av report` end to end on a short real run,
+the report opened in a real headless Chromium."""
+
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rllib_av.run_config import load_run_config
+from rllib_av.training import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
+PLOTS = ("learning_curves.png", "q_health.png", "reward_shares.png")
+
+# Appended to a copy of the page: after load, record what each <img> decoded to.
+_PROBE = """<script>
+window.addEventListener("load", () => document.body.setAttribute("data-images", JSON.stringify(
+  Array.from(document.images, i => [i.getAttribute("src"), i.complete, i.naturalWidth,
+                                    i.naturalHeight]))));
+</script></body>"""
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "rllib_av.cli", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def chromium(*args, user_dir):
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    return subprocess.run(
+        [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-first-run", f"--user-data-dir={user_dir}", "--virtual-time-budget=5000", *args],
+        capture_output=True, text=True, timeout=120)
+
+
+def _records(n):
+    """metrics.jsonl lines shaped like training.py's, Q growing towards the bound."""
+    for i in range(1, n + 1):
+        q = 10.0 * i
+        yield {"training_iteration": i, "env_steps": 64 * i,
+               "episode_return_mean": None if i < 3 else -5.0 + i,
+               "episode_len_mean": None if i < 3 else 20.0 + i,
+               "default_policy/q_actor_mean": q, "default_policy/q_actor_max": 2 * q,
+               "default_policy/q_actor_min": -q, "default_policy/q_target_max": 2.1 * q,
+               "default_policy/q_target_mean": q, "default_policy/q_bound": 150.0,
+               "default_policy/q_bound_ratio": 2.1 * q / 150.0,
+               "reward_components/progress": 0.5, "reward_components/total": 0.2,
+               "reward_share/progress": 0.6, "reward_share/lane_keeping": 0.4,
+               "divergence_state": 2 if 2.1 * q > 150.0 else 0}
+
+
+def test_report_from_metrics_without_evaluation(tmp_path):
+    with open(tmp_path / "metrics.jsonl", "w") as f:
+        for record in _records(10):
+            f.write(json.dumps(record) + "\n")
+        f.write('{"training_iteration": 11, "env_st')  # a line cut short by a crash
+    from rllib_av.evaluation.report import write_report
+
+    page = open(write_report(str(tmp_path))).read()
+    for name in PLOTS:
+        assert f'src="{name}"' in page
+        image = np.asarray(Image.open(tmp_path / "report" / name).convert("L"))
+        assert image.shape[1] > 500 and image.std() > 5
+    assert "No evaluation yet" in page and "diverged" in page
+
+
+def test_report_bad_run_dir_is_one_line(tmp_path):
+    out = cli("report", str(tmp_path))
+    assert out.returncode == 2
+    assert out.stderr.strip() == (f"rllib-av: error: report: {str(tmp_path)!r} is not a run "
+                                  "directory (no metrics.jsonl)")
+
+
+@pytest.fixture(scope="module")
+def short_run(ray_local, tmp_path_factory):
+    overrides = [f"run.output_dir={tmp_path_factory.mktemp('runs')}", "run.total_env_steps=384",
+                 "run.checkpoint_every_iters=100", "run.min_time_s_per_iteration=0",
+                 "training.learning_starts=128", "training.batch_size=32",
+                 "training.image_encoder=none", "monitoring.exporter_port=0",
+                 "env.max_episode_steps=40"]
+    return train(load_run_config(QUICKSTART, overrides), verbose=False)
+
+
+@pytest.mark.slow
+def test_evaluate_then_report_in_headless_chromium(short_run, tmp_path):
+    out = cli("evaluate", "--checkpoint", short_run, "--episodes", "2", "--baselines")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "scenario quickstart" in out.stdout and "pure_pursuit" in out.stdout
+    result = json.load(open(os.path.join(short_run, "eval", "evaluation.json")))
+    metrics = result["scenarios"]["quickstart"]["metrics"]
+    assert set(metrics) == {"td3", "random", "pure_pursuit"}
+    assert metrics["pure_pursuit"]["route_completion"]["mean"] > \
+        metrics["random"]["route_completion"]["mean"]
+    for policy, videos in result["scenarios"]["quickstart"]["videos"].items():
+        gif = Image.open(os.path.join(short_run, "eval", videos[0]))
+        assert gif.n_frames > 1, policy
+
+    out = cli("report", short_run)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report_dir = os.path.join(short_run, "report")
+    page = open(os.path.join(report_dir, "index.html")).read()
+    probe = os.path.join(report_dir, "probe.html")
+    with open(probe, "w") as f:
+        f.write(page.replace("</body>", _PROBE))
+
+    dom = chromium("--dump-dom", f"file://{probe}", user_dir=tmp_path / "profile")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    found = re.search(r'data-images="([^"]*)"', dom.stdout)
+    assert found, dom.stdout[-2000:]
+    images = json.loads(html.unescape(found.group(1)))
+    assert sorted(src for src, *_ in images) == sorted(PLOTS)
+    for src, complete, width, height in images:
+        assert complete and width > 500 and height > 200, (src, width, height)
+    assert "scenario quickstart" in dom.stdout and "pure_pursuit" in dom.stdout
+
+    shot = tmp_path / "page.png"
+    run = chromium(f"--screenshot={shot}", "--window-size=1000,1400",
+                   f"file://{report_dir}/index.html", user_dir=tmp_path / "profile2")
+    assert run.returncode == 0 and shot.exists(), run.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.std() > 10  # plots drawn, not a blank page

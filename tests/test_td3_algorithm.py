@@ -49,6 +49,7 @@ def dict_config():
             .debugging(seed=0))
 
 
+@pytest.mark.slow
 def test_dict_observation_trains_through_cnn_and_frame_stacks(ray_local):
     algo = dict_config().build_algo()
     try:

@@ -1,0 +1,67 @@
+"""The checkpoint's deterministic policy runs through the training connectors:
+with a CNN over 4 stacked frames, each action is mu(stack of the last 4 camera
+frames, zero-padded before the reset; latest state vector)."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from ray.rllib.core.columns import Columns
+
+from rllib_av.checkpoints import latest_checkpoint
+from rllib_av.config_schema import ConfigError
+from rllib_av.envs.driving_env import DrivingEnv
+from rllib_av.evaluation.evaluate import resolve_checkpoint
+from rllib_av.evaluation.trained_policy import TrainedPolicy
+from rllib_av.run_config import load_run_config
+from rllib_av.training import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
+
+
+@pytest.fixture(scope="module")
+def cnn_run(ray_local, tmp_path_factory):
+    # One sampling round, no gradient update (learning_starts > steps): a
+    # checkpoint of a randomly initialised CNN policy, enough to check the plumbing.
+    overrides = [f"run.output_dir={tmp_path_factory.mktemp('runs')}", "run.total_env_steps=32",
+                 "run.min_time_s_per_iteration=0", "training.rollout_fragment_length=32",
+                 "training.learning_starts=1000", "training.image_encoder=nature_cnn",
+                 "training.frame_stack=4", "monitoring.exporter_port=0",
+                 "run.checkpoint_replay_buffer=false"]
+    rc = load_run_config(QUICKSTART, overrides)
+    return rc, train(rc, verbose=False)
+
+
+@pytest.mark.slow
+def test_actions_are_mu_of_the_training_frame_stack(cnn_run):
+    rc, run_dir = cnn_run
+    checkpoint = resolve_checkpoint(run_dir)  # a run dir resolves to its newest checkpoint
+    assert checkpoint == latest_checkpoint(run_dir)
+    env = DrivingEnv(rc.env)
+    policy = TrainedPolicy(checkpoint, env)
+    obs, info = env.reset(seed=5)
+    policy.reset()
+    frames = [np.zeros_like(obs["image"])] * 3 + [obs["image"]]
+    for _ in range(6):
+        action = policy.act(obs, info)
+        stack = torch.as_tensor(np.stack(frames[-4:]))[None]
+        state = torch.as_tensor(obs["state"])[None]
+        with torch.no_grad():
+            expected = policy.module.forward_inference(
+                {Columns.OBS: {"image": stack, "state": state}})[Columns.ACTIONS][0].numpy()
+        np.testing.assert_allclose(action, expected, atol=1e-5)
+        obs, _, terminated, truncated, info = env.step(action)
+        assert not (terminated or truncated)
+        frames.append(obs["image"])
+    # The frames really differ (the car moves), so a wrong stack would show.
+    assert not np.array_equal(frames[3], frames[-1])
+
+
+@pytest.mark.slow
+def test_scenario_with_another_state_size_is_refused(cnn_run):
+    rc, run_dir = cnn_run
+    other = DrivingEnv(load_run_config(QUICKSTART, ["env.num_waypoints=4"]).env)
+    with pytest.raises(ConfigError, match=r"state vector has shape \(11,\).*\(23,\)"):
+        TrainedPolicy(latest_checkpoint(run_dir), other)

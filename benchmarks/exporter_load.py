@@ -2,9 +2,15 @@
 
 A loopback client in its own process scrapes ``/metrics`` 1000 times in 10 s
 (one new connection per scrape, paced at 100/s) while TD3 trains on the
-embedded backend; the same training without scrapes runs in the slices
-between, alternating order each round, in the same process. Reports failed
-scrapes, scrape latency, and env steps/s with vs without scrapes.
+embedded backend. Three kinds of slice, rotated each round, in one process:
+
+  baseline     training, no scrapes
+  scraped      training while the client scrapes the training's own exporter
+  client_only  training while the client scrapes an exporter in another
+               process: the client's CPU share without the exporter's work
+               in the driver (on a 2-core box the client alone costs steps)
+
+Reports failed scrapes, scrape latency, and env steps/s per kind.
 
     python benchmarks/exporter_load.py [--rounds 3] [--seconds 10] [--scrapes 1000]
 
@@ -59,6 +65,16 @@ def scrape_client(url: str, scrapes: int, seconds: float, out) -> None:
              "latency_ms_max": 1e3 * latencies[-1]})
 
 
+def serve_elsewhere(port_out, stop) -> None:
+    """An idle HealthExporter in its own process (the client_only target)."""
+    from rllib_av.monitoring.exporter import HealthExporter
+
+    exporter = HealthExporter("elsewhere", port=0)
+    port_out.put(exporter.port)
+    stop.wait()
+    exporter.close()
+
+
 def _steps(algo) -> int:
     return int(algo.train()[ENV_RUNNER_RESULTS][NUM_ENV_STEPS_SAMPLED_LIFETIME])
 
@@ -107,26 +123,36 @@ def main() -> None:
     try:
         while _steps(algo) <= rc.training.learning_starts + 100:
             pass  # replay warm-up: time updates, not random sampling
+        ctx = mp.get_context("spawn")
+        port_out, stop = ctx.Queue(), ctx.Event()
+        elsewhere = ctx.Process(target=serve_elsewhere, args=(port_out, stop))
+        elsewhere.start()
+        urls = {"baseline": None, "scraped": url,
+                "client_only": f"http://127.0.0.1:{port_out.get(timeout=120)}/metrics"}
+        kinds = list(urls)
         rounds = []
         for r in range(args.rounds):
-            order = ("baseline", "scraped") if r % 2 == 0 else ("scraped", "baseline")
             slices = {}
-            for kind in order:
-                slices[kind] = train_slice(algo, args.seconds,
-                                           url if kind == "scraped" else None, args.scrapes)
+            for kind in kinds[r % 3:] + kinds[:r % 3]:
+                slices[kind] = train_slice(algo, args.seconds, urls[kind], args.scrapes)
                 print(kind, json.dumps(slices[kind]), flush=True)
             rounds.append(slices)
+        stop.set()
+        elsewhere.join()
     finally:
         algo.stop()
         health_callbacks(algo).close()
         ray.shutdown()
 
     base, scraped = _rate(rounds, "baseline"), _rate(rounds, "scraped")
-    clients = [r["scraped"]["client"] for r in rounds]
+    client_only = _rate(rounds, "client_only")
+    clients = [r[kind]["client"] for r in rounds for kind in ("scraped", "client_only")]
     summary = {
         "baseline_steps_per_s": base,
         "scraped_steps_per_s": scraped,
+        "client_only_steps_per_s": client_only,
         "throughput_drop": 1 - scraped / base,
+        "throughput_drop_client_only": 1 - client_only / base,
         "scrapes_total": sum(c["scrapes"] for c in clients),
         "scrapes_failed": sum(c["failed"] for c in clients),
         "client_duration_s_max": max(c["duration_s"] for c in clients),

@@ -36,6 +36,15 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="static HTML report of a run directory")
     report.add_argument("run_dir", metavar="RUN_DIR")
+
+    pre = sub.add_parser("preflight", help="short diagnostic run -> GO / NO-GO table (exit 0 / 1)")
+    pre.add_argument("--config", help="run config YAML (configs/*.yaml)")
+    pre.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    pre.add_argument("--steps", type=int, help="env steps to train (default health.preflight_steps)")
+    pre.add_argument("--verbose", action="store_true", help="per-iteration progress lines")
+
+    diag = sub.add_parser("diagnose", help="walk the Q-divergence decision tree over a run directory")
+    diag.add_argument("run_dir", metavar="RUN_DIR")
     return parser
 
 
@@ -74,7 +83,31 @@ def _report(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "report": _report}
+def _preflight(args) -> int:
+    from rllib_av.health.preflight import format_table, preflight
+    from rllib_av.run_config import load_run_config
+
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f"--steps: {args.steps} is not allowed; expected a value >= 1")
+    go, checks, run_dir = preflight(load_run_config(args.config, args.overrides), args.steps,
+                                    verbose=args.verbose)
+    print(format_table(checks, go, run_dir))
+    return 0 if go else 1
+
+
+def _diagnose(args) -> int:
+    import os
+
+    from rllib_av.health.diagnosis import diagnose
+
+    if not os.path.isfile(os.path.join(args.run_dir, "metrics.jsonl")):
+        raise ConfigError(f"RUN_DIR: {args.run_dir!r} is not a run directory (no metrics.jsonl in it)")
+    print(diagnose(args.run_dir).format())
+    return 0
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "report": _report,
+            "preflight": _preflight, "diagnose": _diagnose}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

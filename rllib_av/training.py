@@ -160,8 +160,9 @@ def _loop(rc, algo: TD3, run_dir: str, on_result, verbose: bool) -> None:
             metrics_file.flush()
             if verbose:
                 print(progress_line(result, rate), flush=True)
+            done = m.step >= rc.run.total_env_steps
             every = rc.health.probe_every_iters
-            if every and result["training_iteration"] % every == 0:
+            if done or (every and result["training_iteration"] % every == 0):
                 run_probes(algo, rc, run_dir, result)
             action = guard.after_iteration(algo, result)
             if on_result is not None:
@@ -172,7 +173,6 @@ def _loop(rc, algo: TD3, run_dir: str, on_result, verbose: bool) -> None:
                 return
             if action == "rollback":  # the algorithm is no longer the one this result describes
                 continue
-            done = m.step >= rc.run.total_env_steps
             if done or result["training_iteration"] % rc.run.checkpoint_every_iters == 0:
                 save_checkpoint(algo, run_dir, result, keep=rc.run.keep_checkpoints)
             if done:

@@ -39,7 +39,7 @@ class HealthSettings:
     guard_critic_lr_factor: float = field(default=0.5, metadata=bounds(gt=0, le=1))
 
     # -- critic probes (rllib_av/health/overestimation.py, replay_checks.py) --
-    # Run every this many iterations during training (0 = only in preflight).
+    # Run at the end of every run and every this many iterations (0 = only at the end).
     probe_every_iters: int = field(default=50, metadata=bounds(ge=0))
     probe_episodes: int = field(default=3, metadata=bounds(ge=1))
 

@@ -10,6 +10,7 @@ diagnose reads them back.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Dict, List
 
@@ -17,10 +18,22 @@ from rllib_av.health.overestimation import overestimation_probe
 from rllib_av.health.q_bound import q_bound, training_reward_range
 from rllib_av.health.replay_checks import reward_pipeline_check, terminal_masking_check
 
+logger = logging.getLogger(__name__)
+
 PROBES_FILE = "probes.jsonl"
 
 
 def run_probes(algo, rc, run_dir: str, result: Dict) -> Dict:
+    """Probe, append the record, export the bias. A failing probe is logged, never
+    fatal: it must not end a long run."""
+    try:
+        return _run_probes(algo, rc, run_dir, result)
+    except Exception:
+        logger.exception("critic probes failed at iteration %s", result.get("training_iteration"))
+        return {}
+
+
+def _run_probes(algo, rc, run_dir: str, result: Dict) -> Dict:
     from rllib_av.monitoring.callbacks import health_callbacks
     from rllib_av.training import env_reward_range
 

@@ -1,0 +1,199 @@
+"""`rllib-av diagnose RUN_DIR`: the incident's decision tree, walked automatically.
+
+Reads a finished or running run directory (metrics.jsonl, probes.jsonl,
+config.yaml) and asks, in order, each question with the numbers behind it:
+
+  1. Is the actor's Q what the actor loss says?    no -> logging / calculation error
+  2. Is a reward component beyond its declared range or dominating, or are the
+     rewards reaching the critic scaled beyond the declared range?  -> reward scaling
+  3. Are the Bellman targets unrealistic against the bound, the rewards summed
+     along episodes, or terminal transitions bootstrapped?  -> bootstrap error
+  4. Is Q beyond the bound (or far above the Monte-Carlo return) with sane
+     rewards and targets?  -> critic overestimation
+  else healthy.
+
+Learner statistics are read at the onset: the first iteration that was not
+healthy (else the last one); the probes from the newest probe record.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from rllib_av.health.preflight import MODULE, read_records
+from rllib_av.health.probes import read_probes
+
+LOSS_MATCH = 1e-2  # |actor_loss + q_actor_mean| <= this x max(1, |q_actor_mean|)
+DOMINANT_SHARE = 0.9
+
+REMEDIES = {
+    "logging": ["check that actor_loss is -mean Q1(s, mu(s)) on the batch the Q stats come from",
+                "check the reductions (mean vs sum, per update vs per iteration) of logged stats"],
+    "reward_scaling": ["bring the per-step reward into its declared range: fix the scale, or set "
+                       "training.reward_clip / training.reward_scaling",
+                       "rebalance env.reward.weights so no component dominates",
+                       "declare the range the critic really trains on (training.reward_range)"],
+    "bootstrap": ["mask the bootstrap with (1 - terminated) only (truncation must not mask it)",
+                  "check gamma (and gamma^n for n-step) in the target",
+                  "return per-step rewards, not running sums, from the env"],
+    "overestimation": ["lower training.critic_lr", "set training.critic_grad_clip",
+                       "stronger target smoothing: raise training.policy_noise, lower training.tau",
+                       "keep health.guard_action: rollback for long runs"],
+}
+
+
+@dataclass
+class Step:
+    question: str
+    evidence: List[str] = field(default_factory=list)
+    fired: bool = False
+
+
+@dataclass
+class Diagnosis:
+    branch: str  # healthy | logging | reward_scaling | bootstrap | overestimation
+    steps: List[Step]
+    focus: Optional[Dict]
+    probe: Dict
+
+    def format(self) -> str:
+        lines = []
+        if self.focus is not None:
+            lines.append(f"learner stats at iteration {self.focus.get('training_iteration')} "
+                         f"(env step {self.focus.get('env_steps')})"
+                         + (f"; probes at env step {self.probe.get('env_steps')}" if self.probe else
+                            "; no probe record"))
+        for i, s in enumerate(self.steps, 1):
+            lines.append(f"{i}. {s.question} -> {'YES' if s.fired else 'no'}")
+            lines.extend(f"     {e}" for e in s.evidence)
+        lines.append(f"branch: {self.branch}")
+        for r in REMEDIES.get(self.branch, []):
+            lines.append(f"  remedy: {r}")
+        return "\n".join(lines)
+
+
+def _s(record: Dict, key: str) -> Optional[float]:
+    v = record.get(f"{MODULE}/{key}")
+    return None if v is None else float(v)
+
+
+def onset(records: List[Dict], warn_ratio: float) -> Optional[Dict]:
+    """The first iteration that was not healthy, else the last one with learner stats."""
+    with_stats = [r for r in records if _s(r, "q_actor_mean") is not None]
+    for r in with_stats:
+        ratio = _s(r, "q_bound_ratio")
+        if (r.get("divergence_state") or 0) >= 1 or (ratio is not None and ratio > warn_ratio):
+            return r
+    return with_stats[-1] if with_stats else None
+
+
+def declared_component_ranges(rc) -> Dict[str, tuple]:
+    if rc.env.id != "driving":
+        return {}
+    from rllib_av.envs.reward import raw_ranges
+
+    w = rc.env.reward.weights
+    return {c: tuple(sorted((getattr(w, c) * lo, getattr(w, c) * hi)))
+            for c, (lo, hi) in raw_ranges(rc.env).items()}
+
+
+def diagnose(run_dir: str) -> Diagnosis:
+    from rllib_av.run_config import load_run_config
+
+    rc = load_run_config(os.path.join(run_dir, "config.yaml"))
+    records = read_records(run_dir)
+    probes = read_probes(run_dir)
+    probe = probes[-1] if probes else {}
+    focus = onset(records, rc.health.q_bound_warn_ratio)
+    steps: List[Step] = []
+
+    def finish(branch: str) -> Diagnosis:
+        return Diagnosis(branch, steps, focus, probe)
+
+    f = focus or {}
+    bound = _s(f, "q_bound")
+
+    # 1. logging / calculation
+    s = Step("actor loss inconsistent with the actor's Q (logging / calculation error)?")
+    loss, q_mean = _s(f, "actor_loss"), _s(f, "q_actor_mean")
+    if loss is not None and q_mean is not None:
+        gap = abs(loss + q_mean)
+        s.evidence.append(f"actor_loss {loss:.4g}, q_actor_mean {q_mean:.4g}, "
+                          f"|actor_loss + q_actor_mean| {gap:.3g}")
+        s.fired = not gap <= LOSS_MATCH * max(1.0, abs(q_mean))
+    else:
+        s.evidence.append("no actor update recorded")
+    steps.append(s)
+    if s.fired:
+        return finish("logging")
+
+    # 2. reward scaling
+    s = Step("reward component beyond its declared range or dominating, or critic rewards scaled?")
+    ranges = declared_component_ranges(rc)
+    means = [r for r in records if any(k.startswith("reward_components/") for k in r)]
+    last = means[-1] if means else {}
+    for comp, (lo, hi) in ranges.items():
+        v = last.get(f"reward_components/{comp}")
+        if v is not None and not lo - 1e-6 <= v <= hi + 1e-6:
+            s.fired = True
+            s.evidence.append(f"{comp} mean {v:.4g} outside its declared [{lo:.4g}, {hi:.4g}]")
+    shares = {k.split("/", 1)[1]: v for k, v in last.items() if k.startswith("reward_share/")}
+    if shares:
+        top = max(shares, key=shares.get)
+        s.evidence.append(f"largest share: {top} {shares[top]:.2f} (dominating above {DOMINANT_SHARE})")
+        s.fired |= shares[top] > DOMINANT_SHARE
+    if "reward_pipeline" in probe:
+        s.evidence.append(f"critic's rewards in [{probe['reward_train_min']:.4g}, "
+                          f"{probe['reward_train_max']:.4g}] vs declared "
+                          f"[{probe['reward_range_min']:.4g}, {probe['reward_range_max']:.4g}]: "
+                          f"{probe['reward_beyond_frac']:.1%} beyond, first steps "
+                          f"{probe.get('reward_first_step_beyond_frac', float('nan')):.1%} beyond "
+                          f"-> {probe['reward_pipeline']}")
+        s.fired |= probe["reward_pipeline"] == "scale"
+    steps.append(s)
+    if s.fired:
+        return finish("reward_scaling")
+
+    # 3. bootstrap / accumulation
+    s = Step("targets unrealistic against the bound, rewards accumulated, or terminals bootstrapped?")
+    t_max, t_min = _s(f, "q_target_max"), _s(f, "q_target_min")
+    if bound and t_max is not None and t_min is not None:
+        t_ratio = max(abs(t_max), abs(t_min)) / bound
+        s.evidence.append(f"q_target in [{t_min:.4g}, {t_max:.4g}], {t_ratio:.3g} x bound {bound:.4g}")
+        s.fired |= not t_ratio <= 1.0
+    if probe.get("reward_pipeline") == "accumulation":
+        s.fired = True
+        s.evidence.append(f"critic's rewards grow along episodes: late/first-step |r| "
+                          f"{probe['reward_growth']:.3g}x while first steps stay in range "
+                          "(rewards are running sums)")
+    if "terminal_masking" in probe:
+        s.evidence.append(f"on {probe['terminal_transitions']} terminal transitions |Q - r| "
+                          f"{probe['terminal_residual_masked']:.3g} vs |Q - (r + gamma Q')| "
+                          f"{probe['terminal_residual_unmasked']:.3g} -> {probe['terminal_masking']}")
+        s.fired |= probe["terminal_masking"] == "unmasked"
+    steps.append(s)
+    if s.fired:
+        return finish("bootstrap")
+
+    # 4. critic overestimation
+    s = Step("Q beyond the bound or far above the Monte-Carlo return, with sane rewards and targets?")
+    a_max, a_min = _s(f, "q_actor_max"), _s(f, "q_actor_min")
+    if bound and a_max is not None and a_min is not None:
+        a_ratio = max(abs(a_max), abs(a_min)) / bound
+        s.evidence.append(f"Q1(s, mu(s)) in [{a_min:.4g}, {a_max:.4g}], {a_ratio:.3g} x bound")
+        s.fired |= not a_ratio <= 1.0
+    if "overestimation_ratio" in probe:
+        ratio = probe["overestimation_ratio"]
+        s.evidence.append(f"Q - MC return on {probe['overestimation_states']} evaluation states: "
+                          f"{probe['overestimation_bias']:.4g} ({ratio:.3g} x bound)")
+        s.fired |= ratio > rc.health.preflight_overestimation_max
+    grad = _s(f, "grad_norm_critic")
+    if grad is not None:
+        s.evidence.append(f"critic grad norm {grad:.4g}")
+    steps.append(s)
+    if s.fired:
+        return finish("overestimation")
+    return finish("healthy")

@@ -129,6 +129,8 @@ def test_video_has_a_frame_per_state(tmp_path):
     gif.seek(gif.n_frames - 1)
     last = np.asarray(gif.convert("RGB"))
     assert first.std() > 10 and not np.array_equal(first, last)  # drawn, and it moves
+    trace.topdown = [None] * len(trace.topdown)  # a backend without a top-down view (CARLA)
+    assert Image.open(write_gif(trace, str(tmp_path / "no_topdown.gif"))).n_frames == 31
 
 
 def test_video_needs_recorded_frames(quickstart_env, tmp_path):

@@ -96,7 +96,7 @@ def short_run(ray_local, tmp_path_factory):
 def test_evaluate_then_report_in_headless_chromium(short_run, tmp_path):
     out = cli("evaluate", "--checkpoint", short_run, "--episodes", "2", "--baselines")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "scenario quickstart" in out.stdout and "pure_pursuit" in out.stdout
+    assert "scenario quickstart" in out.stdout and "episode ends: td3:" in out.stdout
     result = json.load(open(os.path.join(short_run, "eval", "evaluation.json")))
     metrics = result["scenarios"]["quickstart"]["metrics"]
     assert set(metrics) == {"td3", "random", "pure_pursuit"}
@@ -123,6 +123,7 @@ def test_evaluate_then_report_in_headless_chromium(short_run, tmp_path):
     for src, complete, width, height in images:
         assert complete and width > 500 and height > 200, (src, width, height)
     assert "scenario quickstart" in dom.stdout and "pure_pursuit" in dom.stdout
+    assert "episode ends" in dom.stdout
 
     shot = tmp_path / "page.png"
     run = chromium(f"--screenshot={shot}", "--window-size=1000,1400",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from typing import Dict, List, Optional, Sequence
 
 from rllib_av.checkpoints import latest_checkpoint
@@ -107,9 +108,13 @@ def _evaluate_scenario(name, env_settings, checkpoint, rc, episodes, baselines, 
                 for i, t in enumerate(traces[:videos])]
     finally:
         env.close()
+    ends = {p: dict(Counter(str(r["end"]) for r in rows)) for p, rows in per_episode.items()}
+    ends_line = "episode ends: " + "; ".join(
+        f"{p}: " + ", ".join(f"{e} {n}" for e, n in sorted(c.items())) for p, c in ends.items())
     return {
         "metrics": {p: {k: iv.as_dict() for k, iv in s.items()} for p, s in summaries.items()},
         "episodes": per_episode,
+        "ends": ends,
         "videos": {p: [os.path.relpath(v, out_dir) for v in vs] for p, vs in video_paths.items()},
-        "table": format_table(summaries, f"scenario {name}"),
+        "table": format_table(summaries, f"scenario {name}") + "\n" + ends_line,
     }

@@ -105,8 +105,8 @@ def _plot_learning(records):
 
 
 def _modules(records) -> List[str]:
-    return sorted({k.split("/")[0] for r in records for k in r if k.endswith("/q_bound")}
-                  | {k.split("/")[0] for r in records for k in r if k.endswith("/q_actor_mean")})
+    return sorted({k.split("/")[0] for r in records for k in r
+                   if k.endswith(("/q_bound", "/q_actor_mean"))})
 
 
 def _plot_q_health(records):
@@ -189,6 +189,11 @@ def _evaluation_html(run_dir: str) -> str:
         for key, (label, unit) in METRICS.items():
             cells = "".join(f"<td>{_interval(scenario['metrics'][p][key])}</td>" for p in policies)
             rows.append(f"<tr><th>{label}{f' ({unit})' if unit else ''}</th>{cells}</tr>")
+        ends = scenario.get("ends", {})
+        cells = "".join("<td>" + html.escape(", ".join(
+            f"{end} {count}" for end, count in sorted(ends.get(p, {}).items()))) + "</td>"
+            for p in policies)
+        rows.append(f"<tr><th>episode ends</th>{cells}</tr>")
         videos = [f'<a href="../{EVAL_DIR}/{html.escape(v)}">{html.escape(v)}</a>'
                   for vs in scenario.get("videos", {}).values() for v in vs]
         parts.append(f"<h3>scenario {html.escape(name)}</h3><table class='eval'>"

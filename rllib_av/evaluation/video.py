@@ -20,6 +20,7 @@ from rllib_av.envs.reward import COMPONENTS
 PANEL = 256  # pixels per view panel
 PLOT_HEIGHT = 300
 CURSOR_RGB = (220, 0, 0)
+_NO_TOPDOWN = np.full((PANEL, PANEL, 3), 64, np.uint8)
 
 
 def episode_frames(trace) -> List[np.ndarray]:
@@ -30,7 +31,8 @@ def episode_frames(trace) -> List[np.ndarray]:
     frames = []
     for t, (camera, topdown) in enumerate(zip(trace.camera, trace.topdown)):
         cam = np.asarray(Image.fromarray(camera).resize((PANEL, PANEL), Image.NEAREST))
-        top = np.asarray(Image.fromarray(topdown).resize((PANEL, PANEL), Image.NEAREST))
+        top = (_NO_TOPDOWN if topdown is None else  # a backend without one (CARLA)
+               np.asarray(Image.fromarray(topdown).resize((PANEL, PANEL), Image.NEAREST)))
         panel = plot.copy()
         for r0, r1 in rows:
             panel[r0:r1, cursor_x(t)] = CURSOR_RGB

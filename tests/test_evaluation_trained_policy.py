@@ -2,8 +2,6 @@
 with a CNN over 4 stacked frames, each action is mu(stack of the last 4 camera
 frames, zero-padded before the reset; latest state vector)."""
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -15,23 +13,17 @@ from rllib_av.envs.driving_env import DrivingEnv
 from rllib_av.evaluation.evaluate import resolve_checkpoint
 from rllib_av.evaluation.trained_policy import TrainedPolicy
 from rllib_av.run_config import load_run_config
-from rllib_av.training import train
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
+from test_report import QUICKSTART, train_short_run
 
 
 @pytest.fixture(scope="module")
 def cnn_run(ray_local, tmp_path_factory):
     # One sampling round, no gradient update (learning_starts > steps): a
     # checkpoint of a randomly initialised CNN policy, enough to check the plumbing.
-    overrides = [f"run.output_dir={tmp_path_factory.mktemp('runs')}", "run.total_env_steps=32",
-                 "run.min_time_s_per_iteration=0", "training.rollout_fragment_length=32",
-                 "training.learning_starts=1000", "training.image_encoder=nature_cnn",
-                 "training.frame_stack=4", "monitoring.exporter_port=0",
-                 "run.checkpoint_replay_buffer=false"]
-    rc = load_run_config(QUICKSTART, overrides)
-    return rc, train(rc, verbose=False)
+    return train_short_run(tmp_path_factory.mktemp("runs"), "run.total_env_steps=32",
+                           "training.rollout_fragment_length=32", "training.learning_starts=1000",
+                           "training.image_encoder=nature_cnn", "training.frame_stack=4",
+                           "run.checkpoint_replay_buffer=false")
 
 
 @pytest.mark.slow

@@ -82,14 +82,19 @@ def test_report_bad_run_dir_is_one_line(tmp_path):
                                   "directory (no metrics.jsonl)")
 
 
+def train_short_run(output_dir, *overrides):
+    """A real quickstart run of a few hundred env steps; returns (run config, run dir)."""
+    rc = load_run_config(QUICKSTART, [
+        f"run.output_dir={output_dir}", "run.total_env_steps=384", "run.checkpoint_every_iters=100",
+        "run.min_time_s_per_iteration=0", "training.learning_starts=128",
+        "training.batch_size=32", "training.image_encoder=none", "monitoring.exporter_port=0",
+        *overrides])
+    return rc, train(rc, verbose=False)
+
+
 @pytest.fixture(scope="module")
 def short_run(ray_local, tmp_path_factory):
-    overrides = [f"run.output_dir={tmp_path_factory.mktemp('runs')}", "run.total_env_steps=384",
-                 "run.checkpoint_every_iters=100", "run.min_time_s_per_iteration=0",
-                 "training.learning_starts=128", "training.batch_size=32",
-                 "training.image_encoder=none", "monitoring.exporter_port=0",
-                 "env.max_episode_steps=40"]
-    return train(load_run_config(QUICKSTART, overrides), verbose=False)
+    return train_short_run(tmp_path_factory.mktemp("runs"), "env.max_episode_steps=40")[1]
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 quickstart env, and episode GIFs."""
 
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -146,3 +147,17 @@ def test_evaluate_bad_input_is_one_line():
         evaluate(scenarios=["quickstart"])
     with pytest.raises(ConfigError, match="does not exist"):
         evaluate(checkpoint="/nonexistent/ckpt")
+
+
+def test_baselines_only_evaluation_writes_json_and_table(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # default output: ./eval
+    result = evaluate(scenarios=["quickstart"], episodes=2, baselines=True, videos=0)
+    saved = json.load(open(tmp_path / "eval" / "evaluation.json"))
+    scenario = saved["scenarios"]["quickstart"]
+    assert set(scenario["metrics"]) == {"random", "pure_pursuit"}
+    assert scenario["ends"]["pure_pursuit"] == {"goal": 2}
+    assert [e["end"] for e in scenario["episodes"]["pure_pursuit"]] == ["goal", "goal"]
+    assert scenario["metrics"]["pure_pursuit"]["success_rate"]["n"] == 2
+    table = (tmp_path / "eval" / "evaluation.txt").read_text()
+    assert table.startswith("scenario quickstart") and "episode ends" in table
+    assert result["out_dir"] == "eval"

@@ -72,7 +72,8 @@ def evaluate(checkpoint: Optional[str] = None, scenarios: Sequence[str] = (),
         rc = checkpoint_run_config(checkpoint)
         torch.set_num_threads(rc.resources.torch_threads)
     named = {name: scenario_env(name) for name in scenarios} or {rc.run.name: rc.env}
-    out_dir = out_dir or os.path.join(run_dir_of(checkpoint), EVAL_DIR)
+    out_dir = out_dir or (os.path.join(run_dir_of(checkpoint), EVAL_DIR) if checkpoint
+                          else EVAL_DIR)
     result = {"checkpoint": checkpoint, "episodes": episodes, "seed": seed, "scenarios": {}}
     tables = []
     for name, env_settings in named.items():

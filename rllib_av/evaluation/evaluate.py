@@ -58,7 +58,7 @@ def scenario_env(name: str) -> EnvSettings:
 def evaluate(checkpoint: Optional[str] = None, scenarios: Sequence[str] = (),
              episodes: int = 10, baselines: bool = False, videos: int = 1,
              out_dir: Optional[str] = None, seed: int = 10_000) -> Dict:
-    """Evaluate and write the results; returns what evaluation.json holds."""
+    """Evaluate and write the results; returns what evaluation.json holds, and ``out_dir``."""
     import torch
 
     if episodes < 1 or not 0 <= videos <= episodes:
@@ -70,6 +70,9 @@ def evaluate(checkpoint: Optional[str] = None, scenarios: Sequence[str] = (),
     if checkpoint is not None:
         checkpoint = resolve_checkpoint(checkpoint)
         rc = checkpoint_run_config(checkpoint)
+        if rc.env.id != "driving":
+            raise ConfigError(f"--checkpoint: its run trained on env.id {rc.env.id!r}; driving "
+                              "metrics need DrivingEnv (env.id 'driving')")
         torch.set_num_threads(rc.resources.torch_threads)
     named = {name: scenario_env(name) for name in scenarios} or {rc.run.name: rc.env}
     out_dir = out_dir or (os.path.join(run_dir_of(checkpoint), EVAL_DIR) if checkpoint

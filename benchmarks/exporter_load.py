@@ -12,7 +12,7 @@ embedded backend. Three kinds of slice, rotated each round, in one process:
 
 Reports failed scrapes, scrape latency, and env steps/s per kind.
 
-    python benchmarks/exporter_load.py [--rounds 3] [--seconds 10] [--scrapes 1000]
+    python benchmarks/exporter_load.py [--rounds 4] [--seconds 10] [--scrapes 1000]
 
 Writes benchmarks/results/exporter_load.json.
 """
@@ -105,14 +105,16 @@ def _rate(rounds, kind) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--scrapes", type=int, default=1000)
     args = parser.parse_args()
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     rc = load_run_config(str(ROOT / "configs" / "quickstart.yaml"), [
-        "run.min_time_s_per_iteration=0", "training.learning_starts=200",
+        # Short iterations: a 10 s slice is then ~40 of them, not ~5.
+        "run.min_time_s_per_iteration=0", "training.rollout_fragment_length=16",
+        "training.learning_starts=200",
         "training.buffer_size=50000", "monitoring.exporter_port=0",
         "monitoring.tensorboard=false",
     ])

@@ -19,7 +19,7 @@ import os
 import time
 from typing import Dict, List, Optional
 
-from rllib_av.checkpoints import latest_checkpoint
+from rllib_av.checkpoints import latest_checkpoint, read_meta
 from rllib_av.health.health_settings import HealthSettings
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class DivergenceGuard:
             else:
                 self.rollbacks += 1
                 algo.restore_from_path(checkpoint)
+                detail["checkpoint_env_steps"] = read_meta(checkpoint)["env_steps"]
                 lr = self.critic_lr * s.guard_critic_lr_factor ** self.rollbacks
                 algo.learner_group.foreach_learner(lambda learner: set_critic_lr(learner, lr))
                 detail.update(checkpoint=checkpoint, critic_lr=lr)

@@ -1,0 +1,100 @@
+"""The divergence guard: patience, alert / stop / rollback, every action
+logged and counted; the rollback end to end on a real diverging run."""
+
+import glob
+import json
+import os
+import urllib.request
+
+import pytest
+
+from rllib_av.health.guard import GUARD_FILE, REPORT_FILE, DivergenceGuard
+from rllib_av.health.health_settings import HealthSettings
+from rllib_av.run_config import load_run_config
+from rllib_av.training import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
+
+
+class NoCallbacks:
+    """The one attribute the guard reads from an algorithm that never rolls back."""
+    callbacks = []
+
+
+def result(iteration, state):
+    return {"training_iteration": iteration, "env_runners": {"num_env_steps_sampled_lifetime": 64 * iteration},
+            "health": {"divergence_state": {"default_policy": state},
+                       "reasons": {"default_policy": [f"state {state}"]}}}
+
+
+def entries(run_dir):
+    path = os.path.join(run_dir, GUARD_FILE)
+    return [json.loads(line) for line in open(path)] if os.path.exists(path) else []
+
+
+@pytest.mark.parametrize("action", ["alert", "stop"])
+def test_acts_only_after_patience_consecutive_diverged_iterations(tmp_path, action):
+    guard = DivergenceGuard(HealthSettings(guard_action=action, guard_patience=3), str(tmp_path), 3e-4)
+    states = [2, 2, 1, 2, 2, 0, 2, 2, 2]  # the streak breaks twice; acts at the 9th
+    taken = [guard.after_iteration(NoCallbacks(), result(i + 1, s)) for i, s in enumerate(states)]
+    assert taken == [None] * 8 + [action]
+    logged = entries(tmp_path)
+    assert [e["action"] for e in logged] == [action]
+    assert logged[0]["training_iteration"] == 9 and logged[0]["reasons"] == ["state 2"]
+    assert os.path.exists(os.path.join(tmp_path, REPORT_FILE)) == (action == "stop")
+
+
+def test_off_never_acts_and_rollback_without_healthy_checkpoint_stops(tmp_path):
+    off = DivergenceGuard(HealthSettings(guard_action="off", guard_patience=1), str(tmp_path), 3e-4)
+    assert off.after_iteration(NoCallbacks(), result(1, 2)) is None
+    rollback = DivergenceGuard(HealthSettings(guard_action="rollback", guard_patience=1),
+                               str(tmp_path), 3e-4)
+    assert rollback.after_iteration(NoCallbacks(), result(1, 2)) == "stop"
+    assert entries(tmp_path)[-1]["why"] == "no healthy checkpoint"
+    assert "no healthy checkpoint" in open(os.path.join(tmp_path, REPORT_FILE)).read()
+
+
+def scrape_guard_counters(output_dir):
+    (run_dir,) = glob.glob(os.path.join(output_dir, "quickstart-*"))
+    port = int(open(os.path.join(run_dir, "exporter_port")).read())
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {line.split('action="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line.startswith("rllib_av_guard_actions_total{")}
+
+
+@pytest.mark.slow
+def test_rollback_restores_healthy_checkpoint_with_lower_critic_lr_then_stops(ray_local, tmp_path):
+    rc = load_run_config(QUICKSTART, [
+        f"run.output_dir={tmp_path}", "run.total_env_steps=8000", "run.min_time_s_per_iteration=0",
+        "run.checkpoint_every_iters=1", "training.learning_starts=200", "training.batch_size=64",
+        "training.buffer_size=10000", "training.debug_diverge=true", "monitoring.exporter_port=0",
+        "monitoring.tensorboard=false", "health.guard_action=rollback", "health.guard_patience=2",
+        "health.guard_max_rollbacks=1", "health.probe_every_iters=0"])
+    seen = []
+
+    def on_result(res):
+        seen.append({"steps": res["env_runners"]["num_env_steps_sampled_lifetime"],
+                     "critic_lr": res.get("learners", {}).get("default_policy", {}).get("critic_learning_rate"),
+                     "counters": scrape_guard_counters(tmp_path)})
+
+    run_dir = train(rc, on_result=on_result, verbose=False)
+
+    logged = entries(run_dir)
+    assert [e["action"] for e in logged] == ["rollback", "stop"], logged
+    rollback, stop = logged
+    assert any("bound" in r for r in rollback["reasons"]), rollback
+    assert rollback["checkpoint_env_steps"] < rollback["env_steps"]
+    assert rollback["critic_lr"] == pytest.approx(1.5e-4)
+    assert stop["why"] == "1 rollbacks spent"
+    assert "1 rollbacks spent" in open(os.path.join(run_dir, REPORT_FILE)).read()
+
+    at = next(i for i, s in enumerate(seen) if s["steps"] == rollback["env_steps"])
+    # Counted when taken; training resumed from the checkpoint's step with the lower rate,
+    # which every later update keeps (RLlib's lr scheduler does not put 3e-4 back).
+    assert seen[at]["counters"]["rollback"] == 1 and seen[at - 1]["counters"]["rollback"] == 0
+    assert seen[at + 1]["steps"] <= rollback["checkpoint_env_steps"] + 2 * rc.training.rollout_fragment_length
+    assert seen[at - 1]["critic_lr"] == pytest.approx(3e-4)
+    assert all(s["critic_lr"] == pytest.approx(1.5e-4) for s in seen[at + 1:] if s["critic_lr"])
+    assert seen[-1]["counters"] == {"alert": 0, "stop": 1, "rollback": 1}
+    assert seen[-1]["steps"] < rc.run.total_env_steps  # stopped early

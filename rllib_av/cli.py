@@ -100,8 +100,10 @@ def _diagnose(args) -> int:
 
     from rllib_av.health.diagnosis import diagnose
 
-    if not os.path.isfile(os.path.join(args.run_dir, "metrics.jsonl")):
-        raise ConfigError(f"RUN_DIR: {args.run_dir!r} is not a run directory (no metrics.jsonl in it)")
+    if not os.path.isfile(os.path.join(args.run_dir, "config.yaml")) or not any(
+            os.path.exists(os.path.join(args.run_dir, n)) for n in ("metrics.jsonl", "tensorboard")):
+        raise ConfigError(f"RUN_DIR: {args.run_dir!r} is not a run directory "
+                          "(expected config.yaml and metrics.jsonl or tensorboard/ in it)")
     print(diagnose(args.run_dir).format())
     return 0
 

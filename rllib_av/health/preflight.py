@@ -34,7 +34,13 @@ class Check:
 
 
 def read_records(run_dir: str) -> List[Dict]:
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+    """The run's per-iteration records: metrics.jsonl, else its TensorBoard events."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        from rllib_av.health.tensorboard_records import read_tensorboard_records
+
+        return read_tensorboard_records(run_dir)
+    with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
 
 

@@ -161,10 +161,11 @@ def _loop(rc, algo: TD3, run_dir: str, on_result, verbose: bool) -> None:
             if verbose:
                 print(progress_line(result, rate), flush=True)
             done = m.step >= rc.run.total_env_steps
-            every = rc.health.probe_every_iters
-            if done or (every and result["training_iteration"] % every == 0):
-                run_probes(algo, rc, run_dir, result)
             action = guard.after_iteration(algo, result)
+            every = rc.health.probe_every_iters
+            if action != "rollback" and (done or action == "stop" or (
+                    every and result["training_iteration"] % every == 0)):
+                run_probes(algo, rc, run_dir, result)
             if on_result is not None:
                 on_result(result)
             if action == "stop":

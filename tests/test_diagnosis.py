@@ -5,12 +5,10 @@ events of a run give the same walk as its metrics file."""
 import dataclasses
 import json
 import os
-import subprocess
-import sys
-
 import pytest
 import yaml
 
+from rllib_av.cli import main
 from rllib_av.health.diagnosis import diagnose
 from rllib_av.monitoring.iteration_metrics import IterationMetrics
 from rllib_av.monitoring.tensorboard_writer import TensorBoardWriter
@@ -150,9 +148,13 @@ def test_tensorboard_events_give_the_same_walk_as_the_metrics_file(tmp_path):
     assert from_tb.focus["default_policy/q_target_max"] == pytest.approx(3000.0)
 
 
-def test_diagnose_cli_refuses_a_non_run_dir_in_one_line(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "rllib_av.cli", "diagnose", str(tmp_path)],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "is not a run directory" in lines[0], out.stderr
+def test_diagnose_cli_refuses_a_non_run_dir_in_one_line(tmp_path, capsys):
+    assert main(["diagnose", str(tmp_path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "is not a run directory" in lines[0], lines
+
+
+def test_diagnose_cli_prints_the_walk(tmp_path, capsys):
+    assert main(["diagnose", run_dir(tmp_path, healthy_run(), HEALTHY_PROBE)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("learner stats at iteration") and "branch: healthy" in out

@@ -10,6 +10,7 @@ import pytest
 
 from rllib_av.health.guard import GUARD_FILE, REPORT_FILE, DivergenceGuard
 from rllib_av.health.health_settings import HealthSettings
+from rllib_av.health.probes import read_probes
 from rllib_av.run_config import load_run_config
 from rllib_av.training import train
 
@@ -55,10 +56,13 @@ def test_off_never_acts_and_rollback_without_healthy_checkpoint_stops(tmp_path):
     assert "no healthy checkpoint" in open(os.path.join(tmp_path, REPORT_FILE)).read()
 
 
-def scrape_guard_counters(output_dir):
+def scrape(output_dir):
     (run_dir,) = glob.glob(os.path.join(output_dir, "quickstart-*"))
     port = int(open(os.path.join(run_dir, "exporter_port")).read())
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+
+
+def guard_counters(text):
     return {line.split('action="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
             for line in text.splitlines() if line.startswith("rllib_av_guard_actions_total{")}
 
@@ -74,9 +78,12 @@ def test_rollback_restores_healthy_checkpoint_with_lower_critic_lr_then_stops(ra
     seen = []
 
     def on_result(res):
+        text = scrape(tmp_path)
         seen.append({"steps": res["env_runners"]["num_env_steps_sampled_lifetime"],
-                     "critic_lr": res.get("learners", {}).get("default_policy", {}).get("critic_learning_rate"),
-                     "counters": scrape_guard_counters(tmp_path)})
+                     "critic_lr": res.get("learners", {}).get("default_policy", {})
+                     .get("critic_learning_rate"),
+                     "counters": guard_counters(text),
+                     "bias_exported": "rllib_av_overestimation_bias{" in text})
 
     run_dir = train(rc, on_result=on_result, verbose=False)
 
@@ -98,3 +105,7 @@ def test_rollback_restores_healthy_checkpoint_with_lower_critic_lr_then_stops(ra
     assert all(s["critic_lr"] == pytest.approx(1.5e-4) for s in seen[at + 1:] if s["critic_lr"])
     assert seen[-1]["counters"] == {"alert": 0, "stop": 1, "rollback": 1}
     assert seen[-1]["steps"] < rc.run.total_env_steps  # stopped early
+    # A stop probes the critic once more, so diagnose has the evidence.
+    (probe,) = read_probes(run_dir)
+    assert probe["env_steps"] == stop["env_steps"] and "overestimation_bias" in probe
+    assert seen[-1]["bias_exported"] and not seen[-2]["bias_exported"]

@@ -73,6 +73,7 @@ def test_report_from_metrics_without_evaluation(tmp_path):
         image = np.asarray(Image.open(tmp_path / "report" / name).convert("L"))
         assert image.shape[1] > 500 and image.std() > 5
     assert "No evaluation yet" in page and "diverged" in page
+    assert "<td>5</td>" in page  # latest episode return (-5 + 10)
 
 
 def test_report_bad_run_dir_is_one_line(tmp_path):

@@ -164,8 +164,11 @@ def _plot_reward_shares(records):
 # -- HTML ------------------------------------------------------------------------
 def _summary_html(records) -> str:
     last = records[-1]
+    # Iterations without a finished episode report none: show the latest that did.
+    returns = [r["episode_return_mean"] for r in records
+               if r.get("episode_return_mean") is not None]
     items = [("iterations", last.get("training_iteration")), ("env steps", last.get("env_steps")),
-             ("last episode return (mean)", last.get("episode_return_mean")),
+             ("latest episode return (mean)", returns[-1] if returns else None),
              ("divergence state", ("healthy", "warning", "diverged")[int(last["divergence_state"])]
               if last.get("divergence_state") is not None else None)]
     cells = "".join(f"<tr><th>{k}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in items)
@@ -176,7 +179,8 @@ def _evaluation_html(run_dir: str) -> str:
     path = os.path.join(run_dir, EVAL_DIR, RESULT_FILE)
     if not os.path.isfile(path):
         return ("<h2>Evaluation</h2><p>No evaluation yet: run <code>rllib-av evaluate "
-                f"--checkpoint {html.escape(run_dir)} --baselines</code>, then this report again.</p>")
+                f"--checkpoint {html.escape(run_dir)} --baselines</code>, "
+                "then this report again.</p>")
     with open(path) as f:
         result = json.load(f)
     parts = [f"<h2>Evaluation</h2><p>{result['episodes']} episodes per policy, deterministic "

@@ -19,10 +19,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test,bench]"
 	touch $@
 
-# Prometheus, promtool and Alertmanager for the monitoring tests (Debian packages).
+# Debian packages the tests use for real: Prometheus, promtool and Alertmanager
+# (monitoring), Chromium (opens the run report headless).
 system-deps:
-	@command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null || \
-		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q prometheus prometheus-alertmanager)
+	@command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null && \
+		command -v chromium >/dev/null || \
+		($(SUDO) apt-get update -q && \
+		 $(SUDO) apt-get install -y -q prometheus prometheus-alertmanager chromium)
 
 run: install
 	$(VENV)/bin/rllib-av train --config $(CONFIG)

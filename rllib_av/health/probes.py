@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from typing import Dict, List
 
 from rllib_av.health.overestimation import overestimation_probe
@@ -37,6 +38,7 @@ def _run_probes(algo, rc, run_dir: str, result: Dict) -> Dict:
     from rllib_av.monitoring.callbacks import health_callbacks
     from rllib_av.training import env_reward_range
 
+    started = time.perf_counter()
     record = {"training_iteration": result.get("training_iteration"),
               "env_steps": result.get("env_runners", {}).get("num_env_steps_sampled_lifetime")}
     declared = env_reward_range(rc)
@@ -51,6 +53,7 @@ def _run_probes(algo, rc, run_dir: str, result: Dict) -> Dict:
     record.update(overestimation_probe(algo, rc, rc.health.probe_episodes))
     if bound and "overestimation_bias" in record:
         record["overestimation_ratio"] = record["overestimation_bias"] / bound
+    record["probe_s"] = time.perf_counter() - started
     with open(os.path.join(run_dir, PROBES_FILE), "a") as f:
         f.write(json.dumps(record) + "\n")
     callbacks = health_callbacks(algo)

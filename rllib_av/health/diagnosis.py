@@ -18,7 +18,6 @@ healthy (else the last one); the probes from the newest probe record.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -143,7 +142,8 @@ def diagnose(run_dir: str) -> Diagnosis:
     shares = {k.split("/", 1)[1]: v for k, v in last.items() if k.startswith("reward_share/")}
     if shares:
         top = max(shares, key=shares.get)
-        s.evidence.append(f"largest share: {top} {shares[top]:.2f} (dominating above {DOMINANT_SHARE})")
+        s.evidence.append(f"largest share: {top} {shares[top]:.2f} "
+                          f"(dominating above {DOMINANT_SHARE})")
         s.fired |= shares[top] > DOMINANT_SHARE
     if "reward_pipeline" in probe:
         s.evidence.append(f"critic's rewards in [{probe['reward_train_min']:.4g}, "
@@ -158,11 +158,13 @@ def diagnose(run_dir: str) -> Diagnosis:
         return finish("reward_scaling")
 
     # 3. bootstrap / accumulation
-    s = Step("targets unrealistic against the bound, rewards accumulated, or terminals bootstrapped?")
+    s = Step("targets unrealistic against the bound, rewards accumulated, "
+             "or terminals bootstrapped?")
     t_max, t_min = _s(f, "q_target_max"), _s(f, "q_target_min")
     if bound and t_max is not None and t_min is not None:
         t_ratio = max(abs(t_max), abs(t_min)) / bound
-        s.evidence.append(f"q_target in [{t_min:.4g}, {t_max:.4g}], {t_ratio:.3g} x bound {bound:.4g}")
+        s.evidence.append(f"q_target in [{t_min:.4g}, {t_max:.4g}], "
+                          f"{t_ratio:.3g} x bound {bound:.4g}")
         s.fired |= not t_ratio <= 1.0
     if probe.get("reward_pipeline") == "accumulation":
         s.fired = True
@@ -172,14 +174,16 @@ def diagnose(run_dir: str) -> Diagnosis:
     if "terminal_masking" in probe:
         s.evidence.append(f"on {probe['terminal_transitions']} terminal transitions |Q - r| "
                           f"{probe['terminal_residual_masked']:.3g} vs |Q - (r + gamma Q')| "
-                          f"{probe['terminal_residual_unmasked']:.3g} -> {probe['terminal_masking']}")
+                          f"{probe['terminal_residual_unmasked']:.3g} "
+                          f"-> {probe['terminal_masking']}")
         s.fired |= probe["terminal_masking"] == "unmasked"
     steps.append(s)
     if s.fired:
         return finish("bootstrap")
 
     # 4. critic overestimation
-    s = Step("Q beyond the bound or far above the Monte-Carlo return, with sane rewards and targets?")
+    s = Step("Q beyond the bound or far above the Monte-Carlo return, "
+             "with sane rewards and targets?")
     a_max, a_min = _s(f, "q_actor_max"), _s(f, "q_actor_min")
     if bound and a_max is not None and a_min is not None:
         a_ratio = max(abs(a_max), abs(a_min)) / bound

@@ -95,8 +95,8 @@ class DivergenceGuard:
             callbacks.exporter.count_guard_action(action)
 
     def _stop_report(self, result, reasons: List[str], detail: Dict) -> str:
-        lines = [f"divergence guard stopped the run at iteration {result.get('training_iteration')} "
-                 f"after {self.settings.guard_patience} diverged iterations"
+        lines = [f"divergence guard stopped the run at iteration "
+                 f"{result.get('training_iteration')} after {self.settings.guard_patience} diverged iterations"
                  + (f" ({detail['why']})" if "why" in detail else ""),
                  *[f"  {r}" for r in reasons],
                  f"  rollbacks: {self.rollbacks}",

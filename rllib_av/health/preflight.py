@@ -79,11 +79,12 @@ def evaluate(records: List[Dict], probe: Dict, h, learning_starts: int) -> List[
     else:
         checks.append(Check("episode_length", "no finished episode", f"in [{lo:g}, {hi:g}]", False))
 
-    ratios = [(_stat(r, "q_bound_ratio"), r) for r in records if _stat(r, "q_bound_ratio") is not None]
+    ratios = [(_stat(r, "q_bound_ratio"), r) for r in records
+              if _stat(r, "q_bound_ratio") is not None]
     if ratios:
         ratio, at = max(ratios, key=lambda x: x[0] if math.isfinite(x[0]) else math.inf)
-        checks.append(Check("q_bound", f"max |Q|/bound {ratio:.3g} (bound {_stat(at, 'q_bound'):.4g}, "
-                                       f"step {at['env_steps']})",
+        checks.append(Check("q_bound", f"max |Q|/bound {ratio:.3g} "
+                                       f"(bound {_stat(at, 'q_bound'):.4g}, step {at['env_steps']})",
                             f"< {h.preflight_q_bound_ratio_max:g}",
                             math.isfinite(ratio) and ratio < h.preflight_q_bound_ratio_max))
     else:
@@ -100,7 +101,8 @@ def evaluate(records: List[Dict], probe: Dict, h, learning_starts: int) -> List[
         checks.append(Check("reward_range",
                             f"train r in [{probe['reward_train_min']:.4g}, "
                             f"{probe['reward_train_max']:.4g}] ({probe['reward_pipeline']})",
-                            f"in [{probe['reward_range_min']:.4g}, {probe['reward_range_max']:.4g}]",
+                            f"in [{probe['reward_range_min']:.4g}, "
+                            f"{probe['reward_range_max']:.4g}]",
                             probe["reward_pipeline"] == "ok"))
     else:
         checks.append(Check("reward_range", "no declared range or no probe", "-", None))

@@ -78,7 +78,8 @@ def classify_rewards(check: Dict) -> str:
     return "scale"
 
 
-def terminal_transitions(buffer, want: int = 256, chunk: int = 2048, tries: int = 8) -> Optional[Dict]:
+def terminal_transitions(buffer, want: int = 256, chunk: int = 2048,
+                         tries: int = 8) -> Optional[Dict]:
     """Up to ``want`` terminal transitions as a batch (the buffer's RNG is left as it was)."""
     if buffer.num_transitions_added == 0:
         return None

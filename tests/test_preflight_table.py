@@ -90,3 +90,17 @@ def test_table_has_measured_threshold_result_and_verdict():
     assert "|-2e+05|" in actor and "< 1e+05" in actor and actor.endswith("FAIL")
     assert any(line.startswith("grad_norm (info)") for line in lines)
     assert lines[-1] == "NO-GO   (run: /runs/x)"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--steps", "0"], "--steps: 0 is not allowed"),
+    (["--config", "no/such.yaml"], "--config: 'no/such.yaml' does not exist"),
+    (["--set", "health.preflight_episode_len_min=30", "--set", "health.preflight_episode_len_max=20"],
+     "health.preflight_episode_len_min: 30.0 is not allowed"),
+])
+def test_preflight_cli_bad_input_is_one_line_and_exit_2(args, needle, capsys):
+    from rllib_av.cli import main
+
+    assert main(["preflight", *args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], lines

@@ -41,7 +41,9 @@ class HealthSettings:
     # -- critic probes (rllib_av/health/overestimation.py, replay_checks.py) --
     # Run at the end of every run and every this many iterations (0 = only at the end).
     probe_every_iters: int = field(default=50, metadata=bounds(ge=0))
-    probe_episodes: int = field(default=3, metadata=bounds(ge=1))
+    # Evaluation rollouts of the overestimation probe (0 = none). Never run on the
+    # CARLA backend: they would need a simulator of their own.
+    probe_episodes: int = field(default=3, metadata=bounds(ge=0))
 
     # -- preflight GO / NO-GO gate (rllib_av/health/preflight.py) --
     preflight_steps: int = field(default=5000, metadata=bounds(ge=1))

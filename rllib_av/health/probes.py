@@ -50,7 +50,8 @@ def _run_probes(algo, rc, run_dir: str, result: Dict) -> Dict:
         record["q_bound"] = bound
         record.update(reward_pipeline_check(algo.replay_buffer, r_range))
     record.update(terminal_masking_check(algo))
-    record.update(overestimation_probe(algo, rc, rc.health.probe_episodes))
+    if rc.health.probe_episodes and not (rc.env.id == "driving" and rc.env.backend == "carla"):
+        record.update(overestimation_probe(algo, rc, rc.health.probe_episodes))
     if bound and "overestimation_bias" in record:
         record["overestimation_ratio"] = record["overestimation_bias"] / bound
     record["probe_s"] = time.perf_counter() - started

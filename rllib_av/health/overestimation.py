@@ -72,7 +72,8 @@ def rollout_bias(module, make_env, *, gamma: float, episodes: int, frame_stack: 
             frames = None
             qs, rewards, terminated, truncated = [], [], False, False
             while not (terminated or truncated):
-                if isinstance(obs, dict) and "image" in obs and frame_stack > 1:
+                # The module sees (frame_stack, 84, 84) image stacks, even of 1 frame.
+                if isinstance(obs, dict) and "image" in obs:
                     if frames is None:  # zero frames before the start, as the connector pads
                         frames = deque([np.zeros_like(obs["image"])] * frame_stack,
                                        maxlen=frame_stack)

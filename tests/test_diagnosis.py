@@ -3,6 +3,7 @@ own evidence, in the incident's order, and prints its numbers; the TensorBoard
 events of a run give the same walk as its metrics file."""
 
 import dataclasses
+import math
 import json
 import os
 import pytest
@@ -158,3 +159,19 @@ def test_diagnose_cli_prints_the_walk(tmp_path, capsys):
     assert main(["diagnose", run_dir(tmp_path, healthy_run(), HEALTHY_PROBE)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("learner stats at iteration") and "branch: healthy" in out
+
+
+@pytest.mark.slow
+def test_probes_run_on_an_image_encoder_run(ray_local, tmp_path):
+    """The probe's own rollouts must feed the CNN the stacks the EnvRunner does."""
+    from rllib_av.health.probes import read_probes
+    from rllib_av.training import train
+
+    rc = load_run_config(QUICKSTART, [
+        f"run.output_dir={tmp_path}", "run.total_env_steps=128", "run.min_time_s_per_iteration=0",
+        "training.learning_starts=64", "training.batch_size=16", "training.buffer_size=2000",
+        "training.image_encoder=nature_cnn", "training.frame_stack=2",
+        "monitoring.exporter_port=0", "monitoring.tensorboard=false"])
+    (probe,) = read_probes(train(rc, verbose=False))
+    assert probe["overestimation_states"] > 0 and math.isfinite(probe["overestimation_bias"])
+    assert probe["reward_pipeline"] == "ok"

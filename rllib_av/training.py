@@ -20,7 +20,7 @@ from typing import Callable, Optional
 import yaml
 
 from rllib_av.algorithms.td3 import TD3, TD3Config
-from rllib_av.checkpoints import latest_checkpoint, save_checkpoint
+from rllib_av.checkpoints import latest_checkpoint, read_meta, save_checkpoint
 from rllib_av.health.guard import DivergenceGuard
 from rllib_av.health.probes import run_probes
 from rllib_av.monitoring.callbacks import HealthCallbacks, health_callbacks
@@ -134,6 +134,7 @@ def train(rc: RunConfig, run_dir: Optional[str] = None,
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if checkpoint:
         algo.restore_from_path(checkpoint)
+        _truncate_history(run_dir, read_meta(checkpoint)["training_iteration"])
         logger.info("resumed from %s", checkpoint)
     try:
         _loop(rc, algo, run_dir, on_result, verbose)
@@ -178,6 +179,25 @@ def _loop(rc, algo: TD3, run_dir: str, on_result, verbose: bool) -> None:
                 save_checkpoint(algo, run_dir, result, keep=rc.run.keep_checkpoints)
             if done:
                 return
+
+
+def _truncate_history(run_dir: str, iteration: int) -> None:
+    """Drop metrics.jsonl lines after the checkpoint we resume from: those
+    iterations run again, and the history keeps one line per iteration."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return
+    kept = []
+    with open(path) as f:
+        for line in f:
+            try:
+                if json.loads(line)["training_iteration"] <= iteration:
+                    kept.append(line)
+            except (ValueError, KeyError):  # a line cut short by the crash
+                break
+    with open(path + ".tmp", "w") as f:
+        f.writelines(kept)
+    os.replace(path + ".tmp", path)
 
 
 def _flat_record(result: dict, m) -> dict:

@@ -94,10 +94,12 @@ def test_sigkilled_driver_resumes_from_last_complete_checkpoint(tmp_path, reques
     recovered_s = time.monotonic() - killed_at
     assert resumed.returncode == 0, out[-3000:]
     after = _records(run_dir)
-    new = after[len(before):]
-    # The history up to the kill is kept line for line; the resumed run starts
-    # right after the checkpoint with the checkpoint's counters.
-    assert after[:len(before)] == before
+    new = after[ckpt_iter:]
+    # The history up to the checkpoint is kept line for line; the iterations run
+    # after it (redone now) are replaced, so there is one line per iteration; the
+    # resumed run starts right after the checkpoint with the checkpoint's counters.
+    assert after[:ckpt_iter] == before[:ckpt_iter]
+    assert [r["training_iteration"] for r in after] == list(range(1, len(after) + 1))
     first = new[0]
     assert first["training_iteration"] == ckpt_iter + 1
     step = first["env_steps"] - meta["env_steps"]

@@ -67,7 +67,9 @@ def test_train_writes_run_dir_health_metrics_checkpoints_and_resumes(ray_local, 
     more = load_run_config(QUICKSTART, overrides[:1] + ["run.total_env_steps=768"] + overrides[2:])
     assert train(more, run_dir=run_dir, verbose=False) == run_dir
     resumed = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
-    first_after = resumed[len(records)]
+    iterations = [r["training_iteration"] for r in resumed]
+    assert iterations == sorted(set(iterations))  # one line per iteration, in order
+    first_after = next(r for r in resumed if r["training_iteration"] > meta["training_iteration"])
     assert first_after["env_steps"] > meta["env_steps"]
     assert first_after["default_policy/num_updates_lifetime"] > \
         last["default_policy/num_updates_lifetime"]

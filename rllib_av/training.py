@@ -148,7 +148,8 @@ def train(rc: RunConfig, run_dir: Optional[str] = None,
 
 def _loop(rc, algo: TD3, run_dir: str, on_result, verbose: bool) -> None:
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    guard = DivergenceGuard(rc.health, run_dir, critic_lr=rc.training.critic_lr)
+    guard = DivergenceGuard(rc.health, run_dir, critic_lr=rc.training.critic_lr,
+                            policy_noise=rc.training.policy_noise)
     last_steps, last_time = None, time.perf_counter()
     with open(metrics_path, "a") as metrics_file:
         while True:

@@ -36,7 +36,8 @@ def entries(run_dir):
 
 @pytest.mark.parametrize("action", ["alert", "stop"])
 def test_acts_only_after_patience_consecutive_diverged_iterations(tmp_path, action):
-    guard = DivergenceGuard(HealthSettings(guard_action=action, guard_patience=3), str(tmp_path), 3e-4)
+    guard = DivergenceGuard(HealthSettings(guard_action=action, guard_patience=3), str(tmp_path),
+                            3e-4, 0.2)
     states = [2, 2, 1, 2, 2, 0, 2, 2, 2]  # the streak breaks twice; acts at the 9th
     taken = [guard.after_iteration(NoCallbacks(), result(i + 1, s)) for i, s in enumerate(states)]
     assert taken == [None] * 8 + [action]
@@ -47,10 +48,11 @@ def test_acts_only_after_patience_consecutive_diverged_iterations(tmp_path, acti
 
 
 def test_off_never_acts_and_rollback_without_healthy_checkpoint_stops(tmp_path):
-    off = DivergenceGuard(HealthSettings(guard_action="off", guard_patience=1), str(tmp_path), 3e-4)
+    off = DivergenceGuard(HealthSettings(guard_action="off", guard_patience=1), str(tmp_path),
+                          3e-4, 0.2)
     assert off.after_iteration(NoCallbacks(), result(1, 2)) is None
     rollback = DivergenceGuard(HealthSettings(guard_action="rollback", guard_patience=1),
-                               str(tmp_path), 3e-4)
+                               str(tmp_path), 3e-4, 0.2)
     assert rollback.after_iteration(NoCallbacks(), result(1, 2)) == "stop"
     assert entries(tmp_path)[-1]["why"] == "no healthy checkpoint"
     assert "no healthy checkpoint" in open(os.path.join(tmp_path, REPORT_FILE)).read()
@@ -82,6 +84,8 @@ def test_rollback_restores_healthy_checkpoint_with_lower_critic_lr_then_stops(ra
         seen.append({"steps": res["env_runners"]["num_env_steps_sampled_lifetime"],
                      "critic_lr": res.get("learners", {}).get("default_policy", {})
                      .get("critic_learning_rate"),
+                     "policy_noise": res.get("learners", {}).get("default_policy", {})
+                     .get("policy_noise"),
                      "counters": guard_counters(text),
                      "bias_exported": "rllib_av_overestimation_bias{" in text})
 
@@ -93,6 +97,7 @@ def test_rollback_restores_healthy_checkpoint_with_lower_critic_lr_then_stops(ra
     assert any("bound" in r for r in rollback["reasons"]), rollback
     assert rollback["checkpoint_env_steps"] < rollback["env_steps"]
     assert rollback["critic_lr"] == pytest.approx(1.5e-4)
+    assert rollback["policy_noise"] == pytest.approx(0.3)
     assert stop["why"] == "1 rollbacks spent"
     assert "1 rollbacks spent" in open(os.path.join(run_dir, REPORT_FILE)).read()
 
@@ -103,6 +108,8 @@ def test_rollback_restores_healthy_checkpoint_with_lower_critic_lr_then_stops(ra
     assert seen[at + 1]["steps"] <= rollback["checkpoint_env_steps"] + 2 * rc.training.rollout_fragment_length
     assert seen[at - 1]["critic_lr"] == pytest.approx(3e-4)
     assert all(s["critic_lr"] == pytest.approx(1.5e-4) for s in seen[at + 1:] if s["critic_lr"])
+    assert seen[at - 1]["policy_noise"] == pytest.approx(0.2)
+    assert all(s["policy_noise"] == pytest.approx(0.3) for s in seen[at + 1:] if s["policy_noise"])
     assert seen[-1]["counters"] == {"alert": 0, "stop": 1, "rollback": 1}
     assert seen[-1]["steps"] < rc.run.total_env_steps  # stopped early
     # A stop probes the critic once more, so diagnose has the evidence.

@@ -4,8 +4,9 @@ After ``health.guard_patience`` consecutive diverged iterations it does what
 ``health.guard_action`` says:
   alert    log, count, carry on (again after another patience window);
   stop     end the run with a report;
-  rollback restore the newest checkpoint tagged healthy and lower the critic
-           learning rate by ``guard_critic_lr_factor`` per rollback so far; once
+  rollback restore the newest checkpoint tagged healthy, lower the critic
+           learning rate by ``guard_critic_lr_factor`` and raise the target
+           smoothing noise by ``guard_policy_noise_factor`` per rollback so far; once
            ``guard_max_rollbacks`` are spent (or no healthy checkpoint exists), stop.
 Every action is logged, appended to ``guard.jsonl`` in the run directory (a
 stop also writes ``guard_report.txt``) and counted in ``rllib_av_guard_actions_total{action}``.
@@ -28,6 +29,11 @@ GUARD_FILE = "guard.jsonl"
 REPORT_FILE = "guard_report.txt"
 
 
+def apply_remedy(learner, critic_lr: float, policy_noise: float) -> None:
+    set_critic_lr(learner, critic_lr)
+    learner.policy_noise_override = policy_noise
+
+
 def set_critic_lr(learner, lr: float) -> float:
     """Set every module's critic optimizer to ``lr`` (also RLlib's fixed-value
     scheduler, which would otherwise put the old rate back after each update)."""
@@ -41,10 +47,12 @@ def set_critic_lr(learner, lr: float) -> float:
 
 
 class DivergenceGuard:
-    def __init__(self, settings: HealthSettings, run_dir: str, critic_lr: float):
+    def __init__(self, settings: HealthSettings, run_dir: str, critic_lr: float,
+                 policy_noise: float):
         self.settings = settings
         self.run_dir = run_dir
         self.critic_lr = critic_lr
+        self.policy_noise = policy_noise
         self.streak = 0
         self.rollbacks = 0
         self.report: Optional[str] = None
@@ -70,8 +78,9 @@ class DivergenceGuard:
                 algo.restore_from_path(checkpoint)
                 detail["checkpoint_env_steps"] = read_meta(checkpoint)["env_steps"]
                 lr = self.critic_lr * s.guard_critic_lr_factor ** self.rollbacks
-                algo.learner_group.foreach_learner(lambda learner: set_critic_lr(learner, lr))
-                detail.update(checkpoint=checkpoint, critic_lr=lr)
+                noise = self.policy_noise * s.guard_policy_noise_factor ** self.rollbacks
+                algo.learner_group.foreach_learner(lambda learner: apply_remedy(learner, lr, noise))
+                detail.update(checkpoint=checkpoint, critic_lr=lr, policy_noise=noise)
         self.streak = 0
         self._record(algo, result, action, reasons, detail)
         if action == "stop":
@@ -96,7 +105,8 @@ class DivergenceGuard:
 
     def _stop_report(self, result, reasons: List[str], detail: Dict) -> str:
         lines = [f"divergence guard stopped the run at iteration "
-                 f"{result.get('training_iteration')} after {self.settings.guard_patience} diverged iterations"
+                 f"{result.get('training_iteration')} after {self.settings.guard_patience} "
+                 "diverged iterations"
                  + (f" ({detail['why']})" if "why" in detail else ""),
                  *[f"  {r}" for r in reasons],
                  f"  rollbacks: {self.rollbacks}",

@@ -37,6 +37,8 @@ class HealthSettings:
     guard_max_rollbacks: int = field(default=3, metadata=bounds(ge=0))
     # Remedy after each rollback: critic learning rate multiplied by this.
     guard_critic_lr_factor: float = field(default=0.5, metadata=bounds(gt=0, le=1))
+    # ... and the target policy smoothing noise by this (stronger smoothing).
+    guard_policy_noise_factor: float = field(default=1.5, metadata=bounds(ge=1))
 
     # -- critic probes (rllib_av/health/overestimation.py, replay_checks.py) --
     # Run at the end of every run and every this many iterations (0 = only at the end).

@@ -17,7 +17,7 @@ the actor loss never writes into the critic's gradients.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +58,7 @@ NUM_UPDATES_LIFETIME = "num_updates_lifetime"
 NUM_ACTOR_UPDATES_LIFETIME = "num_actor_updates_lifetime"
 NONFINITE_LOSS = "nonfinite_loss"
 NONFINITE_GRADS = "nonfinite_grads"
+POLICY_NOISE = "policy_noise"  # the target smoothing noise in effect
 
 
 def polyak_update(source: torch.nn.Module, target: torch.nn.Module, tau: float) -> None:
@@ -82,6 +83,9 @@ class TD3TorchLearner(TorchLearner):
         # Critic gradient steps per module; decides the delayed actor/target updates.
         # Part of the learner state, so a restored run keeps its phase.
         self._critic_steps: Dict[ModuleID, int] = {mid: 0 for mid in self.module.keys()}
+        # Target policy smoothing noise, when the divergence guard has raised it
+        # (None: the config's policy_noise).
+        self.policy_noise_override: Optional[float] = None
 
     def configure_optimizers_for_module(self, module_id: ModuleID, config=None) -> None:
         module = self._module[module_id]
@@ -104,7 +108,7 @@ class TD3TorchLearner(TorchLearner):
     def _critic_loss(self, module_id, config, batch, fwd_out):
         """(critic loss, Bellman targets y)."""
         module = self.module[module_id].unwrapped()
-        target = module.forward_target(batch, config.policy_noise, config.noise_clip)
+        target = module.forward_target(batch, self.policy_noise(config), config.noise_clip)
         discounts = batch[DISCOUNTS] * config.debug_bootstrap_scale
         terminateds = batch[TERMINATEDS]
         if config.debug_unmasked_bootstrap:  # TEST ONLY: the bug the gate must catch
@@ -114,6 +118,10 @@ class TD3TorchLearner(TorchLearner):
         return F.mse_loss(q1, y) + F.mse_loss(q2, y), y
 
     # -- the update --------------------------------------------------------------
+
+    def policy_noise(self, config) -> float:
+        override = self.policy_noise_override
+        return config.policy_noise if override is None else override
 
     def _update(self, batch: Dict[ModuleID, Any], **kwargs):
         loss_per_module = {}
@@ -140,6 +148,7 @@ class TD3TorchLearner(TorchLearner):
         self._log_stats(module_id, CRITIC_STATS, critic_rows)
         self._log_stats(module_id, ACTOR_STATS, actor_rows)
         self.metrics.log_value((module_id, NUM_UPDATES_LIFETIME), n, reduce="lifetime_sum")
+        self.metrics.log_value((module_id, POLICY_NOISE), self.policy_noise(config), window=1)
         self.metrics.log_value((module_id, NUM_ACTOR_UPDATES_LIFETIME), len(actor_rows),
                                reduce="lifetime_sum")
         return critic_rows[-1][CRITIC_STATS_INDEX["critic_loss"]] if critic_rows else torch.zeros(())

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from rllib_av.checkpoints import complete_checkpoints, latest_checkpoint, read_meta
@@ -44,7 +45,19 @@ def test_train_writes_run_dir_health_metrics_checkpoints_and_resumes(ray_local, 
                  "training.learning_starts=128", "training.batch_size=32",
                  "training.image_encoder=none", "monitoring.exporter_port=0"]
     rc = load_run_config(QUICKSTART, overrides)
-    run_dir = train(rc, verbose=False)
+    results = []
+    run_dir = train(rc, verbose=False, on_result=results.append)
+
+    # Per-episode component sums and the iteration's shares reach the result dict.
+    # (NaN in iterations where no episode ended.)
+    runners = next(r["env_runners"] for r in reversed(results)
+                   if np.isfinite(r["env_runners"].get("reward_components_episode_sum", {})
+                                  .get("total", np.nan)))
+    sums = runners["reward_components_episode_sum"]
+    assert set(sums) == {"efficiency", "lane_keeping", "comfort", "safety", "progress", "total"}
+    assert sums["total"] == pytest.approx(
+        sum(v for k, v in sums.items() if k != "total"), rel=1e-4, abs=1e-4)
+    assert sum(runners["reward_components_share"].values()) == pytest.approx(1.0)
 
     for name in ("config.yaml", "metrics.jsonl", "exporter_port", "tensorboard"):
         assert os.path.exists(os.path.join(run_dir, name)), name

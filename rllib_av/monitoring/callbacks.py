@@ -24,7 +24,8 @@ from rllib_av.health.divergence import Verdict, judge
 from rllib_av.health.health_settings import HealthSettings
 from rllib_av.monitoring.exporter import HealthExporter
 from rllib_av.monitoring.iteration_metrics import (
-    REWARD_ABS_MEAN_KEY, REWARD_MEAN_KEY, SIM_SERVER_RESTARTS_KEY, from_result,
+    REWARD_ABS_MEAN_KEY, REWARD_EPISODE_SUM_KEY, REWARD_MEAN_KEY, REWARD_SHARE_KEY,
+    SIM_SERVER_RESTARTS_KEY, from_result, reward_shares,
 )
 from rllib_av.monitoring.monitoring_settings import MonitoringSettings
 from rllib_av.monitoring.tensorboard_writer import TensorBoardWriter
@@ -50,10 +51,19 @@ class HealthCallbacks(RLlibCallback):
         infos = episode.get_infos(-1)
         _log_sim_restarts(infos, metrics_logger)
         components = infos.get("reward_components") if isinstance(infos, dict) else None
+        # Per-episode sums ride in custom_data, which RLlib carries across chunk cuts.
+        sums = episode.custom_data.setdefault(REWARD_EPISODE_SUM_KEY, {})
         for comp, value in (components or {}).items():
             value = float(value)
             metrics_logger.log_value((REWARD_MEAN_KEY, comp), value, reduce="mean")
             metrics_logger.log_value((REWARD_ABS_MEAN_KEY, comp), abs(value), reduce="mean")
+            sums[comp] = sums.get(comp, 0.0) + value
+
+    def on_episode_end(self, *, episode, metrics_logger=None, **kwargs) -> None:
+        if metrics_logger is None:
+            return
+        for comp, total in episode.custom_data.get(REWARD_EPISODE_SUM_KEY, {}).items():
+            metrics_logger.log_value((REWARD_EPISODE_SUM_KEY, comp), total, reduce="mean")
 
     # ---- driver side ----------------------------------------------------
     def on_algorithm_init(self, *, algorithm, **kwargs) -> None:
@@ -79,6 +89,9 @@ class HealthCallbacks(RLlibCallback):
             return
         verdicts = publish(result, self.num_env_runners, self.health, self.exporter,
                            self.tensorboard)
+        abs_means = result.get("env_runners", {}).get(REWARD_ABS_MEAN_KEY)
+        if abs_means:
+            result["env_runners"][REWARD_SHARE_KEY] = reward_shares(abs_means)
         result["health"] = {"divergence_state": {mid: int(v.state) for mid, v in verdicts.items()},
                             "reasons": {mid: v.reasons for mid, v in verdicts.items()}}
 

@@ -29,6 +29,10 @@ NONFINITE_WHERE = ("replay", "loss", "grads")
 # EnvRunner-side metric keys written by HealthCallbacks.on_episode_step.
 REWARD_MEAN_KEY = "reward_components"
 REWARD_ABS_MEAN_KEY = "reward_components_abs"
+# Per-episode component sums (mean over the iteration's episodes) and the
+# iteration's shares, as they appear in result["env_runners"].
+REWARD_EPISODE_SUM_KEY = "reward_components_episode_sum"
+REWARD_SHARE_KEY = "reward_components_share"
 # Lifetime count of simulator restarts: DrivingEnv reports each backend recovery
 # once in info, HealthCallbacks logs it (reduce="lifetime_sum").
 SIM_SERVER_RESTARTS_KEY = "sim_server_restarts"

@@ -108,6 +108,19 @@ def _tensorboard_tags(run_root: Path) -> set:
     return tags
 
 
+def _submit(client, entrypoint: str, timeout_s: float = 120) -> str:
+    """Submit, retrying while the head's job agent is still starting (Ray answers
+    500 "No available agent to submit job, please try again later")."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint)
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
 def test_job_api_rejects_requests_without_the_token(ray_head):
     url, _, _ = ray_head
     with pytest.raises(urllib.error.HTTPError) as e:
@@ -122,11 +135,13 @@ def test_training_job_submitted_to_a_running_cluster_succeeds_and_exports(ray_he
     url, token, tmp = ray_head
     runs = tmp / "runs"
     client = JobSubmissionClient(url, headers={"Authorization": f"Bearer {token}"})
-    job_id = client.submit_job(entrypoint=(
+    job_id = _submit(client, (
         f"rllib-av train --config {QUICKSTART} --quiet {SHORT_RUN} "
         f"--set run.output_dir={runs} --set monitoring.exporter_port=0"))
     terminal = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+    deadline = time.monotonic() + 900
     while (status := client.get_job_status(job_id)) not in terminal:
+        assert time.monotonic() < deadline, client.get_job_logs(job_id)[-3000:]
         time.sleep(2)
     logs = client.get_job_logs(job_id)
     assert status == JobStatus.SUCCEEDED, logs[-3000:]

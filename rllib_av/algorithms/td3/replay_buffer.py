@@ -117,8 +117,8 @@ class TransitionReplayBuffer:
         slots = new_nums % self.capacity
         for k, v in leaves.items():
             self._obs[k][slots] = v[first_new:]
-        self._prev[slots] = np.concatenate([[-1], nums[:-1]])[first_new:] if not continuing \
-            else nums[:-1]
+        # Each new observation's predecessor; -1 marks an episode start.
+        self._prev[slots] = nums[:-1] if continuing else np.concatenate([[-1], nums[:-1]])
         self._next[slots] = -1
         if steps:
             src = nums[:-1] % self.capacity

@@ -75,7 +75,13 @@ def ray_head():
         [str(VENV_BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
          f"--port={_free_port()}", "--num-cpus=2", "--include-dashboard=true",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-         f"--temp-dir={tmp / 'ray'}", "--disable-usage-stats"],
+         f"--temp-dir={tmp / 'ray'}", "--disable-usage-stats",
+         # Own agent ports: the defaults may already be held by another Ray on
+         # this machine (the suite's ray_local), and then no job agent comes up.
+         f"--dashboard-agent-listen-port={_free_port()}",
+         f"--dashboard-agent-grpc-port={_free_port()}",
+         f"--metrics-export-port={_free_port()}",
+         f"--runtime-env-agent-port={_free_port()}"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{dashboard_port}"
     try:

@@ -47,8 +47,13 @@ def test_remote_env_runner_components_reach_the_driver_exporter(ray_local, tmp_p
     algo = config.build_algo()
     cb = health_callbacks(algo)
     try:
-        for _ in range(2):
+        # On a loaded machine the remote runner's first iterations may finish no
+        # step with components; train until the driver has seen some (bounded).
+        for _ in range(6):
             result = algo.train()
+            abs_means = result["env_runners"].get("reward_components_abs", {})
+            if result["training_iteration"] >= 2 and abs_means.get("total", 0) > 0:
+                break
         port = int((tmp_path / PORT_FILE).read_text())
         assert port == cb.exporter.port
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
@@ -61,7 +66,7 @@ def test_remote_env_runner_components_reach_the_driver_exporter(ray_local, tmp_p
     assert sum(comps[c] for c in COMPONENTS) == pytest.approx(comps["total"], rel=1e-6)
     assert comps["total"] < 0  # Pendulum rewards are <= 0
     assert f'rllib_av_reward_component_mean{{component="efficiency",run="cbtest"}}' in text
-    assert 'rllib_av_reward_component_share{component="efficiency",run="cbtest"} 0.5' in text
+    assert 'rllib_av_reward_component_share{component="efficiency",run="cbtest"} 0.5' in text, [l for l in text.splitlines() if "share" in l]
     assert 'rllib_av_env_runners_healthy{run="cbtest"} 1.0' in text
     assert 'rllib_av_env_steps_total{run="cbtest"}' in text
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))

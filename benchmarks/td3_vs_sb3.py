@@ -99,7 +99,7 @@ class OursRun:
         self.algo = config.build_algo()
         self.split: dict = {}
         Timed(self.algo.env_runner, "sample", self.split, "sampling (EnvRunner)")
-        Timed(self.algo.replay_buffer, "add_episodes", self.split, "replay add")
+        Timed(self.algo.replay_buffer, "add_chunks", self.split, "replay add")
         Timed(self.algo.replay_buffer, "sample", self.split, "batch building (replay sample)")
         Timed(self.algo.learner_group, "update", self.split, "learner update (torch)")
 

@@ -66,6 +66,7 @@ def save_checkpoint(algo, run_dir: str, result: dict, keep: int = 3) -> str:
     if os.path.exists(final):
         shutil.rmtree(final)
     os.replace(partial, final)
+    algo.checkpoint_complete(final)
     _prune(run_dir, keep)
     return final
 

@@ -4,7 +4,8 @@
 
 A run directory holds ``config.yaml`` (the resolved run config),
 ``metrics.jsonl`` (one line of health numbers per iteration), ``tensorboard/``,
-``exporter_port`` and ``checkpoints/``. Inside a Ray cluster (``ray job
+``exporter_port``, ``checkpoints/`` and ``replay_journal/`` (the samples taken
+since the newest checkpoint: a killed driver resumes without losing them). Inside a Ray cluster (``ray job
 submit``, ``RAY_ADDRESS`` set) ``ray.init()`` joins it instead of starting one.
 """
 
@@ -29,6 +30,7 @@ from rllib_av.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
 
+JOURNAL_DIR = "replay_journal"
 # training.debug_diverge: an effective discount of 10 * gamma > 1 makes the
 # critic's fixed point infinite, so Q leaves the bound within a few thousand updates.
 DEBUG_BOOTSTRAP_SCALE = 10.0
@@ -75,7 +77,10 @@ def build_td3_config(rc: RunConfig, run_dir: Optional[str] = None) -> TD3Config:
                 min_sample_timesteps_per_iteration=0)
      .debugging(seed=rc.run.seed)
      .rllib_av(run_config=run_config,
-               checkpoint_replay_buffer=rc.run.checkpoint_replay_buffer))
+               checkpoint_replay_buffer=rc.run.checkpoint_replay_buffer,
+               # Training into a run dir journals every sample until it is checkpointed.
+               replay_journal_dir=(os.path.join(run_dir, JOURNAL_DIR)
+                                   if run_dir and rc.run.checkpoint_replay_buffer else None)))
     return config
 
 
@@ -135,7 +140,9 @@ def train(rc: RunConfig, run_dir: Optional[str] = None,
     if checkpoint:
         algo.restore_from_path(checkpoint)
         _truncate_history(run_dir, read_meta(checkpoint)["training_iteration"])
-        logger.info("resumed from %s", checkpoint)
+        recovered = algo.replay_journal_tail()
+        logger.info("resumed from %s, plus %d env steps sampled after it (replay journal)",
+                    checkpoint, recovered)
     try:
         _loop(rc, algo, run_dir, on_result, verbose)
     finally:

@@ -1,6 +1,7 @@
 """A driver killed with SIGKILL (issue 8.2): `rllib-av train --resume RUN_DIR`
 continues from the last complete checkpoint with the replay buffer, the env
-step and update counters and the health history; a half-written checkpoint is
+step and update counters and the health history, and the replay journal gives
+back every env step sampled after that checkpoint; a half-written checkpoint is
 never loaded, and only RUN_DIR/checkpoints is looked at (issue 8.7)."""
 
 import glob
@@ -78,7 +79,8 @@ def test_sigkilled_driver_resumes_from_last_complete_checkpoint(tmp_path, reques
     ckpt_iter = meta["training_iteration"]
     at_ckpt = before[ckpt_iter - 1]
     assert at_ckpt["training_iteration"] == ckpt_iter and at_ckpt["env_steps"] == meta["env_steps"]
-    steps_redone = before[-1]["env_steps"] - meta["env_steps"]
+    last = before[-1]  # the last iteration completed before the kill
+    assert last["env_steps"] > meta["env_steps"]
 
     # A later checkpoint cut short by the crash (both forms) must not be picked,
     # nor anything outside RUN_DIR/checkpoints.
@@ -95,22 +97,28 @@ def test_sigkilled_driver_resumes_from_last_complete_checkpoint(tmp_path, reques
     assert resumed.returncode == 0, out[-3000:]
     after = _records(run_dir)
     new = after[ckpt_iter:]
-    # The history up to the checkpoint is kept line for line; the iterations run
-    # after it (redone now) are replaced, so there is one line per iteration; the
-    # resumed run starts right after the checkpoint with the checkpoint's counters.
+    # The history up to the checkpoint is kept line for line; the iterations
+    # after it describe weights the resume dropped, so their lines go, and
+    # there is one line per iteration.
     assert after[:ckpt_iter] == before[:ckpt_iter]
     assert [r["training_iteration"] for r in after] == list(range(1, len(after) + 1))
     first = new[0]
     assert first["training_iteration"] == ckpt_iter + 1
-    step = first["env_steps"] - meta["env_steps"]
-    assert 0 < step <= at_ckpt["env_steps"] - before[ckpt_iter - 2]["env_steps"] + 50
+    # The first resumed iteration samples one fragment on top of what the
+    # journal gave back: every step sampled before the kill, none again.
+    fragment = 50
+    recovered = first["env_steps"] - fragment - meta["env_steps"]
+    steps_lost = last["env_steps"] - (meta["env_steps"] + recovered)
+    assert steps_lost <= 0, (recovered, last["env_steps"], meta["env_steps"])
+    # The journaled steps' gradient updates are made again on top of the
+    # checkpoint's count, then the fragment's (one update per env step).
     updates_ckpt = at_ckpt["default_policy/num_updates_lifetime"]
-    assert first["default_policy/num_updates_lifetime"] > updates_ckpt
-    # Updates continue from the checkpoint's count: a fresh learner would start
-    # near zero, and with an empty buffer it would not update before
-    # learning_starts + batch_size new steps (the buffer came back).
-    assert first["default_policy/num_updates_lifetime"] - updates_ckpt <= step + 1
+    assert first["default_policy/num_updates_lifetime"] == updates_ckpt + recovered + fragment
     assert new[-1]["env_steps"] >= 1500
+    # Nothing sampled twice or dropped: the final buffer holds one transition per
+    # env step the run counted.
+    final = latest_checkpoint(run_dir)
+    assert read_meta(final)["env_steps"] == after[-1]["env_steps"]
     # The checkpoint holds the replay buffer: one transition per env step.
     from rllib_av.run_config import load_run_config
     from rllib_av.training import build_td3_config
@@ -121,9 +129,12 @@ def test_sigkilled_driver_resumes_from_last_complete_checkpoint(tmp_path, reques
         assert algo.replay_buffer.num_transitions_added == 0
         algo.restore_from_path(outside)
         assert algo.replay_buffer.num_transitions_added == meta["env_steps"]
+        algo.restore_from_path(final)
+        assert algo.replay_buffer.num_transitions_added == read_meta(final)["env_steps"]
     finally:
         algo.stop()
-    print(f"driver SIGKILL: checkpoint iter {ckpt_iter} at {meta['env_steps']} steps; "
-          f"{steps_redone} steps after it redone; resume + finish {recovered_s:.1f}s; "
-          f"first resumed iteration {first['training_iteration']} at {first['env_steps']} steps, "
-          f"updates {updates_ckpt} -> {first['default_policy/num_updates_lifetime']}")
+    print(f"driver SIGKILL: checkpoint iter {ckpt_iter} at {meta['env_steps']} steps, killed "
+          f"after iteration {last['training_iteration']} at {last['env_steps']} steps; "
+          f"journal gave back {recovered} steps, steps lost {max(steps_lost, 0)}; "
+          f"resume + finish {recovered_s:.1f}s; updates {updates_ckpt} -> "
+          f"{first['default_policy/num_updates_lifetime']}")

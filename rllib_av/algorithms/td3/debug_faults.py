@@ -1,18 +1,20 @@
 """TEST ONLY: deliberately broken reward pipelines for the preflight gate and
 the diagnosis tree (training.debug_reward_mode).
 
-Applied to copies of arriving episode chunks before they reach the replay
-buffer, so the critic trains on the broken rewards while the env, its reward
+Applied to the chunks arriving for the replay buffer (the EnvRunner's
+episodes are left alone), so the critic trains on the broken rewards while the env, its reward
 components, the reported episode returns and the declared reward range stay
 correct, as in the bugs they imitate.
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 from typing import Dict, Iterable, List
 
 import numpy as np
+
+from rllib_av.algorithms.td3.replay_buffer import EpisodeChunk
 
 # "blown_up": a reward scale nobody declared (the Q bound still uses the env's range).
 BLOWN_UP_SCALE = 1e4
@@ -25,22 +27,18 @@ class DebugRewardFault:
         self.mode = mode
         self._sums: Dict[object, float] = {}  # episode id -> running sum so far
 
-    def apply(self, episodes: Iterable) -> List:
-        """Copies of ``episodes`` with broken rewards (the EnvRunner still reports
-        returns from the originals)."""
+    def apply(self, chunks: Iterable[EpisodeChunk]) -> List[EpisodeChunk]:
+        """``chunks`` with broken rewards."""
         out = []
-        for ep in episodes:
-            ep = copy.deepcopy(ep)
-            out.append(ep)
-            rewards = np.asarray(ep.get_rewards(), np.float64)
-            if not len(rewards):
-                continue
-            if self.mode == "blown_up":
-                new = rewards * BLOWN_UP_SCALE
-            else:  # "running_sum": each step returns the episode's undiscounted sum so far
-                new = self._sums.pop(ep.id_, 0.0) + np.cumsum(rewards)
-                if not ep.is_done:
-                    self._sums[ep.id_] = float(new[-1])
-            new = new.astype(np.float32)
-            ep.set_rewards(new_data=new if isinstance(ep.get_rewards(), np.ndarray) else list(new))
+        for chunk in chunks:
+            rewards = chunk.rewards.astype(np.float64)
+            if len(rewards):
+                if self.mode == "blown_up":
+                    rewards = rewards * BLOWN_UP_SCALE
+                else:  # "running_sum": each step returns the episode's undiscounted sum so far
+                    rewards = self._sums.pop(chunk.id, 0.0) + np.cumsum(rewards)
+                    if not chunk.done:
+                        self._sums[chunk.id] = float(rewards[-1])
+                chunk = dataclasses.replace(chunk, rewards=rewards.astype(np.float32))
+            out.append(chunk)
         return out

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Optional
 
 import numpy as np
@@ -35,6 +36,29 @@ from rllib_av.algorithms.td3.reward_scaling import RewardProcessor
 from rllib_av.algorithms.td3.td3_learner import DISCOUNTS
 
 BOX_KEY = ""  # leaf name of a non-Dict observation
+
+
+@dataclass
+class EpisodeChunk:
+    """What the buffer keeps of one RLlib episode chunk: T steps, T + 1 observations."""
+
+    id: str
+    obs: Dict[str, np.ndarray]  # leaf name -> (T + 1, ...); BOX_KEY for a Box observation
+    actions: np.ndarray  # (T, action_dim) float32
+    rewards: np.ndarray  # (T,) float32
+    terminated: bool
+    done: bool  # terminated or truncated: the episode has no further chunk
+
+    @classmethod
+    def from_episode(cls, ep) -> "EpisodeChunk":
+        obs = ep.get_observations()
+        if isinstance(obs, list):  # an episode not yet converted with to_numpy()
+            obs = tree.map_structure(lambda *xs: np.stack(xs), *obs)
+        leaves = dict(obs) if isinstance(obs, dict) else {BOX_KEY: np.asarray(obs)}
+        return cls(id=ep.id_, obs=leaves,
+                   actions=np.asarray(ep.get_actions(), np.float32).reshape(len(ep), -1),
+                   rewards=np.asarray(ep.get_rewards(), np.float32),
+                   terminated=bool(ep.is_terminated), done=bool(ep.is_done))
 
 
 class TransitionReplayBuffer:
@@ -81,33 +105,29 @@ class TransitionReplayBuffer:
         return sum(a.nbytes for a in arrays)
 
     def add_episodes(self, episodes: Iterable) -> int:
-        """Store RLlib SingleAgentEpisode chunks; returns transitions stored.
+        """Store RLlib SingleAgentEpisode chunks; returns transitions stored."""
+        return self.add_chunks([EpisodeChunk.from_episode(ep) for ep in episodes])
+
+    def add_chunks(self, chunks: Iterable["EpisodeChunk"]) -> int:
+        """Store episode chunks; returns transitions stored.
 
         A chunk with a non-finite observation or reward is dropped whole (and its
         episode cut there), so NaN/inf never reaches a training batch.
         """
-        added = 0
-        for ep in episodes:
-            added += self._add_chunk(ep)
-        return added
+        return sum(self._add_chunk(chunk) for chunk in chunks)
 
-    def _add_chunk(self, ep) -> int:
-        obs = ep.get_observations()
-        if isinstance(obs, list):  # an episode not yet converted with to_numpy()
-            obs = tree.map_structure(lambda *xs: np.stack(xs), *obs)
-        leaves = dict(obs) if isinstance(obs, dict) else {BOX_KEY: np.asarray(obs)}
-        actions = np.asarray(ep.get_actions(), np.float32).reshape(len(ep), -1)
-        rewards = np.asarray(ep.get_rewards(), np.float32)
+    def _add_chunk(self, chunk: "EpisodeChunk") -> int:
+        leaves, actions, rewards = chunk.obs, chunk.actions, chunk.rewards
         if not (np.isfinite(rewards).all() and all(
                 np.isfinite(v).all() for v in leaves.values() if v.dtype.kind == "f")):
-            self._open.pop(ep.id_, None)
+            self._open.pop(chunk.id, None)
             self.num_nonfinite_dropped += 1
             return 0
         if self._obs is None:
-            self._is_dict = isinstance(obs, dict)
+            self._is_dict = BOX_KEY not in leaves
             self._allocate(leaves, actions.shape[1])
-        steps = len(ep)
-        last = self._open.pop(ep.id_, None)
+        steps = len(rewards)
+        last = self._open.pop(chunk.id, None)
         # Continue the stored episode only while its last observation is still stored.
         continuing = last is not None and last >= self.num_added - self.capacity
         first_new = 1 if continuing else 0
@@ -126,12 +146,12 @@ class TransitionReplayBuffer:
             self._action[src] = actions
             self._reward[src] = rewards
             self._terminated[src] = False
-            self._terminated[src[-1]] = bool(ep.is_terminated)
-            self.rewards.observe(ep.id_, rewards, ep.is_done)
+            self._terminated[src[-1]] = chunk.terminated
+            self.rewards.observe(chunk.id, rewards, chunk.done)
         self.num_added += n_new
         self.num_transitions_added += steps
-        if not ep.is_done:
-            self._open[ep.id_] = int(nums[-1])
+        if not chunk.done:
+            self._open[chunk.id] = int(nums[-1])
         return steps
 
     # -- sampling --------------------------------------------------------------

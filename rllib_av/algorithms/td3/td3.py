@@ -6,7 +6,7 @@
 RLlib provides the EnvRunners, RLModule, Learner, optimizers, metrics and
 fault tolerance; the replay buffer is this project's own (replay_buffer.py).
 One ``training_step``: sample ``rollout_fragment_length`` env steps per
-EnvRunner, store them, then make as many gradient updates as the
+EnvRunner, journal and store them, then make as many gradient updates as the
 update-to-data ratio owes, in one Learner call.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
 from typing import Optional
 
@@ -38,7 +39,10 @@ from ray.tune.registry import register_trainable
 
 from rllib_av.algorithms.td3.debug_faults import DebugRewardFault
 from rllib_av.algorithms.td3.frame_stacking import DictImageFrameStacking, stacks_frames
-from rllib_av.algorithms.td3.replay_buffer import TransitionReplayBuffer, load_buffer, save_buffer
+from rllib_av.algorithms.td3.replay_buffer import (
+    EpisodeChunk, TransitionReplayBuffer, load_buffer, save_buffer,
+)
+from rllib_av.algorithms.td3.replay_journal import ReplayJournal
 from rllib_av.algorithms.td3.reward_scaling import RewardProcessor
 from rllib_av.algorithms.td3.training_settings import TrainingSettings
 from rllib_av.health.q_bound import q_bound, q_bound_ratio, training_reward_range
@@ -71,6 +75,9 @@ class TD3Config(AlgorithmConfig):
         self.run_config = None
         # RLlib's checkpoints leave the replay buffer out; ours put it in.
         self.checkpoint_replay_buffer = True
+        # Where each training step's samples are journaled before learning
+        # (replay_journal.py); None: no journal.
+        self.replay_journal_dir = None
         # Frame stacks reach back across episode-chunk cuts into the lookback.
         self.episode_lookback_horizon = max(1, self.frame_stack - 1)
 
@@ -84,13 +91,17 @@ class TD3Config(AlgorithmConfig):
         return self
 
     def rllib_av(self, *, run_config: Optional[dict] = NotProvided,
-                 checkpoint_replay_buffer: bool = NotProvided) -> "TD3Config":
+                 checkpoint_replay_buffer: bool = NotProvided,
+                 replay_journal_dir: Optional[str] = NotProvided) -> "TD3Config":
         """rllib_av's service settings: the resolved run config (read by the
-        monitoring callback) and whether checkpoints carry the replay buffer."""
+        monitoring callback), whether checkpoints carry the replay buffer, and
+        the replay journal's directory (needs ``checkpoint_replay_buffer``)."""
         if run_config is not NotProvided:
             self.run_config = run_config
         if checkpoint_replay_buffer is not NotProvided:
             self.checkpoint_replay_buffer = checkpoint_replay_buffer
+        if replay_journal_dir is not NotProvided:
+            self.replay_journal_dir = replay_journal_dir
         return self
 
     def validate(self) -> None:
@@ -102,6 +113,9 @@ class TD3Config(AlgorithmConfig):
             raise ValueError(f"TD3Config.gamma must be in (0, 1), got {self.gamma}")
         if self.policy_delay < 1 or self.n_step < 1:
             raise ValueError("TD3Config.policy_delay and n_step must be >= 1")
+        if self.replay_journal_dir and not self.checkpoint_replay_buffer:
+            raise ValueError("TD3Config.replay_journal_dir needs checkpoint_replay_buffer: "
+                             "the journal only holds what came after a checkpoint's buffer")
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         from rllib_av.algorithms.td3.td3_rl_module import TD3TorchRLModule
@@ -133,6 +147,9 @@ class TD3Config(AlgorithmConfig):
 
 
 BUFFER_DIR = "replay_buffer"
+# In a checkpoint: the newest replay journal entry its buffer holds.
+JOURNAL_HEAD_FILE = "replay_journal_head.json"
+REPLAY_JOURNAL_TIMER = "replay_journal_append"
 
 
 class TD3(Algorithm):
@@ -148,6 +165,8 @@ class TD3(Algorithm):
             config.buffer_size, frame_stack=config.frame_stack, gamma=config.gamma,
             reward_processor=self.reward_processor, seed=config.seed)
         self._updates_owed = 0.0
+        self.replay_journal = (ReplayJournal(config.replay_journal_dir)
+                               if config.replay_journal_dir else None)
         self._debug_reward_fault = (DebugRewardFault(config.debug_reward_mode)
                                     if config.debug_reward_mode != "none" else None)
 
@@ -160,16 +179,29 @@ class TD3(Algorithm):
                 _uses_new_env_runners=True, _return_metrics=True)
         self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
 
+        chunks = [EpisodeChunk.from_episode(ep) for ep in episodes]
+        if self._debug_reward_fault is not None:  # TEST ONLY
+            chunks = self._debug_reward_fault.apply(chunks)
+        if self.replay_journal is not None:
+            with self.metrics.log_time((TIMERS, REPLAY_JOURNAL_TIMER)):
+                self.replay_journal.append(chunks, self._env_steps_sampled())
+        self._store_and_learn(chunks)
+
+    def _env_steps_sampled(self) -> int:
+        return int(self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME),
+                                     default=0))
+
+    def _store_and_learn(self, chunks) -> None:
+        """Store the chunks, then make the gradient updates the ratio owes."""
+        cfg = self.config
         with self.metrics.log_time((TIMERS, REPLAY_BUFFER_ADD_DATA_TIMER)):
-            if self._debug_reward_fault is not None:  # TEST ONLY
-                episodes = self._debug_reward_fault.apply(episodes)
             dropped_before = self.replay_buffer.num_nonfinite_dropped
-            new_steps = self.replay_buffer.add_episodes(episodes)
+            new_steps = self.replay_buffer.add_chunks(chunks)
             self.metrics.log_value(("nonfinite", "replay_chunks_dropped"),
                                    self.replay_buffer.num_nonfinite_dropped - dropped_before,
                                    reduce="lifetime_sum")
 
-        sampled = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
+        sampled = self._env_steps_sampled()
         if sampled < cfg.learning_starts:
             return
         self._updates_owed += new_steps * cfg.updates_per_env_step
@@ -199,6 +231,9 @@ class TD3(Algorithm):
         path = super().save_to_path(path, **kwargs)
         if self.config.checkpoint_replay_buffer:
             save_buffer(self.replay_buffer, os.path.join(path, BUFFER_DIR))
+        if self.replay_journal is not None:
+            with open(os.path.join(path, JOURNAL_HEAD_FILE), "w") as f:
+                json.dump({"head": self.replay_journal.head}, f)
         return path
 
     def restore_from_path(self, path, *args, component=None, **kwargs) -> None:
@@ -206,6 +241,26 @@ class TD3(Algorithm):
         buffer_path = os.path.join(path, BUFFER_DIR)
         if component is None and os.path.isdir(buffer_path):
             load_buffer(self.replay_buffer, buffer_path)
+            if self.replay_journal is not None:
+                self.replay_journal.restored(_journal_head(path))
+
+    def replay_journal_tail(self) -> int:
+        """After a restore: re-add the env steps the journal holds beyond the
+        checkpoint, each training step's with the gradient updates it owed.
+        Returns the env steps recovered."""
+        recovered = 0
+        for chunks, lifetime in (self.replay_journal.replay() if self.replay_journal else ()):
+            steps = lifetime - self._env_steps_sampled()
+            self.metrics.log_value((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), steps,
+                                   reduce="lifetime_sum")
+            self._store_and_learn(chunks)
+            recovered += steps
+        return recovered
+
+    def checkpoint_complete(self, path: str) -> None:
+        """The checkpoint at ``path`` is in place: older journal entries can go."""
+        if self.replay_journal is not None:
+            self.replay_journal.forget_through(_journal_head(path))
 
     def _log_q_bound(self, module_results, module_id) -> None:
         """q_bound in training units (after clipping/scaling) and how far Q is from it."""
@@ -219,6 +274,16 @@ class TD3(Algorithm):
                               module_results["q_target_max"].peek(), bound)
         self.metrics.log_value((LEARNER_RESULTS, module_id, "q_bound"), bound, reduce="mean")
         self.metrics.log_value((LEARNER_RESULTS, module_id, "q_bound_ratio"), ratio, reduce="max")
+
+
+def _journal_head(checkpoint: str) -> int:
+    """The journal head a checkpoint holds; -1 (no entry follows it) for one
+    saved without a journal."""
+    path = os.path.join(checkpoint, JOURNAL_HEAD_FILE)
+    if not os.path.exists(path):
+        return -1
+    with open(path) as f:
+        return int(json.load(f)["head"])
 
 
 register_trainable("TD3", TD3)

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from rllib_av.config_schema import ConfigError, from_dict
-from rllib_av.health.divergence import DivergenceState, bound_ratio, judge
+from rllib_av.health.divergence import DivergenceState, NonfiniteStreak, bound_ratio, judge
 from rllib_av.health.health_settings import HealthSettings
 
 S = HealthSettings()
@@ -39,10 +39,23 @@ def test_reported_ratio_wins_over_computed():
     assert bound_ratio({k: v for k, v in HEALTHY.items() if k != "q_bound"}) is None
 
 
-def test_nonfinite_values_diverge():
+def test_nonfinite_learner_stats_diverge_at_once():
     assert judge(dict(HEALTHY, critic_loss=math.nan), S).state is DivergenceState.DIVERGED
     assert judge(dict(HEALTHY, grad_norm_critic=math.inf), S).state is DivergenceState.DIVERGED
-    assert judge(HEALTHY, S, nonfinite_new=3).state is DivergenceState.DIVERGED
+
+
+def test_counted_nonfinite_values_warn_then_diverge_when_they_persist():
+    """NaN/inf kept out of buffer and weights: one iteration's worth is a
+    warning; nonfinite_diverge_iters in a row is divergence; a clean
+    iteration starts the count again."""
+    streak = NonfiniteStreak()
+    new_per_iter = [2, 0, 1, 5, 0, 1, 1, 1, 1]
+    states = [judge(HEALTHY, S, n, streak.update(n)).state for n in new_per_iter]
+    H, W, D = DivergenceState.HEALTHY, DivergenceState.WARNING, DivergenceState.DIVERGED
+    assert S.nonfinite_diverge_iters == 3
+    assert states == [W, H, W, W, H, W, W, D, D]
+    v = judge(HEALTHY, S, nonfinite_new=4, nonfinite_iters=3)
+    assert "4 non-finite values" in v.reasons[0] and "new in 3 consecutive iterations" in v.reasons[0]
 
 
 def test_grad_norm_and_absolute_actor_loss_thresholds():

@@ -3,7 +3,8 @@
 ``judge`` looks at one iteration's learner health statistics (the names of
 DESIGN.md's health metrics) and returns the worst state any rule reached with
 one human-readable reason per rule that fired. It is stateless: trends (runaway
-growth) are Prometheus's job, where the history lives.
+growth) are Prometheus's job, where the history lives; the one run of
+iterations it needs, NaN/inf persisting, the caller counts (``NonfiniteStreak``).
 """
 
 from __future__ import annotations
@@ -50,12 +51,24 @@ def bound_ratio(stats: Mapping[str, float]) -> Optional[float]:
                          stats["q_target_max"], stats["q_bound"])
 
 
+class NonfiniteStreak:
+    """Consecutive iterations that brought new NaN/inf values."""
+
+    def __init__(self):
+        self.iters = 0
+
+    def update(self, nonfinite_new: int) -> int:
+        self.iters = self.iters + 1 if nonfinite_new > 0 else 0
+        return self.iters
+
+
 def judge(stats: Mapping[str, float], settings: HealthSettings,
-          nonfinite_new: int = 0) -> Verdict:
+          nonfinite_new: int = 0, nonfinite_iters: int = 1) -> Verdict:
     """Apply every rule to one iteration's learner stats.
 
     ``nonfinite_new``: NaN/inf values counted (obs, reward, loss, grads) since
-    the previous verdict.
+    the previous verdict; ``nonfinite_iters``: consecutive iterations, this one
+    included, that brought new ones.
     """
     v = Verdict()
     D, W = DivergenceState.DIVERGED, DivergenceState.WARNING
@@ -64,7 +77,10 @@ def judge(stats: Mapping[str, float], settings: HealthSettings,
     if bad:
         v.raise_to(D, "non-finite " + ", ".join(f"{k}={stats[k]}" for k in bad))
     if nonfinite_new > 0:
-        v.raise_to(D, f"{nonfinite_new} non-finite values in obs/reward/loss/grads")
+        persistent = nonfinite_iters >= settings.nonfinite_diverge_iters
+        v.raise_to(D if persistent else W,
+                   f"{nonfinite_new:g} non-finite values in obs/reward/loss/grads, new in "
+                   f"{nonfinite_iters} consecutive iteration{'s' * (nonfinite_iters > 1)}")
 
     ratio = bound_ratio(stats)
     if ratio is not None and math.isfinite(ratio):

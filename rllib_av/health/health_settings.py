@@ -26,6 +26,10 @@ class HealthSettings:
     # Pre-clip global gradient norm of either optimizer.
     grad_norm_warn: float = field(default=1e4, metadata=bounds(gt=0))
     grad_norm_diverge: float = field(default=1e6, metadata=bounds(gt=0))
+    # NaN/inf from the env or the learner (counted, kept out of buffer and
+    # weights): a warning in an iteration that brought new ones; diverged once
+    # this many consecutive iterations have.
+    nonfinite_diverge_iters: int = field(default=3, metadata=bounds(ge=1))
 
     # -- divergence guard (rllib_av/health/guard.py) --
     # What the guard does once divergence_state has been "diverged" for

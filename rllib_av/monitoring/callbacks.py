@@ -20,7 +20,7 @@ from typing import Dict, Optional
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
 from rllib_av.config_schema import from_dict
-from rllib_av.health.divergence import Verdict, judge
+from rllib_av.health.divergence import NonfiniteStreak, Verdict, judge
 from rllib_av.health.health_settings import HealthSettings
 from rllib_av.monitoring.exporter import HealthExporter
 from rllib_av.monitoring.iteration_metrics import (
@@ -72,6 +72,7 @@ class HealthCallbacks(RLlibCallback):
         mon = from_dict(MonitoringSettings, rc.get("monitoring"), "monitoring")
         self.health = from_dict(HealthSettings, rc.get("health"), "health")
         self.num_env_runners = algorithm.config.num_env_runners
+        self.nonfinite_streak = NonfiniteStreak()
         self.exporter = HealthExporter(run.get("name", "run"), mon.exporter_host, mon.exporter_port)
         run_dir = run.get("run_dir")
         if run_dir:
@@ -88,7 +89,7 @@ class HealthCallbacks(RLlibCallback):
         if self.exporter is None:
             return
         verdicts = publish(result, self.num_env_runners, self.health, self.exporter,
-                           self.tensorboard)
+                           self.tensorboard, self.nonfinite_streak)
         abs_means = result.get("env_runners", {}).get(REWARD_ABS_MEAN_KEY)
         if abs_means:
             result["env_runners"][REWARD_SHARE_KEY] = reward_shares(abs_means)
@@ -113,11 +114,16 @@ def _log_sim_restarts(infos, metrics_logger) -> None:
 
 def publish(result: Dict, num_env_runners: int, health: HealthSettings,
             exporter: HealthExporter,
-            tensorboard: Optional[TensorBoardWriter] = None) -> Dict[str, Verdict]:
-    """One result -> health numbers -> divergence verdict per module -> sinks."""
+            tensorboard: Optional[TensorBoardWriter] = None,
+            nonfinite_streak: Optional[NonfiniteStreak] = None) -> Dict[str, Verdict]:
+    """One result -> health numbers -> divergence verdict per module -> sinks.
+
+    ``nonfinite_streak``: carried from one call to the next; without it, NaN/inf
+    is judged as if it had just begun."""
     m = from_result(result, num_env_runners)
     nonfinite_new = exporter.update(m)
-    verdicts = {mid: judge(stats, health, nonfinite_new) for mid, stats in m.modules.items()}
+    iters = (nonfinite_streak or NonfiniteStreak()).update(nonfinite_new)
+    verdicts = {mid: judge(stats, health, nonfinite_new, iters) for mid, stats in m.modules.items()}
     states = {mid: int(v.state) for mid, v in verdicts.items()}
     exporter.set_divergence(states)
     if tensorboard is not None:

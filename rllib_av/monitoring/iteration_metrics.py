@@ -19,6 +19,7 @@ LEARNER_STATS = (
     "critic_loss", "actor_loss", "grad_norm_actor", "grad_norm_critic",
     "td_error_abs_mean", "q_bound", "q_bound_ratio", "num_updates_lifetime",
 )
+LIFETIME_LEARNER_STATS = ("num_updates_lifetime",)
 REWARD_COMPONENTS = ("efficiency", "lane_keeping", "comfort", "safety", "progress")
 # Where NaN/inf is counted (lifetime totals): "replay" = episode chunks with a
 # non-finite observation or reward, dropped by the TD3 replay buffer (it checks
@@ -77,6 +78,14 @@ def _floats(d: Mapping, keys) -> Dict[str, float]:
     return out
 
 
+def _trained(stats: Mapping) -> bool:
+    """Whether the module made a gradient update this iteration. Without one,
+    RLlib reduces every per-iteration stat to NaN: no data, not a broken critic
+    (a NaN loss from a real update still counts steps trained)."""
+    steps = _num(stats.get("num_module_steps_trained"))
+    return steps is None or math.isfinite(steps)
+
+
 def reward_shares(abs_means: Mapping[str, float]) -> Dict[str, float]:
     """mean |component| / sum of mean |component| over the five components."""
     parts = {c: abs_means[c] for c in REWARD_COMPONENTS
@@ -88,7 +97,8 @@ def reward_shares(abs_means: Mapping[str, float]) -> Dict[str, float]:
 def from_result(result: Mapping, num_env_runners: int) -> IterationMetrics:
     learners = result.get("learners", {}) or {}
     runners = result.get("env_runners", {}) or {}
-    modules = {mid: _floats(stats, LEARNER_STATS) for mid, stats in learners.items()
+    modules = {mid: _floats(stats, LEARNER_STATS if _trained(stats) else LIFETIME_LEARNER_STATS)
+               for mid, stats in learners.items()
                if isinstance(stats, Mapping) and any(k in stats for k in LEARNER_STATS)}
 
     nonfinite = {

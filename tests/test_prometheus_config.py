@@ -33,7 +33,7 @@ def test_promtool_check_config():
 
 def test_promtool_check_rules():
     out = run("promtool", "check", "rules", *glob.glob(os.path.join(PROM, "rules", "*.yml")))
-    assert "SUCCESS: 11 rules found" in out
+    assert "SUCCESS: 12 rules found" in out
 
 
 def test_promtool_rule_unit_tests():
@@ -42,7 +42,7 @@ def test_promtool_rule_unit_tests():
 
 def test_every_required_alert_has_severity_summary_description_and_a_unit_test():
     required = {"RllibAvQBeyondBound", "RllibAvActorLossBeyondBound", "RllibAvRunawayQGrowth",
-                "RllibAvNonFiniteValues", "RllibAvGradientExplosion",
+                "RllibAvNonFiniteValues", "RllibAvNonFinitePersistent", "RllibAvGradientExplosion",
                 "RllibAvEpisodeLengthCollapse", "RllibAvRewardComponentDominates",
                 "RllibAvTrainingStalled", "RllibAvEnvRunnersDown"}
     rules = [r for f in glob.glob(os.path.join(PROM, "rules", "*.yml"))

@@ -5,7 +5,6 @@ restart shows in result["fault_tolerance"] and env_runner_restarts_total."""
 import os
 import signal
 import time
-import urllib.request
 
 import pytest
 
@@ -13,18 +12,14 @@ from rllib_av.monitoring.callbacks import health_callbacks
 from rllib_av.run_config import load_run_config
 from rllib_av.training import build_td3_config
 
+from scrape import scrape
+
 pytestmark = pytest.mark.slow
 
 
 def _runner_pids(algo):
     return algo.env_runner_group.foreach_env_runner(lambda runner: os.getpid(),
                                                     local_env_runner=False)
-
-
-def _scrape(port: int) -> dict:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    return {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-            if line.startswith("rllib_av_env_runner")}
 
 
 def test_killed_env_runner_is_restarted_and_training_continues(ray_local, tmp_path):
@@ -59,9 +54,9 @@ def test_killed_env_runner_is_restarted_and_training_continues(ray_local, tmp_pa
         [new_pid] = _runner_pids(algo)
         assert new_pid != pid
         assert result["env_runners"]["num_env_steps_sampled_lifetime"] > steps_before + 100
-        metrics = _scrape(port)
-        assert metrics["rllib_av_env_runner_restarts_total"] >= 1
-        assert metrics["rllib_av_env_runners_healthy"] == 1
+        metrics = scrape(port)
+        assert metrics["rllib_av_env_runner_restarts_total"][()] >= 1
+        assert metrics["rllib_av_env_runners_healthy"][()] == 1
         print(f"env runner kill: healthy again after {recovered_at - killed_at:.1f}s, "
               f"{iterations} iterations; steps {steps_before} -> "
               f"{result['env_runners']['num_env_steps_sampled_lifetime']}")

@@ -6,7 +6,6 @@ verdict warns on an iteration that brought bad values and goes to DIVERGED
 only when they keep coming (health.nonfinite_diverge_iters in a row)."""
 
 import dataclasses
-import urllib.request
 
 import numpy as np
 import pytest
@@ -16,6 +15,8 @@ from rllib_av.envs.driving_env import DrivingEnv
 from rllib_av.monitoring.callbacks import health_callbacks
 from rllib_av.run_config import load_run_config
 from rllib_av.training import build_td3_config
+
+from scrape import by_label, scrape
 
 pytestmark = pytest.mark.slow
 CORRUPT_EVERY = 90
@@ -38,12 +39,6 @@ class CorruptingDrivingEnv(DrivingEnv):
         elif self._count % CORRUPT_EVERY == 1 and self._count > 1:
             reward = float("nan")
         return obs, reward, terminated, truncated, info
-
-
-def _scrape_nonfinite(port):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    return {line.split('where="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines() if line.startswith("rllib_av_nonfinite_total{")}
 
 
 def test_nonfinite_env_values_never_reach_buffer_or_weights(ray_local, tmp_path):
@@ -70,7 +65,7 @@ def test_nonfinite_env_values_never_reach_buffer_or_weights(ray_local, tmp_path)
                 assert np.isfinite(arr).all(), name
         weights = algo.learner_group._learner.module["default_policy"].state_dict()
         assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
-        assert _scrape_nonfinite(port)["replay"] == dropped
+        assert by_label(scrape(port)["rllib_av_nonfinite_total"], "where")["replay"] == dropped
         # 30-step iterations: the inf (step 90k) lands in iteration 3k, the NaN
         # (step 90k + 1) in iteration 3k + 1. The first warns, the second makes
         # two in a row: DIVERGED; the clean iteration after them is healthy.

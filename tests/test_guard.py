@@ -4,7 +4,6 @@ logged and counted; the rollback end to end on a real diverging run."""
 import glob
 import json
 import os
-import urllib.request
 
 import pytest
 
@@ -13,6 +12,8 @@ from rllib_av.health.health_settings import HealthSettings
 from rllib_av.health.probes import read_probes
 from rllib_av.run_config import load_run_config
 from rllib_av.training import train
+
+from scrape import by_label, scrape
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
@@ -58,15 +59,9 @@ def test_off_never_acts_and_rollback_without_healthy_checkpoint_stops(tmp_path):
     assert "no healthy checkpoint" in open(os.path.join(tmp_path, REPORT_FILE)).read()
 
 
-def scrape(output_dir):
+def exporter_port(output_dir):
     (run_dir,) = glob.glob(os.path.join(output_dir, "quickstart-*"))
-    port = int(open(os.path.join(run_dir, "exporter_port")).read())
-    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-
-
-def guard_counters(text):
-    return {line.split('action="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines() if line.startswith("rllib_av_guard_actions_total{")}
+    return int(open(os.path.join(run_dir, "exporter_port")).read())
 
 
 @pytest.mark.slow
@@ -80,14 +75,14 @@ def test_rollback_restores_healthy_checkpoint_with_lower_critic_lr_then_stops(ra
     seen = []
 
     def on_result(res):
-        text = scrape(tmp_path)
+        metrics = scrape(exporter_port(tmp_path))
         seen.append({"steps": res["env_runners"]["num_env_steps_sampled_lifetime"],
                      "critic_lr": res.get("learners", {}).get("default_policy", {})
                      .get("critic_learning_rate"),
                      "policy_noise": res.get("learners", {}).get("default_policy", {})
                      .get("policy_noise"),
-                     "counters": guard_counters(text),
-                     "bias_exported": "rllib_av_overestimation_bias{" in text})
+                     "counters": by_label(metrics["rllib_av_guard_actions_total"], "action"),
+                     "bias_exported": "rllib_av_overestimation_bias" in metrics})
 
     run_dir = train(rc, on_result=on_result, verbose=False)
 

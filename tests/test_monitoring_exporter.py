@@ -1,7 +1,11 @@
 """The exporter and TensorBoard writer fed synthetic TD3-shaped results."""
 
 import glob
+import socket
 import struct
+import subprocess
+import sys
+import time
 import urllib.request
 
 import pytest
@@ -11,6 +15,7 @@ from tensorboardX.proto import event_pb2
 from rllib_av.health.divergence import DivergenceState
 from rllib_av.monitoring.exporter import HealthExporter
 from rllib_av.monitoring.iteration_metrics import from_result
+from rllib_av.monitoring.metrics_server import MetricsServerError
 from rllib_av.monitoring.synthetic_results import Q_BOUND, STEPS_PER_ITER, synthetic_result
 from rllib_av.monitoring.tensorboard_writer import TensorBoardWriter
 
@@ -148,3 +153,27 @@ def test_tensorboard_keeps_the_incident_tags(tmp_path):
         assert t in tags, t
     # Steps are env steps sampled; iteration 1 is where Q leaves the bound.
     assert tags["debug/actor_q_max"] == [(200, 800.0), (400, pytest.approx(3 * Q_BOUND))]
+
+
+def test_a_taken_port_is_one_error_naming_host_and_port(exporter):
+    with pytest.raises(MetricsServerError, match=f"cannot listen on 127.0.0.1:{exporter.port}: "):
+        HealthExporter("other", "127.0.0.1", exporter.port)
+
+
+def test_the_metrics_server_dies_with_a_killed_driver():
+    driver = subprocess.Popen([sys.executable, "-c", (
+        "import time; from rllib_av.monitoring.exporter import HealthExporter; "
+        "print(HealthExporter('killed', port=0).port, flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE)
+    port = int(driver.stdout.readline())
+    urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).close()
+    driver.kill()  # SIGKILL: no close(), no atexit
+    driver.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except ConnectionRefusedError:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"port {port} still served after the driver was killed")

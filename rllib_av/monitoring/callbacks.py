@@ -19,7 +19,7 @@ from typing import Dict, Optional
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
-from rllib_av.config_schema import from_dict
+from rllib_av.config_schema import ConfigError, from_dict
 from rllib_av.health.divergence import NonfiniteStreak, Verdict, judge
 from rllib_av.health.health_settings import HealthSettings
 from rllib_av.monitoring.exporter import HealthExporter
@@ -27,6 +27,7 @@ from rllib_av.monitoring.iteration_metrics import (
     REWARD_ABS_MEAN_KEY, REWARD_EPISODE_SUM_KEY, REWARD_MEAN_KEY, REWARD_SHARE_KEY,
     SIM_SERVER_RESTARTS_KEY, from_result, reward_shares,
 )
+from rllib_av.monitoring.metrics_server import MetricsServerError
 from rllib_av.monitoring.monitoring_settings import MonitoringSettings
 from rllib_av.monitoring.tensorboard_writer import TensorBoardWriter
 
@@ -73,7 +74,11 @@ class HealthCallbacks(RLlibCallback):
         self.health = from_dict(HealthSettings, rc.get("health"), "health")
         self.num_env_runners = algorithm.config.num_env_runners
         self.nonfinite_streak = NonfiniteStreak()
-        self.exporter = HealthExporter(run.get("name", "run"), mon.exporter_host, mon.exporter_port)
+        try:
+            self.exporter = HealthExporter(run.get("name", "run"), mon.exporter_host,
+                                           mon.exporter_port)
+        except MetricsServerError as e:  # a port in use: the user's to fix, one line
+            raise ConfigError(f"monitoring.exporter_host/exporter_port: {e}") from None
         run_dir = run.get("run_dir")
         if run_dir:
             os.makedirs(run_dir, exist_ok=True)

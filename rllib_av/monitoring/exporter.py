@@ -4,17 +4,25 @@ One exporter per training driver serves the whole cluster: EnvRunner metrics
 arrive already merged in the driver's result dict. It owns its registry (no
 process-global state), binds 127.0.0.1 unless told otherwise, and port 0 picks
 a free port (``exporter.port`` tells which).
+
+The registry lives in the driver, HTTP does not: each public method renders
+the page once and hands it to a server process (metrics_server.py), so a
+scrape never runs in the driver nor takes its GIL. An address that cannot be
+bound raises MetricsServerError naming host:port.
 """
 
 from __future__ import annotations
 
 from typing import Dict, Mapping, Tuple
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Gauge, generate_latest,
+)
 
 from rllib_av.monitoring.iteration_metrics import (
     NONFINITE_WHERE, REWARD_COMPONENTS, IterationMetrics,
 )
+from rllib_av.monitoring.metrics_server import MetricsServer
 
 PREFIX = "rllib_av_"
 # Learner stats exported as gauges of the same name, labels (run, module).
@@ -72,8 +80,13 @@ class HealthExporter:
             rm, registry=r)
         self._last: Dict[Tuple, float] = {}
 
-        self._server, self._thread = start_http_server(port, addr=host, registry=r)
-        self.host, self.port = host, self._server.server_port
+        # One rendering for every scraper: the classic text format, which
+        # Prometheus reads whatever format it asked for first.
+        self._server = MetricsServer(host, port, generate_latest(r), CONTENT_TYPE_PLAIN_0_0_4)
+        self.host, self.port = host, self._server.port
+
+    def _publish(self) -> None:
+        self._server.publish(generate_latest(self.registry))
 
     def _advance(self, counter, labels: Tuple[str, ...], lifetime: float) -> float:
         """Counters from RLlib's lifetime totals: add what is new since last time."""
@@ -87,12 +100,15 @@ class HealthExporter:
     def set_divergence(self, states: Mapping[str, int]) -> None:
         for mid, state in states.items():
             self._divergence.labels(self.run, mid).set(int(state))
+        self._publish()
 
     def count_guard_action(self, action: str) -> None:
         self._guard_actions.labels(self.run, action).inc()
+        self._publish()
 
     def set_overestimation_bias(self, module: str, bias: float) -> None:
         self._overestimation.labels(self.run, module).set(bias)
+        self._publish()
 
     def update(self, m: IterationMetrics) -> float:
         """Export one iteration; returns how many NaN/inf values are new."""
@@ -121,12 +137,13 @@ class HealthExporter:
             self._advance(self._env_steps, (run,), m.env_steps_lifetime)
         self._advance(self._runner_restarts, (run,), m.env_runner_restarts_lifetime)
         self._advance(self._sim_restarts, (run,), m.sim_server_restarts_lifetime)
-        return sum(self._advance(self._nonfinite, (run, where), n)
-                   for where, n in m.nonfinite_lifetime.items())
+        nonfinite_new = sum(self._advance(self._nonfinite, (run, where), n)
+                            for where, n in m.nonfinite_lifetime.items())
+        self._publish()
+        return nonfinite_new
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
 
 
 _HELP = {

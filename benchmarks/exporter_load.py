@@ -2,13 +2,19 @@
 
 A loopback client in its own process scrapes ``/metrics`` 1000 times in 10 s
 (one new connection per scrape, paced at 100/s) while TD3 trains on the
-embedded backend. Three kinds of slice, rotated each round, in one process:
+embedded backend. The exporter's HTTP side is a process of its own
+(rllib_av/monitoring/metrics_server.py); the driver renders the page once per
+change. Three kinds of slice, rotated each round, in one process:
 
   baseline     training, no scrapes
   scraped      training while the client scrapes the training's own exporter
-  client_only  training while the client scrapes an exporter in another
-               process: the client's CPU share without the exporter's work
-               in the driver (on a 2-core box the client alone costs steps)
+  client_only  training while the client scrapes a second, idle exporter: the
+               client's and the server process's CPU share without the
+               training exporter's rendering in the driver (on a 2-core box
+               the client alone costs steps)
+
+A slice's clock starts once the client process is up: its start (spawn
+re-imports this module, torch and Ray with it) is no scrape load.
 
 Reports failed scrapes, scrape latency, and env steps/s per kind.
 
@@ -33,6 +39,7 @@ import torch
 from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
 
 from rllib_av.monitoring.callbacks import health_callbacks
+from rllib_av.monitoring.exporter import HealthExporter
 from rllib_av.run_config import load_run_config
 from rllib_av.training import build_td3_config
 
@@ -42,6 +49,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "exporter_load.json"
 
 def scrape_client(url: str, scrapes: int, seconds: float, out) -> None:
     """Scrape ``url`` ``scrapes`` times, paced evenly over ``seconds``."""
+    out.put("ready")
     ok, failed, latencies = 0, [], []
     start = time.perf_counter()
     for i in range(scrapes):
@@ -65,16 +73,6 @@ def scrape_client(url: str, scrapes: int, seconds: float, out) -> None:
              "latency_ms_max": 1e3 * latencies[-1]})
 
 
-def serve_elsewhere(port_out, stop) -> None:
-    """An idle HealthExporter in its own process (the client_only target)."""
-    from rllib_av.monitoring.exporter import HealthExporter
-
-    exporter = HealthExporter("elsewhere", port=0)
-    port_out.put(exporter.port)
-    stop.wait()
-    exporter.close()
-
-
 def _steps(algo) -> int:
     return int(algo.train()[ENV_RUNNER_RESULTS][NUM_ENV_STEPS_SAMPLED_LIFETIME])
 
@@ -86,6 +84,7 @@ def train_slice(algo, seconds: float, url=None, scrapes=0) -> dict:
     if url:
         client = ctx.Process(target=scrape_client, args=(url, scrapes, seconds, queue))
         client.start()
+        queue.get(timeout=120)  # "ready": scraping starts now
     steps0, t0 = _steps(algo), time.perf_counter()
     steps = steps0
     while time.perf_counter() - t0 < seconds:
@@ -121,16 +120,13 @@ def main() -> None:
     torch.set_num_threads(rc.resources.torch_threads)  # as rllib_av.training.train
     algo = build_td3_config(rc).build_algo()
     exporter = health_callbacks(algo).exporter
-    url = f"http://{exporter.host}:{exporter.port}/metrics"
+    elsewhere = HealthExporter("elsewhere", port=0)  # never updated: nothing to render
     try:
         while _steps(algo) <= rc.training.learning_starts + 100:
             pass  # replay warm-up: time updates, not random sampling
-        ctx = mp.get_context("spawn")
-        port_out, stop = ctx.Queue(), ctx.Event()
-        elsewhere = ctx.Process(target=serve_elsewhere, args=(port_out, stop))
-        elsewhere.start()
-        urls = {"baseline": None, "scraped": url,
-                "client_only": f"http://127.0.0.1:{port_out.get(timeout=120)}/metrics"}
+        urls = {"baseline": None,
+                "scraped": f"http://{exporter.host}:{exporter.port}/metrics",
+                "client_only": f"http://{elsewhere.host}:{elsewhere.port}/metrics"}
         kinds = list(urls)
         rounds = []
         for r in range(args.rounds):
@@ -139,9 +135,8 @@ def main() -> None:
                 slices[kind] = train_slice(algo, args.seconds, urls[kind], args.scrapes)
                 print(kind, json.dumps(slices[kind]), flush=True)
             rounds.append(slices)
-        stop.set()
-        elsewhere.join()
     finally:
+        elsewhere.close()
         algo.stop()
         health_callbacks(algo).close()
         ray.shutdown()

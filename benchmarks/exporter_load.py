@@ -13,8 +13,9 @@ change. Three kinds of slice, rotated each round, in one process:
                training exporter's rendering in the driver (on a 2-core box
                the client alone costs steps)
 
-A slice's clock starts once the client process is up: its start (spawn
-re-imports this module, torch and Ray with it) is no scrape load.
+A slice's clock and its client's scrapes start together, at an iteration
+boundary, after the client process is up: its start (spawn re-imports this
+module, torch and Ray with it) is no scrape load.
 
 Reports failed scrapes, scrape latency, and env steps/s per kind.
 
@@ -47,9 +48,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "exporter_load.json"
 
 
-def scrape_client(url: str, scrapes: int, seconds: float, out) -> None:
-    """Scrape ``url`` ``scrapes`` times, paced evenly over ``seconds``."""
+def scrape_client(url: str, scrapes: int, seconds: float, go, out) -> None:
+    """Once ``go`` is set, scrape ``url`` ``scrapes`` times, paced evenly over ``seconds``."""
     out.put("ready")
+    go.wait()
     ok, failed, latencies = 0, [], []
     start = time.perf_counter()
     for i in range(scrapes):
@@ -80,12 +82,14 @@ def _steps(algo) -> int:
 def train_slice(algo, seconds: float, url=None, scrapes=0) -> dict:
     """Train for ``seconds`` (whole iterations), the scrape client running if ``url``."""
     ctx = mp.get_context("spawn")
-    client, queue = None, ctx.Queue()
+    client, go, queue = None, ctx.Event(), ctx.Queue()
     if url:
-        client = ctx.Process(target=scrape_client, args=(url, scrapes, seconds, queue))
+        client = ctx.Process(target=scrape_client, args=(url, scrapes, seconds, go, queue))
         client.start()
-        queue.get(timeout=120)  # "ready": scraping starts now
-    steps0, t0 = _steps(algo), time.perf_counter()
+        queue.get(timeout=120)  # "ready"
+    steps0 = _steps(algo)  # an iteration boundary: the slice and its scrapes start together
+    go.set()
+    t0 = time.perf_counter()
     steps = steps0
     while time.perf_counter() - t0 < seconds:
         steps = _steps(algo)

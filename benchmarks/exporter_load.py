@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
-import platform
 import time
 import urllib.request
 from pathlib import Path
@@ -43,9 +41,9 @@ from rllib_av.monitoring.callbacks import health_callbacks
 from rllib_av.monitoring.exporter import HealthExporter
 from rllib_av.run_config import load_run_config
 from rllib_av.training import build_td3_config
+from side_by_side import rate, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "exporter_load.json"
 
 
 def scrape_client(url: str, scrapes: int, seconds: float, go, out) -> None:
@@ -102,10 +100,6 @@ def train_slice(algo, seconds: float, url=None, scrapes=0) -> dict:
     return out
 
 
-def _rate(rounds, kind) -> float:
-    return sum(r[kind]["env_steps"] for r in rounds) / sum(r[kind]["seconds"] for r in rounds)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
@@ -145,8 +139,8 @@ def main() -> None:
         health_callbacks(algo).close()
         ray.shutdown()
 
-    base, scraped = _rate(rounds, "baseline"), _rate(rounds, "scraped")
-    client_only = _rate(rounds, "client_only")
+    base, scraped = rate(rounds, "baseline"), rate(rounds, "scraped")
+    client_only = rate(rounds, "client_only")
     clients = [r[kind]["client"] for r in rounds for kind in ("scraped", "client_only")]
     summary = {
         "baseline_steps_per_s": base,
@@ -160,14 +154,9 @@ def main() -> None:
         "latency_ms_p99_max": max(c["latency_ms_p99"] for c in clients),
         "meets_target": all(c["failed"] == 0 for c in clients) and 1 - scraped / base < 0.10,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "benchmark": "exporter_load", "config": "configs/quickstart.yaml (state-only TD3)",
-        "args": vars(args),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_avg_1m_at_end": os.getloadavg()[0]},
-        "summary": summary, "rounds": rounds}, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
+    write_results("exporter_load", {
+        "config": "configs/quickstart.yaml (state-only TD3)", "args": vars(args),
+        "summary": summary, "rounds": rounds})
 
 
 if __name__ == "__main__":

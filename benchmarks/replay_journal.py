@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from rllib_av.algorithms.td3.td3 import REPLAY_JOURNAL_TIMER
 from rllib_av.monitoring.callbacks import health_callbacks
 from rllib_av.run_config import load_run_config
 from rllib_av.training import JOURNAL_DIR, build_td3_config
+from side_by_side import rate, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,26 +85,17 @@ def main() -> None:
             health_callbacks(algo).close()
         ray.shutdown()
 
-    def rate(kind):
-        return (sum(r[kind]["env_steps"] for r in rounds)
-                / sum(r[kind]["seconds"] for r in rounds))
-
     appends = [r["journal"]["append_ms_mean"] for r in rounds]
     summary = {
-        "journal_steps_per_s": rate("journal"),
-        "no_journal_steps_per_s": rate("no_journal"),
-        "throughput_ratio": rate("journal") / rate("no_journal"),
+        "journal_steps_per_s": rate(rounds, "journal"),
+        "no_journal_steps_per_s": rate(rounds, "no_journal"),
+        "throughput_ratio": rate(rounds, "journal") / rate(rounds, "no_journal"),
         "append_ms_mean": sum(appends) / len(appends),
         # Nothing checkpointed here, so the journal holds every step sampled.
         "journal_bytes_per_env_step": journal_bytes / journal_steps,
     }
-    out = ROOT / "benchmarks" / "results" / "replay_journal.json"
-    out.write_text(json.dumps({
-        "benchmark": "replay_journal", "args": vars(args), "overrides": overrides,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_avg_1m_at_end": os.getloadavg()[0]},
-        "summary": summary, "rounds": rounds}, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
+    write_results("replay_journal", {"args": vars(args), "overrides": overrides,
+                                     "summary": summary, "rounds": rounds})
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """TEST ONLY: deliberately broken reward pipelines for the preflight gate and
 the diagnosis tree (training.debug_reward_mode).
 
-Applied to the chunks arriving for the replay buffer (the EnvRunner's
-episodes are left alone), so the critic trains on the broken rewards while the env, its reward
-components, the reported episode returns and the declared reward range stay
-correct, as in the bugs they imitate.
+Applied to the chunks arriving for the replay buffer (the EnvRunner's episodes
+are left alone), so the critic trains on the broken rewards while the env, its
+reward components, the reported episode returns and the declared reward range
+stay correct, as in the bugs they imitate.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Stands in for CarlaUE4.sh in supervisor tests: a real process that listens.
 
 Takes CARLA's port flags (-carla-rpc-port=P, -carla-streaming-port=S) and
-ignores CARLA's other flags. Its own flags:
+ignores CARLA's other flags and the map argument. Like Unreal, it refuses to
+run as root (after a start-up of its own, as the real one takes a while).
+Its own flags:
   --record=PATH     append {"pid", "pgid", "child", "argv"} as a JSON line at start
   --child           run a child process too (CarlaUE4.sh starts the real binary as one)
   --never-listen    hang at startup without opening a port
@@ -20,6 +22,10 @@ import time
 
 def main(argv):
     opts = dict(a.lstrip("-").split("=", 1) if "=" in a else (a.lstrip("-"), "") for a in argv)
+    if os.geteuid() == 0:
+        time.sleep(1.0)
+        print("Refusing to run with the root privileges.", flush=True)
+        sys.exit(1)
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"]) \
         if "child" in opts else None
     if "record" in opts:

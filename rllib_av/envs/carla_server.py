@@ -8,7 +8,8 @@ process is gone is reclaimed, and the server that owner left behind (a
 SIGKILLed Ray worker cannot clean up) is killed with it.
 
 A launched server runs in its own process group (CarlaUE4.sh starts the real
-binary as a child); the supervisor signals only that group.
+binary as a child); the supervisor signals only that group. It boots straight
+into the configured map, never as root (Unreal refuses to, after a slow start).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import fcntl
 import json
 import logging
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -26,15 +28,23 @@ import weakref
 from contextlib import contextmanager
 from typing import Dict, List, Optional
 
-from rllib_av.envs.carla_settings import PORT_BLOCK, CarlaSettings
+from rllib_av.config_schema import ConfigError
+from rllib_av.envs.carla_settings import SERVER_PORTS, CarlaSettings
 
 log = logging.getLogger(__name__)
 
 REGISTRY = "rllib_av_carla_ports.json"
 
 
-class ServerStartError(RuntimeError):
-    """The CARLA server could not be started or reached."""
+# What an operator starts when nothing answers in attach mode.
+CARLA_DOCKER_RUN = ("docker run -d --name carla --gpus all -e NVIDIA_DRIVER_CAPABILITIES=all "
+                    "-p 127.0.0.1:{port}-{last}:{port}-{last} carlasim/carla:0.9.16 "
+                    "bash ./CarlaUE4.sh -RenderOffScreen -nosound -carla-rpc-port={port}")
+
+
+class ServerStartError(ConfigError):
+    """The CARLA server could not be started or reached: a set-up problem the
+    user fixes, reported as one line (exit 2 at the command line)."""
 
 
 def _start_time(pid: int) -> Optional[str]:
@@ -57,12 +67,27 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _answers(host: str, port: int, timeout: float = 1.0) -> bool:
+def answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether something accepts TCP connections at host:port."""
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
     except OSError:
         return False
+
+
+def require_answering(host: str, port: int, timeout_s: float) -> None:
+    """Wait up to ``timeout_s`` for a server someone else runs to accept
+    connections; otherwise one line saying where and what to start."""
+    deadline = time.monotonic() + timeout_s
+    while not answers(host, port):
+        if time.monotonic() > deadline:
+            raise ServerStartError(
+                f"env.carla: no CARLA server answers at {host}:{port} within {timeout_s:g} s "
+                f"(env.carla.rpc_timeout_s); start one there, e.g. "
+                f"`{CARLA_DOCKER_RUN.format(port=port, last=port + SERVER_PORTS - 1)}`, "
+                "or set env.carla.mode: launch")
+        time.sleep(0.1)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -144,8 +169,8 @@ class PortRegistry:
                     entries[str(base)] = dict(pid=os.getpid(), start=_start_time(os.getpid()),
                                               token=token, size=size)
                     return base, token
-        raise ServerStartError(f"no {size} free consecutive ports in [{start}, {end}); "
-                               "widen env.carla.port_range_start/port_range_end")
+        raise ServerStartError(f"env.carla.port_range_end: no {size} free consecutive ports in "
+                               f"[{start}, {end}); expected a wider port_range_start/port_range_end")
 
     def record_server(self, base: int, token: str, pgid: Optional[int]) -> None:
         with self._locked() as entries:
@@ -164,7 +189,11 @@ class CarlaServer:
     """The CARLA server this runner talks to: launched and owned, or attached to.
 
     ``ensure_running()`` before use; ``restart()`` after the backend saw it fail
-    (a tick timeout, a lost connection); ``close()`` at the end.
+    (a tick timeout, a lost connection); ``close()`` at the end. ``tm_port`` is
+    where this runner's Traffic Manager listens: with ``traffic_manager_port:
+    auto`` a fresh port after every restart, because CARLA keeps a Traffic
+    Manager per process and port and hands the old one (bound to the dead
+    server) back to whoever asks for that port again.
     """
 
     def __init__(self, settings: CarlaSettings, runner_index: int = 0):
@@ -178,6 +207,7 @@ class CarlaServer:
         self.process: Optional[subprocess.Popen] = None
         self._registry = PortRegistry(settings.node_dir)
         self._reservation: Optional[tuple[int, str]] = None
+        self._tm_reservation: Optional[tuple[int, str]] = None
         self._finalizer: Optional[weakref.finalize] = None
 
     @property
@@ -190,7 +220,10 @@ class CarlaServer:
         """Start on first use; relaunch a launched server whose process has died."""
         if self.port is None:
             self._assign_ports()
-            self._bring_up()
+            if self.launched:
+                self._launch()
+            else:  # someone else's server: it is up, or the user forgot to start it
+                require_answering(self.host, self.port, self.settings.rpc_timeout_s)
         elif self.launched and (self.process is None or self.process.poll() is not None):
             log.warning("CARLA server on port %d exited (%s); relaunching", self.port,
                         None if self.process is None else self.process.returncode)
@@ -202,43 +235,56 @@ class CarlaServer:
         if self.port is None:
             self._assign_ports()
         self._stop_process()
-        self._bring_up()
+        self._renew_tm_port()
+        if self.launched:
+            self._launch()
+        elif not self._wait_answering(None, self.settings.startup_timeout_s):
+            raise ServerStartError(f"env.carla: the CARLA server at {self.host}:{self.port} "
+                                   f"stopped answering and is still down after "
+                                   f"{self.settings.startup_timeout_s:g} s "
+                                   "(env.carla.startup_timeout_s); restart it")
 
     def close(self) -> None:
         self._stop_process()
-        if self._reservation is not None:
-            self._registry.release(*self._reservation)
-            self._reservation = None
+        for reservation in (self._reservation, self._tm_reservation):
+            if reservation is not None:
+                self._registry.release(*reservation)
+        self._reservation = self._tm_reservation = None
 
     # ---- ports ---------------------------------------------------------------------
 
     def _assign_ports(self) -> None:
         s = self.settings
-        if not self.launched:
-            self.port = s.port
-            if s.traffic_manager_port == "auto":
-                # The Traffic Manager listens in this (client) process, on this node.
-                self._reservation = self._registry.reserve(s.port_range_start, s.port_range_end, 1)
-                self.tm_port = self._reservation[0]
-            else:
-                self.tm_port = s.traffic_manager_port
-            return
-        if s.port == "auto":
+        if self.launched and s.port == "auto":
             self._reservation = self._registry.reserve(s.port_range_start, s.port_range_end,
-                                                       PORT_BLOCK)
+                                                       SERVER_PORTS)
             self.port = self._reservation[0]
         else:
             self.port = s.port
-        self.streaming_port = self.port + 1
-        self.tm_port = self.port + 3 if s.traffic_manager_port == "auto" else s.traffic_manager_port
+        self.streaming_port = self.port + 1 if self.launched else None
+        self._renew_tm_port()
+
+    def _renew_tm_port(self) -> None:
+        """The Traffic Manager listens in this (client) process, on this node."""
+        s = self.settings
+        if s.traffic_manager_port != "auto":
+            self.tm_port = s.traffic_manager_port
+            return
+        old = self._tm_reservation
+        self._tm_reservation = self._registry.reserve(s.port_range_start, s.port_range_end, 1)
+        self.tm_port = self._tm_reservation[0]
+        if old is not None:
+            self._registry.release(*old)
 
     # ---- process -------------------------------------------------------------------
 
     def command(self) -> List[str]:
         s = self.settings
-        cmd = [self._executable(), "-RenderOffScreen", "-nosound",
+        # No -carla-primary-port: it only matters to secondary servers of a
+        # multi-GPU set-up; a standalone server opens its secondary port at P+2.
+        cmd = [self._executable(), s.map_path, "-RenderOffScreen", "-nosound",
                f"-carla-rpc-port={self.port}", f"-carla-streaming-port={self.streaming_port}",
-               f"-carla-primary-port={self.port + 2}", f"-quality-level={s.quality_level}"]
+               f"-quality-level={s.quality_level}"]
         if s.gpu_indices:
             cmd.append(f"-graphicsadapter={s.gpu_indices[self.runner_index % len(s.gpu_indices)]}")
         return cmd + list(s.extra_args)
@@ -254,31 +300,59 @@ class CarlaServer:
                 "or use env.carla.mode: attach")
         return exe
 
+    def _server_user(self) -> Optional[pwd.struct_passwd]:
+        """Who the server runs as (None: this process's user). Unreal refuses
+        root after a slow start, so that is refused here, at once."""
+        name = self.settings.run_as_user
+        if name is None:
+            if os.geteuid() == 0:
+                raise ServerStartError(
+                    "env.carla.run_as_user: null is not allowed when the runner runs as root "
+                    "(Unreal refuses to run as root); expected a non-root user for the server, "
+                    "or run Ray as a non-root user, or use env.carla.mode: attach")
+            return None
+        try:
+            user = pwd.getpwnam(name)
+        except KeyError:
+            raise ServerStartError(f"env.carla.run_as_user: {name!r} is not allowed; "
+                                   "expected a user that exists on this node") from None
+        if user.pw_uid == 0:
+            raise ServerStartError(f"env.carla.run_as_user: {name!r} is not allowed; "
+                                   "expected a non-root user (Unreal refuses to run as root)")
+        if user.pw_uid != os.geteuid() and os.geteuid() != 0:
+            raise ServerStartError(f"env.carla.run_as_user: {name!r} is not allowed; only a "
+                                   "runner running as root can start the server as another user")
+        return user
+
     def log_path(self) -> str:
         return os.path.join(self.settings.node_dir, f"rllib_av_carla_{self.port}.log")
 
-    def _bring_up(self) -> None:
-        if not self.launched:
-            if not self._wait_answering(None, self.settings.startup_timeout_s):
-                raise ServerStartError(f"no CARLA server answers at {self.host}:{self.port} "
-                                       f"within {self.settings.startup_timeout_s:g} s")
-            return
+    def _launch(self) -> None:
+        user = self._server_user()
         for attempt in range(1, self.settings.launch_attempts + 1):
             self._wait_ports_free()
-            self._spawn()
+            self._spawn(user)
             if self._wait_answering(self.process, self.settings.startup_timeout_s):
                 log.info("CARLA server up on port %d (pid %d)", self.port, self.process.pid)
                 return
             log.warning("CARLA server on port %d did not come up (attempt %d/%d)",
                         self.port, attempt, self.settings.launch_attempts)
             self._stop_process()
-        raise ServerStartError(f"CARLA server on port {self.port} did not come up after "
-                               f"{self.settings.launch_attempts} attempts; see {self.log_path()}")
+        raise ServerStartError(f"env.carla: the CARLA server on port {self.port} did not come up "
+                               f"after {self.settings.launch_attempts} attempts of "
+                               f"{self.settings.startup_timeout_s:g} s; see {self.log_path()}")
 
-    def _spawn(self) -> None:
+    def _spawn(self, user: Optional[pwd.struct_passwd]) -> None:
+        as_user = {}
+        if user is not None and user.pw_uid != os.geteuid():
+            as_user = dict(user=user.pw_uid, group=user.pw_gid,
+                           extra_groups=os.getgrouplist(user.pw_name, user.pw_gid),
+                           env=dict(os.environ, HOME=user.pw_dir, USER=user.pw_name,
+                                    LOGNAME=user.pw_name))
         with open(self.log_path(), "ab") as out:
             self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=out,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+                                            stderr=subprocess.STDOUT, start_new_session=True,
+                                            **as_user)
         # Also on interpreter exit: a dying runner must not leave a GPU-hungry server behind.
         self._finalizer = weakref.finalize(self, _kill_group, self.process.pid, 2.0)
         if self._reservation is not None:
@@ -290,19 +364,20 @@ class CarlaServer:
         while time.monotonic() < deadline:
             if process is not None and process.poll() is not None:
                 return False  # crashed while starting
-            if all(_answers(self.host, p) for p in ports):
+            if all(answers(self.host, p) for p in ports):
                 return True
             time.sleep(0.1)
         return False
 
     def _wait_ports_free(self, timeout_s: float = 10.0) -> None:
         """A killed server's ports take a moment to close; do not launch onto them."""
-        ports = (self.port, self.streaming_port, self.port + 2)
+        ports = tuple(range(self.port, self.port + SERVER_PORTS))
         deadline = time.monotonic() + timeout_s
         while not all(_port_free(p) for p in ports):
             if time.monotonic() > deadline:
-                raise ServerStartError(f"ports {ports} stay busy; is another CARLA server "
-                                       "running on them outside this supervisor?")
+                raise ServerStartError(f"env.carla.port: ports {ports} stay busy; expected them "
+                                       "free (is another CARLA server running on them outside "
+                                       "this supervisor?)")
             time.sleep(0.1)
 
     def _stop_process(self) -> None:

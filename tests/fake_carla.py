@@ -4,6 +4,20 @@
 ``SERVERS[(host, port)]``; ``FakeSupervisor`` stands in for CarlaServer and
 boots a fresh world on (re)start, as a relaunched CARLA server would.
 
+Where the real client is unforgiving, so is the fake:
+- Traffic Managers live in a per-process registry keyed by port
+  (``TRAFFIC_MANAGERS``): ``get_trafficmanager(port)`` hands back the one
+  already there, whatever world it was made for, and only ``shut_down()``
+  removes it. Every ``world.tick()`` ticks every TM in the process; one bound
+  to a server that is gone raises ``ProcessAbort`` (the real process dies in a
+  C++ abort no ``except`` catches, CARLA #4577/#6748).
+- Collision and lane-invasion events arrive on their own thread, LATE_EVENT_S
+  after the tick returned with its camera frame.
+- A freshly booted server accepts connections before ``get_world()`` answers
+  (``World.booting``); ``load_world`` fails when the client's timeout is
+  shorter than the load (``World.load_seconds``).
+- Blueprints reject attributes their real counterparts do not have.
+
 The map is one straight two-lane road along +x from x=0 to x=ROAD_END:
 lane A (centre y=0, yaw 0) and the opposite lane B (centre y=-3.5, yaw 180)
 in CARLA's left-handed frame (y right). Its edges are curbs at y=+1.75 and
@@ -17,6 +31,7 @@ import fnmatch
 import itertools
 import math
 import sys
+import threading
 import time
 import types
 from enum import IntEnum, IntFlag
@@ -24,7 +39,13 @@ from enum import IntEnum, IntFlag
 LANE_WIDTH, ROAD_END, NPC_SPEED, COLLISION_M = 3.5, 1000.0, 5.0, 4.0
 LANES = {"A": (0.0, 0.0), "B": (-3.5, 180.0)}  # centre y, yaw
 EDGES = (-5.25, 1.75)
+LATE_EVENT_S = 0.01
 SERVERS: dict = {}
+TRAFFIC_MANAGERS: dict = {}  # port -> TrafficManager, for this whole process
+
+
+class ProcessAbort(AssertionError):
+    """Where the real client process would abort (not an exception it could catch)."""
 
 
 class Vector3D:
@@ -66,6 +87,7 @@ class VehicleControl:
 class WorldSettings:
     def __init__(self):
         self.synchronous_mode, self.fixed_delta_seconds = False, None
+        self.no_rendering_mode = False
 
 
 class Waypoint:
@@ -95,12 +117,30 @@ class Map:
         return Waypoint(lane, min(max(location.x, 0.0), ROAD_END))
 
 
+# Attributes the real blueprints have (of those a client might set), with the
+# values allowed where CARLA restricts them (None: any).
+_CAMERA = {"image_size_x": None, "image_size_y": None, "fov": None, "sensor_tick": None,
+           "exposure_mode": ("manual", "histogram"), "shutter_speed": None, "iso": None,
+           "fstop": None, "gamma": None, "motion_blur_intensity": None, "role_name": None}
+ATTRIBUTES = {"vehicle.tesla.model3": {"role_name": None, "color": None},
+              "vehicle.audi.tt": {"role_name": None, "color": None},
+              "vehicle.lincoln.mkz_2020": {"role_name": None, "color": None},
+              "sensor.camera.rgb": _CAMERA,
+              "sensor.other.collision": {"role_name": None},
+              "sensor.other.lane_invasion": {"role_name": None}}
+
+
 class ActorBlueprint:
     def __init__(self, id):
         self.id, self.attributes = id, {}
 
     def set_attribute(self, key, value):
         assert isinstance(value, str), "carla blueprint attributes are strings"
+        allowed = ATTRIBUTES[self.id]
+        if key not in allowed:
+            raise IndexError(f"{self.id} has no attribute {key!r}")
+        if allowed[key] is not None and value not in allowed[key]:
+            raise ValueError(f"{self.id}: {key}={value!r} is not one of {allowed[key]}")
         self.attributes[key] = value
 
     def has_attribute(self, key):
@@ -108,8 +148,7 @@ class ActorBlueprint:
 
 
 class BlueprintLibrary:
-    IDS = ("vehicle.tesla.model3", "vehicle.audi.tt", "vehicle.lincoln.mkz_2020",
-           "sensor.camera.rgb", "sensor.other.collision", "sensor.other.lane_invasion")
+    IDS = tuple(ATTRIBUTES)
 
     def find(self, id):
         assert id in self.IDS, id
@@ -212,15 +251,23 @@ class Response:
 class World:
     """Also the fake server's state: actors, counters and failure knobs."""
 
-    def __init__(self, map_name="Carla/Maps/Town10HD_Opt"):
+    def __init__(self, map_name="Carla/Maps/Town10HD_Opt", booting=0, load_seconds=0.0):
         self.map = Map(map_name)
         self.settings = WorldSettings()
         self.actors: dict = {}
         self.ids = itertools.count(1)
         self.frame = 0
         self.spawned = self.destroyed = self.destroyed_listening = 0
-        self.traffic_managers: dict = {}
+        self.alive = True  # False once its server process is gone
         self.hang = False  # ticks never return (the real client times out)
+        self.booting = booting  # get_world() calls that time out before the world answers
+        self.load_seconds = load_seconds  # what load_world takes on this server
+        self._delivery = None  # the thread bringing this tick's events, late
+
+    @property
+    def traffic_managers(self) -> dict:
+        """{port: synchronous} of the process's TMs made for this world."""
+        return {p: tm.synchronous for p, tm in TRAFFIC_MANAGERS.items() if tm.world is self}
 
     # -- the API ---------------------------------------------------------------
     def get_map(self):
@@ -228,8 +275,7 @@ class World:
 
     def get_settings(self):
         s = WorldSettings()
-        s.synchronous_mode, s.fixed_delta_seconds = (self.settings.synchronous_mode,
-                                                     self.settings.fixed_delta_seconds)
+        s.__dict__.update(self.settings.__dict__)
         return s
 
     def apply_settings(self, settings):
@@ -249,6 +295,8 @@ class World:
         return self._add(Sensor(self, next(self.ids), blueprint, transform, attach_to))
 
     def tick(self, seconds=10.0):
+        if self._delivery is not None:  # events stream in at most a frame late
+            self._delivery.join()
         if self.hang:
             time.sleep(seconds)
             raise RuntimeError(f"time-out of {int(seconds * 1000)}ms while waiting for the simulator")
@@ -257,22 +305,35 @@ class World:
         self.frame += 1
         dt = self.settings.fixed_delta_seconds
         vehicles = [a for a in self.actors.values() if isinstance(a, Vehicle)]
+        # Only sensors make events: the vehicles they are attached to.
+        sensed = {id(a.parent) for a in self.actors.values() if isinstance(a, Sensor)}
+        events = []
         for v in vehicles:
             if v.autopilot_port is not None:
-                assert self.traffic_managers[v.autopilot_port], "Traffic Manager not synchronous"
+                assert TRAFFIC_MANAGERS[v.autopilot_port].synchronous, \
+                    "Traffic Manager not synchronous"
             before = v.transform.location.y
             v.move(dt)
-            self._lane_invasion(v, before, v.transform.location.y)
-        for v in vehicles:
+            if id(v) in sensed:
+                events += self._lane_invasion(v, before, v.transform.location.y)
+        for v in (v for v in vehicles if id(v) in sensed):
             for other in vehicles:
                 if other is not v and math.hypot(
                         v.transform.location.x - other.transform.location.x,
                         v.transform.location.y - other.transform.location.y) < COLLISION_M:
-                    self._emit(v, "sensor.other.collision", CollisionEvent(self.frame, v, other))
-        for s in list(self.actors.values()):
-            if isinstance(s, Sensor) and s.type_id == "sensor.camera.rgb" and s.callback:
-                s.callback(Image(self.frame, int(s.attributes["image_size_x"]),
-                                 int(s.attributes["image_size_y"])))
+                    events.append((v, "sensor.other.collision", CollisionEvent(self.frame, v, other)))
+        for tm in list(TRAFFIC_MANAGERS.values()):  # the client ticks every TM in the process
+            if not tm.world.alive:
+                raise ProcessAbort(f"world.tick() ticked the Traffic Manager on port {tm.port}, "
+                                   "bound to a server that is gone")
+        if not self.settings.no_rendering_mode:
+            for s in list(self.actors.values()):
+                if isinstance(s, Sensor) and s.type_id == "sensor.camera.rgb" and s.callback:
+                    s.callback(Image(self.frame, int(s.attributes["image_size_x"]),
+                                     int(s.attributes["image_size_y"])))
+        if events:
+            self._delivery = threading.Thread(target=self._deliver, args=(events,), daemon=True)
+            self._delivery.start()
         return self.frame
 
     # -- internals -------------------------------------------------------------
@@ -286,17 +347,20 @@ class World:
                               a.transform.location.y - location.y) < 2.0
                    for a in self.actors.values() if isinstance(a, Vehicle))
 
-    def _emit(self, vehicle, type_id, event):
-        for s in list(self.actors.values()):
-            if isinstance(s, Sensor) and s.parent is vehicle and s.type_id == type_id and s.callback:
-                s.callback(event)
+    def _deliver(self, events):
+        time.sleep(LATE_EVENT_S)
+        for vehicle, type_id, event in events:
+            for s in list(self.actors.values()):
+                if (isinstance(s, Sensor) and s.parent is vehicle and s.type_id == type_id
+                        and s.callback):
+                    s.callback(event)
 
     def _lane_invasion(self, v, y0, y1):
         lines = {EDGES[0]: LaneMarkingType.Curb, EDGES[1]: LaneMarkingType.Curb,
                  -LANE_WIDTH / 2: LaneMarkingType.Solid}
         crossed = [m for y, m in lines.items() if min(y0, y1) < y <= max(y0, y1)]
-        if crossed:
-            self._emit(v, "sensor.other.lane_invasion", LaneInvasionEvent(self.frame, v, crossed))
+        return [(v, "sensor.other.lane_invasion", LaneInvasionEvent(self.frame, v, crossed))
+                ] if crossed else []
 
     def destroy(self, actor_id):
         actor = self.actors.pop(actor_id, None)
@@ -311,7 +375,9 @@ class World:
             return Response(error="Spawn failed because of collision at spawn position")
         vehicle = self._add(Vehicle(self, next(self.ids), cmd.blueprint.id, cmd.transform))
         for then in cmd.chain:
-            assert then.actor is FutureActor and then.port in self.traffic_managers
+            tm = TRAFFIC_MANAGERS.get(then.port)
+            assert then.actor is FutureActor and tm is not None and tm.world is self, \
+                f"no Traffic Manager for this world on port {then.port}"
             vehicle.autopilot_port = then.port if then.enabled else None
         return Response(vehicle.id)
 
@@ -319,10 +385,19 @@ class World:
 class TrafficManager:
     def __init__(self, world, port):
         self.world, self.port = world, port
-        world.traffic_managers.setdefault(port, False)
+        self.synchronous, self.seed = False, None
+
+    def get_port(self):
+        return self.port
 
     def set_synchronous_mode(self, mode=True):
-        self.world.traffic_managers[self.port] = mode
+        self.synchronous = mode
+
+    def set_random_device_seed(self, value):
+        self.seed = value
+
+    def shut_down(self):
+        TRAFFIC_MANAGERS.pop(self.port, None)
 
 
 class Client:
@@ -332,23 +407,38 @@ class Client:
     def _world(self):
         world = SERVERS.get(self.address)
         if world is None or world.hang:
-            raise RuntimeError(f"time-out of {int(self.timeout * 1000)}ms while waiting for the "
-                               f"simulator, make sure the simulator is ready and connected to "
-                               f"{self.address[0]}:{self.address[1]}")
+            raise self._timeout()
         return world
+
+    def _timeout(self):
+        return RuntimeError(f"time-out of {int(self.timeout * 1000)}ms while waiting for the "
+                            f"simulator, make sure the simulator is ready and connected to "
+                            f"{self.address[0]}:{self.address[1]}")
 
     def set_timeout(self, seconds):
         self.timeout = seconds
 
     def get_world(self):
-        return self._world()
+        world = self._world()
+        if world.booting:
+            world.booting -= 1
+            raise self._timeout()
+        return world
 
     def load_world(self, map_name):
-        SERVERS[self.address] = World("Carla/Maps/" + map_name)
+        old = self._world()
+        if self.timeout < old.load_seconds:
+            raise self._timeout()
+        SERVERS[self.address] = World("Carla/Maps/" + map_name.rsplit("/", 1)[-1],
+                                      load_seconds=old.load_seconds)
         return SERVERS[self.address]
 
     def get_trafficmanager(self, port=8000):
-        return TrafficManager(self._world(), port)
+        """The process's TM on ``port`` if there is one (whatever world it was
+        made for), else a new one for this client's world."""
+        if port not in TRAFFIC_MANAGERS:
+            TRAFFIC_MANAGERS[port] = TrafficManager(self._world(), port)
+        return TRAFFIC_MANAGERS[port]
 
     def apply_batch_sync(self, commands, do_tick=False):
         world = self._world()
@@ -381,12 +471,14 @@ class SpawnActor:
 
 
 class FakeSupervisor:
-    """Stands in for CarlaServer: a (re)start boots a fresh world on its port."""
+    """Stands in for CarlaServer. Launched: a (re)start boots a fresh world on
+    its port, in ``boot_map`` (the map it is launched on), and close() kills it.
+    Attached: the world is someone else's and outlives the runner. Either way a
+    restart moves the Traffic Manager to a fresh port, as CarlaServer does."""
 
-    launched = True
-
-    def __init__(self, port=2000):
+    def __init__(self, port=2000, launched=True, boot_map="Town01", booting=0):
         self.host, self.port, self.tm_port = "127.0.0.1", port, port + 3
+        self.launched, self.boot_map, self.booting = launched, boot_map, booting
         self.restarts = self.starts = 0
         self.closed = False
 
@@ -396,15 +488,25 @@ class FakeSupervisor:
 
     def restart(self):
         self.restarts += 1
-        self._boot()
+        self.tm_port += 10
+        if self.launched:
+            self._kill()
+            self._boot()
 
     def close(self):
         self.closed = True
-        SERVERS.pop((self.host, self.port), None)
+        if self.launched:
+            self._kill()
+
+    def _kill(self):
+        world = SERVERS.pop((self.host, self.port), None)
+        if world is not None:
+            world.alive = False
 
     def _boot(self):
         self.starts += 1
-        SERVERS[(self.host, self.port)] = World()
+        SERVERS[(self.host, self.port)] = World("Carla/Maps/" + self.boot_map,
+                                                booting=self.booting)
 
     @property
     def world(self) -> World:
@@ -421,4 +523,5 @@ def install(monkeypatch) -> types.ModuleType:
                                            DestroyActor=DestroyActor, FutureActor=FutureActor)
     monkeypatch.setitem(sys.modules, "carla", module)
     monkeypatch.setattr(sys.modules[__name__], "SERVERS", {})
+    monkeypatch.setattr(sys.modules[__name__], "TRAFFIC_MANAGERS", {})
     return module

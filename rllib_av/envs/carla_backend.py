@@ -5,8 +5,16 @@ one Traffic Manager on this runner's own port, one ego vehicle with a front
 camera, a collision and a lane-invasion sensor, and NPC traffic. Every actor
 it spawns is destroyed on reset and close, sensors stopped first.
 
-A tick (or camera frame) that does not arrive within ``tick_timeout_s``
-raises SimulatorFailure; the next reset then relaunches the server.
+A tick (or camera frame) that does not arrive in time raises SimulatorFailure;
+the next reset then relaunches the server. CARLA keeps one Traffic Manager per
+process and port, and every ``world.tick()`` in the process ticks all of them:
+the backend shuts its Traffic Manager down before the server goes (a TM left
+bound to a dead server aborts the process) and takes a fresh port after a
+relaunch. An attached (shared) server is handed back asynchronous whenever it
+still answers.
+
+Collision and lane-invasion events arrive on their own streams, possibly after
+the camera frame: each is counted in the step whose ticks produced its frame.
 
 CARLA's world frame is left-handed (y right, yaw clockwise). Everything in a
 Snapshot except ``position`` is computed in the right-handed frame the
@@ -20,13 +28,14 @@ import logging
 import math
 import queue
 import threading
-from typing import List, Optional
+import time
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 from rllib_av.config_schema import ConfigError
 from rllib_av.envs.backend import DrivingBackend, SimulatorFailure, Snapshot
-from rllib_av.envs.carla_server import CarlaServer
+from rllib_av.envs.carla_server import CarlaServer, answers
 from rllib_av.envs.carla_settings import TRAFFIC_VEHICLES
 from rllib_av.envs.env_settings import EnvSettings
 
@@ -39,6 +48,10 @@ WRONG_WAY_COS = math.cos(math.radians(120))
 SEARCH_AHEAD = 20
 # Ticks after spawning so sensors attach and the first frame renders.
 WARMUP_TICKS = 2
+# Pauses between get_world attempts while a server boots (it accepts
+# connections before its game loop answers); the last one repeats.
+CONNECT_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
+COLLISION, OFF_ROAD = "collision", "off_road"
 
 
 def _carla():
@@ -50,6 +63,11 @@ def _carla():
 
 def _wrap(angle):
     return (angle + np.pi) % (2 * np.pi) - np.pi
+
+
+def _map_name(name: str) -> str:
+    """"Carla/Maps/Town01", "/Game/Carla/Maps/Town01" and "Town01" are one map."""
+    return name.rstrip("/").rsplit("/", 1)[-1]
 
 
 class CarlaBackend(DrivingBackend):
@@ -72,9 +90,11 @@ class CarlaBackend(DrivingBackend):
         self._sensors: List = []
         self._npc_ids: List[int] = []
         self._frames: queue.Queue = queue.Queue()
+        # (frame, COLLISION | OFF_ROAD) as the sensor threads deliver them.
+        self._events: List[Tuple[int, str]] = []
         self._events_lock = threading.Lock()
-        self._collided = False
-        self._crossed_off_road = False
+        self._episode_start = 0  # events up to this frame belong to no step (spawn, warm-up)
+        self._counted_through = 0  # the last frame a step has reported events for
         self._speed = 0.0
 
     @property
@@ -92,12 +112,14 @@ class CarlaBackend(DrivingBackend):
                     self._recover()
                 if self._client is None:
                     self._connect()
+                if seed is not None:  # the same seed, the same traffic decisions
+                    self._tm.set_random_device_seed(seed)
                 self._destroy_actors()
                 self._spawn_episode()
                 for _ in range(WARMUP_TICKS):
-                    image = self._tick_and_frame()
-                self._take_events()
-                return self._snapshot(image, collided=False, crossed_off_road=False)
+                    frame, image = self._tick_and_frame()
+                self._episode_start = self._counted_through = frame
+                return self._snapshot(image)
             except RuntimeError as e:  # carla raises RuntimeError for time-outs and lost servers
                 self._failed = True
                 log.warning("CARLA reset failed (attempt %d/2): %s", attempt, e)
@@ -115,9 +137,12 @@ class CarlaBackend(DrivingBackend):
                 throttle=throttle, steer=float(np.clip(steer, -1, 1)),
                 brake=max(-float(throttle_brake), 0.0)))
             for _ in range(self.ticks_per_step):
-                image = self._tick_and_frame()
-            collided, crossed_off_road = self._take_events()
-            return self._snapshot(image, collided, crossed_off_road)
+                frame, image = self._tick_and_frame()
+            arrived = time.monotonic()
+            snap = self._snapshot(image)
+            snap.collision, crossed_off_road = self._take_events(frame, arrived)
+            snap.off_road = snap.off_road or crossed_off_road
+            return snap
         except RuntimeError as e:
             self._failed = True
             if isinstance(e, SimulatorFailure):
@@ -126,14 +151,18 @@ class CarlaBackend(DrivingBackend):
 
     def close(self) -> None:
         try:
-            if not self._failed and self._client is not None:
+            # A failed launched server is killed anyway; a shared one is cleaned
+            # up and handed back asynchronous whenever it still answers.
+            if self._client is not None and (not self._failed or self._shared_server_answers()):
                 self._destroy_actors()
                 if not self.server.launched:
                     self._release_world()
         except RuntimeError as e:
             log.warning("CARLA clean-up failed: %s", e)
         finally:
-            self._client = self._world = self._map = self._tm = None
+            self._release_traffic_manager()
+            self._forget_actors()
+            self._client = self._world = self._map = None
             self.server.close()
 
     # ---- connection --------------------------------------------------------------
@@ -142,32 +171,58 @@ class CarlaBackend(DrivingBackend):
         carla = _carla()
         self.server.ensure_running()
         client = carla.Client(self.server.host, self.server.port)
-        client.set_timeout(self.cfg.rpc_timeout_s)
-        world = client.get_world()
-        if not world.get_map().name.endswith(self.cfg.map):
+        world = self._first_world(client)
+        if _map_name(world.get_map().name) != _map_name(self.cfg.map):
+            client.set_timeout(self.cfg.map_load_timeout_s)
             world = client.load_world(self.cfg.map)
+        client.set_timeout(self.cfg.rpc_timeout_s)
         settings = world.get_settings()
         settings.synchronous_mode = True
         settings.fixed_delta_seconds = self.cfg.fixed_delta_seconds
+        settings.no_rendering_mode = False  # a shared server may have it on: no camera then
         world.apply_settings(settings)
         tm = client.get_trafficmanager(self.server.tm_port)
+        self._tm = tm  # from here on, this process owns a TM on that port
         tm.set_synchronous_mode(True)
-        self._client, self._world, self._map, self._tm = client, world, world.get_map(), tm
+        self._client, self._world, self._map = client, world, world.get_map()
         self._blueprints = world.get_blueprint_library()
         self._spawn_points = self._map.get_spawn_points()
+
+    def _first_world(self, client):
+        """``get_world`` retried with backoff: a server accepts connections before
+        its game loop answers, and a fresh one may still be loading its map."""
+        deadline = time.monotonic() + self.cfg.startup_timeout_s
+        delays = iter(CONNECT_BACKOFF_S)
+        while True:
+            client.set_timeout(max(min(self.cfg.rpc_timeout_s, deadline - time.monotonic()), 0.5))
+            try:
+                return client.get_world()
+            except RuntimeError as e:
+                delay = next(delays, CONNECT_BACKOFF_S[-1])
+                if time.monotonic() + delay > deadline:
+                    raise RuntimeError(
+                        f"CARLA at {self.server.host}:{self.server.port} accepts connections but "
+                        f"its world did not answer within {self.cfg.startup_timeout_s:g} s: {e}"
+                    ) from e
+                log.info("CARLA world not ready yet (%s); retrying in %g s", e, delay)
+                time.sleep(delay)
 
     def _recover(self) -> None:
         """After a failure: a launched server is replaced (its actors die with it);
         an attached one gets a best-effort clean-up and is waited for."""
-        if not self.server.launched and self._client is not None:
+        if self._client is not None and self._shared_server_answers():
             try:
                 self._destroy_actors()
             except RuntimeError as e:
                 log.warning("could not destroy actors on the failed CARLA server: %s", e)
+        self._release_traffic_manager()
         self._forget_actors()
-        self._client = self._world = self._map = self._tm = None
+        self._client = self._world = self._map = None
         self.server.restart()
         self._failed = False
+
+    def _shared_server_answers(self) -> bool:
+        return not self.server.launched and answers(self.server.host, self.server.port)
 
     def _release_world(self) -> None:
         """Leave a shared (attached) server asynchronous, so it does not wait for us."""
@@ -175,7 +230,18 @@ class CarlaBackend(DrivingBackend):
         settings.synchronous_mode = False
         settings.fixed_delta_seconds = None
         self._world.apply_settings(settings)
-        self._tm.set_synchronous_mode(False)
+        if self._tm is not None:
+            self._tm.set_synchronous_mode(False)
+
+    def _release_traffic_manager(self) -> None:
+        """Remove this process's TM from CARLA's per-process registry before its
+        server goes: every later tick would tick it too."""
+        tm, self._tm = self._tm, None
+        if tm is not None:
+            try:
+                tm.shut_down()
+            except RuntimeError as e:
+                log.warning("CARLA Traffic Manager shut-down failed: %s", e)
 
     # ---- actors --------------------------------------------------------------------
 
@@ -194,9 +260,11 @@ class CarlaBackend(DrivingBackend):
         self._plan_route(start)
 
         self._frames = queue.Queue()
+        with self._events_lock:
+            self._events = []
         camera_bp = self._blueprints.find("sensor.camera.rgb")
         for name, value in (("image_size_x", FRAME_SIZE), ("image_size_y", FRAME_SIZE),
-                            ("fov", self.cfg.camera_fov)):
+                            ("fov", self.cfg.camera_fov), ("exposure_mode", "manual")):
             camera_bp.set_attribute(name, str(value))
         mount = carla.Transform(carla.Location(x=self.cfg.camera_x, z=self.cfg.camera_z),
                                 carla.Rotation(pitch=self.cfg.camera_pitch))
@@ -215,7 +283,6 @@ class CarlaBackend(DrivingBackend):
             yaw = math.radians(start.rotation.yaw)
             self._ego.set_target_velocity(carla.Vector3D(v * math.cos(yaw), v * math.sin(yaw), 0.0))
         self._spawn_traffic([self._spawn_points[i] for i in order[k + 1:]])
-
     def _spawn_traffic(self, points) -> None:
         carla = _carla()
         n = min(TRAFFIC_VEHICLES[self.env.traffic], len(points))
@@ -257,35 +324,54 @@ class CarlaBackend(DrivingBackend):
 
     def _on_collision(self, event) -> None:
         with self._events_lock:
-            self._collided = True
+            self._events.append((event.frame, COLLISION))
 
     def _on_lane_invasion(self, event) -> None:
         # Crossing a curb or grass edge means the wheels left the road.
         edges = (_carla().LaneMarkingType.Curb, _carla().LaneMarkingType.Grass)
         if any(m.type in edges for m in event.crossed_lane_markings):
             with self._events_lock:
-                self._crossed_off_road = True
+                self._events.append((event.frame, OFF_ROAD))
 
-    def _take_events(self):
+    def _take_events(self, through: int, arrived: float) -> Tuple[bool, bool]:
+        """(collided, crossed off road) in the frames since the last step, up to
+        ``through``. Events trail the camera frame on their own streams: wait
+        up to ``event_grace_s`` after it arrived. One of an earlier step that
+        arrives later still is counted now, never dropped; warm-up ones are."""
+        wait = arrived + self.cfg.event_grace_s - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
         with self._events_lock:
-            events = self._collided, self._crossed_off_road
-            self._collided = self._crossed_off_road = False
-        return events
+            due = [e for e in self._events if e[0] <= through]
+            self._events = [e for e in self._events if e[0] > through]
+        kinds = set()
+        for frame, kind in due:
+            if frame <= self._episode_start:
+                continue
+            if frame <= self._counted_through:
+                log.warning("CARLA %s event of frame %d arrived after its step (frame %d); "
+                            "counted one step late (raise env.carla.event_grace_s)",
+                            kind, frame, self._counted_through)
+            kinds.add(kind)
+        self._counted_through = through
+        return COLLISION in kinds, OFF_ROAD in kinds
 
-    def _tick_and_frame(self):
-        """One world tick and the camera image rendered in it."""
+    def _tick_and_frame(self) -> Tuple[int, object]:
+        """One world tick and the camera image rendered in it. The tick's request
+        waits up to rpc_timeout_s; its frame and image share tick_timeout_s."""
+        deadline = time.monotonic() + self.cfg.tick_timeout_s
         try:
             frame = self._world.tick(self.cfg.tick_timeout_s)
         except RuntimeError as e:
             raise SimulatorFailure(f"CARLA tick timed out or failed: {e}") from e
         while True:
             try:
-                image = self._frames.get(timeout=self.cfg.tick_timeout_s)
+                image = self._frames.get(timeout=max(deadline - time.monotonic(), 0.0))
             except queue.Empty:
                 raise SimulatorFailure(f"no camera frame {frame} within "
                                        f"{self.cfg.tick_timeout_s:g} s") from None
             if image.frame >= frame:
-                return image
+                return frame, image
 
     # ---- route and snapshot ----------------------------------------------------------
 
@@ -312,7 +398,9 @@ class CarlaBackend(DrivingBackend):
         self._segment = 0
         self._progress = 0.0
 
-    def _snapshot(self, image, collided: bool, crossed_off_road: bool) -> Snapshot:
+    def _snapshot(self, image) -> Snapshot:
+        """The ego's state after the tick that rendered ``image``; the caller
+        fills in the step's collision and curb crossings."""
         carla = _carla()
         transform = self._ego.get_transform()
         location, velocity = transform.location, self._ego.get_velocity()
@@ -356,8 +444,8 @@ class CarlaBackend(DrivingBackend):
             route_progress=self._progress,
             route_length=float(self._route_s[-1]),
             waypoints_passed=passed,
-            collision=collided,
-            off_road=on_lane is None or crossed_off_road,
+            collision=False,
+            off_road=on_lane is None,
             wrong_way=bool(wrong_way),
             goal_reached=bool(np.hypot(*(pos - self._route[-1])) < self.cfg.goal_radius_m),
             position=(float(location.x), float(location.y)),

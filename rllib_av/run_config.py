@@ -63,11 +63,21 @@ class RunConfig:
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
 
+    def check(self) -> None:
+        envs = self.resources.num_envs_per_env_runner
+        if self.env.backend == "carla" and self.env.carla.mode == "attach" and envs > 1:
+            # Every env ticks its world synchronously: one server, one env.
+            raise ConfigError(f"resources.num_envs_per_env_runner: {envs} is not allowed with "
+                              "env.carla.mode: attach; expected 1 (one env per attached server), "
+                              "or env.carla.mode: launch for a server per env")
+
 
 def load_run_config(path: Optional[str] = None, overrides: List[str] = ()) -> RunConfig:
     """Load, apply ``KEY=VALUE`` overrides, validate."""
     data = {}
     if path is not None:
+        # `ray job submit -- rllib-av train --config '~/...'` hands '~' over unexpanded.
+        path = os.path.expanduser(path)
         if not os.path.isfile(path):
             raise ConfigError(f"--config: {path!r} does not exist; expected a YAML file")
         try:

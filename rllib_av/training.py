@@ -27,6 +27,7 @@ from rllib_av.health.probes import run_probes
 from rllib_av.monitoring.callbacks import HealthCallbacks, health_callbacks
 from rllib_av.monitoring.iteration_metrics import from_result
 from rllib_av.run_config import RunConfig
+from rllib_av.startup_checks import check_before_build
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ def train(rc: RunConfig, run_dir: Optional[str] = None,
 
     torch.set_num_threads(rc.resources.torch_threads)
     init_ray()
+    check_before_build(rc)
     resume = run_dir is not None
     run_dir = run_dir or new_run_dir(rc)
     algo = build_td3_config(rc, run_dir).build_algo()

@@ -1,6 +1,8 @@
 """Static checks of the deployment files: each one passes the validator of the
 tool that will read it, and says what the placement and security contracts
-need (token auth on, loopback ports, CARLA-slot and GPU placement)."""
+need (token auth on, loopback ports, CARLA-slot and GPU placement). The
+Dockerfile's effect on paths and owners is read off its instructions.
+(tests/test_job_submit.py runs the on-prem launcher's start commands.)"""
 
 from __future__ import annotations
 
@@ -18,16 +20,34 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
+from rllib_av.run_config import load_run_config
+
 ROOT = Path(__file__).resolve().parents[1]
 RAY_YAMLS = sorted(glob.glob(str(ROOT / "cluster" / "ray" / "*.yaml")))
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 RAYJOB = ROOT / "cluster" / "kuberay" / "rayjob.yaml"
+DOCKERFILE = ROOT / "cluster" / "docker" / "Dockerfile"
 CARLA_IMAGE = "carlasim/carla:0.9.16"
+# The map the shipped CARLA config drives: every CARLA container boots into it.
+CARLA_MAP = load_run_config(str(ROOT / "configs" / "carla_town01.yaml")).env.carla.map_path
 
 
 def _load(path) -> dict:
     with open(path) as f:
         return yaml.safe_load(f)
+
+
+def _rayjob() -> dict:
+    (job,) = [d for d in yaml.safe_load_all(RAYJOB.read_text()) if d["kind"] == "RayJob"]
+    return job
+
+
+def _carla_starts_right(command: str) -> None:
+    """Headless, straight into the config's map, with Vulkan's graphics capability."""
+    words = command.split()
+    assert "./CarlaUE4.sh" in words and "-RenderOffScreen" in words, command
+    assert words[words.index("./CarlaUE4.sh") + 1] == CARLA_MAP, command
+    assert "NVIDIA_DRIVER_CAPABILITIES=all" in command, command
 
 
 # --- Ray cluster launcher YAMLs ------------------------------------------------
@@ -96,8 +116,41 @@ def test_launcher_yaml_places_runners_on_carla_nodes_and_learner_on_head(path):
         carla_setup = config["worker_setup_commands"]
     # Each rollout node starts its headless CARLA server, reachable on loopback only.
     carla_runs = [c for c in carla_setup if CARLA_IMAGE in c]
-    assert carla_runs and all("-RenderOffScreen" in c and "-p 127.0.0.1:2000" in c
-                              for c in carla_runs)
+    assert carla_runs and all("-p 127.0.0.1:2000" in c for c in carla_runs)
+    for command in carla_runs:
+        _carla_starts_right(command)
+
+
+def test_aws_nodes_boot_a_current_gpu_deep_learning_ami():
+    """Without an ImageId Ray picks its old default (an Ubuntu 18.04 DLAMI)."""
+    config = _launcher_config(ROOT / "cluster" / "ray" / "aws-gpu.yaml")
+    dlami = "resolve:ssm:/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-"
+    for name, node_type in config["available_node_types"].items():
+        image = node_type["node_config"].get("ImageId", "")
+        assert image.startswith(dlami) or re.fullmatch(r"ami-[0-9a-f]{8,17}", image), (name, image)
+
+
+def test_aws_pinning_recipe_in_the_yaml_pins_every_node_type(tmp_path):
+    """The file's own `sed` line (with a stand-in for the AMI aws prints)."""
+    text = (ROOT / "cluster" / "ray" / "aws-gpu.yaml").read_text()
+    (sed,) = [line.lstrip("# ").strip() for line in text.splitlines()
+              if line.lstrip("# ").startswith("sed -i")]
+    copy = tmp_path / "cluster" / "ray" / "aws-gpu.yaml"
+    copy.parent.mkdir(parents=True)
+    copy.write_text(text)
+    subprocess.run(["bash", "-c", sed], cwd=tmp_path, check=True,
+                   env=dict(os.environ, AMI="ami-0123456789abcdef0"))
+    config = _launcher_config(copy)
+    assert {t["node_config"]["ImageId"] for t in config["available_node_types"].values()} == {
+        "ami-0123456789abcdef0"}
+
+
+def test_onprem_ray_starts_with_the_venv_on_path():
+    """Jobs inherit the raylet's environment; `rllib-av` is looked up on its PATH."""
+    config = _launcher_config(ROOT / "cluster" / "ray" / "onprem.yaml")
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        (start,) = [c for c in config[key] if "ray start" in c]
+        assert re.search(r'export PATH="\$HOME/rllib_av-venv/bin:\$PATH";.*\bray start', start), start
 
 
 # --- docker-compose.yml --------------------------------------------------------
@@ -118,10 +171,12 @@ def _docker_compose() -> str:
 
 @pytest.fixture
 def compose_env(tmp_path) -> dict:
+    """No GF_* or token variables: compose must not need any."""
     token = tmp_path / "auth_token"
     token.write_text("0" * 32)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GF_", "RAY_AUTH"))}
-    env.update(GF_SECURITY_ADMIN_PASSWORD="test-only", RAY_AUTH_TOKEN_FILE=str(token))
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GF_", "RAY_AUTH", "GRAFANA_"))}
+    env.update(RAY_AUTH_TOKEN_FILE=str(token))
     return env
 
 
@@ -152,10 +207,23 @@ def test_compose_validation_rejects_an_unknown_service_key(compose_env, tmp_path
     assert out.returncode != 0 and "helthcheck" in out.stderr
 
 
-def test_compose_has_no_default_grafana_admin_password(compose_env):
-    del compose_env["GF_SECURITY_ADMIN_PASSWORD"]
-    out = _compose_config(COMPOSE_FILE, compose_env, "-q")
-    assert out.returncode != 0 and "GF_SECURITY_ADMIN_PASSWORD" in out.stderr
+def test_grafana_admin_password_is_read_from_a_secret_file_with_no_default(compose):
+    grafana = compose["services"]["grafana"]
+    env = grafana["environment"]
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in env  # no default, no required variable
+    mounted = {s["source"]: s.get("target", f"/run/secrets/{s['source']}")
+               for s in grafana["secrets"]}
+    (source,) = [src for src, target in mounted.items()
+                 if target == env["GF_SECURITY_ADMIN_PASSWORD__FILE"]]
+    assert compose["secrets"][source]["file"].endswith("grafana_admin_password")
+
+
+def test_carla_sidecars_boot_into_the_map_with_vulkan(compose):
+    sidecars = {n: s for n, s in compose["services"].items() if s.get("image") == CARLA_IMAGE}
+    assert sidecars
+    for name, svc in sidecars.items():
+        env = " ".join(f"{k}={v}" for k, v in svc.get("environment", {}).items())
+        _carla_starts_right(" ".join(svc["command"]) + " " + env)
 
 
 def test_every_service_has_a_healthcheck(compose):
@@ -267,12 +335,15 @@ def test_prometheus_rules_and_targets_resolve_inside_compose(compose):
                 assert _netns(compose, "prometheus") == _netns(compose, owner), (host, owner)
             else:
                 assert _netns(compose, host) == _netns(compose, owner), (host, owner)
-    for sd in (f for job in config["scrape_configs"] for c in job.get("file_sd_configs", [])
-               for f in c["files"]):  # Ray's SD file must be mounted from the head
+    sd_files = [f for job in config["scrape_configs"] for c in job.get("file_sd_configs", [])
+                for f in c["files"]]
+    assert sd_files
+    for sd in sd_files:  # Ray's SD file, from the head's session dir, through a shared mount
+        assert sd.endswith("/session_latest/prom_metrics_service_discovery.json"), sd
         mounts = {v["target"]: v["source"] for v in prom["volumes"]}
         head = {v["target"]: v["source"] for v in compose["services"]["ray-head"]["volumes"]}
-        directory = os.path.dirname(sd)
-        assert directory in mounts and mounts[directory] == head.get(directory), sd
+        (mount,) = [t for t in mounts if sd.startswith(t.rstrip("/") + "/")]
+        assert head.get(mount) == mounts[mount], sd
 
 
 def test_grafana_datasource_host_resolves_inside_compose(compose):
@@ -292,7 +363,7 @@ def test_grafana_datasource_host_resolves_inside_compose(compose):
 # --- KubeRay RayJob ------------------------------------------------------------
 
 def test_rayjob_has_what_kuberay_needs():
-    job = _load(RAYJOB)
+    job = _rayjob()
     assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
     spec = job["spec"]
     assert spec["entrypoint"].startswith("rllib-av train --config ")
@@ -310,7 +381,7 @@ def test_rayjob_has_what_kuberay_needs():
 
 
 def test_rayjob_placement_learner_gpu_on_head_runners_on_carla_pods():
-    cluster = _load(RAYJOB)["spec"]["rayClusterSpec"]
+    cluster = _rayjob()["spec"]["rayClusterSpec"]
     head = cluster["headGroupSpec"]
     head_limits = head["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert int(head_limits["nvidia.com/gpu"]) >= 1
@@ -324,9 +395,103 @@ def test_rayjob_placement_learner_gpu_on_head_runners_on_carla_pods():
         assert carla_c["image"] == CARLA_IMAGE
         assert int(carla_c["resources"]["limits"]["nvidia.com/gpu"]) == 1
         assert {"-RenderOffScreen", "-nosound"} <= set(carla_c["command"])
+        env = " ".join(f"{e['name']}={e['value']}" for e in carla_c.get("env", []))
+        _carla_starts_right(" ".join(carla_c["command"]) + " " + env)
+
+
+def test_rayjob_keeps_runs_on_a_claim_that_outlives_the_cluster():
+    """shutdownAfterJobFinishes deletes the RayCluster (and any emptyDir) after
+    ttlSecondsAfterFinished: checkpoints must live on a PersistentVolumeClaim."""
+    docs = list(yaml.safe_load_all(RAYJOB.read_text()))
+    claims = {d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    job = _rayjob()
+    head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    output = re.search(r"run\.output_dir=(\S+)", job["spec"]["entrypoint"]).group(1)
+    (mount,) = [m for c in head["containers"] for m in c.get("volumeMounts", [])
+                if output.startswith(m["mountPath"])]
+    (volume,) = [v for v in head["volumes"] if v["name"] == mount["name"]]
+    assert volume["persistentVolumeClaim"]["claimName"] in claims
+    assert head["securityContext"]["fsGroup"] == 100  # ray's group may write the claim
 
 
 # --- Dockerfile ----------------------------------------------------------------
+
+# What the Ray base image has: its USER and the folders the build relies on.
+IMAGE_USER = "ray"
+BASE_IMAGE_DIRS = {"/": "root", "/home": "root", "/home/ray": IMAGE_USER, "/tmp": "*"}  # * = 1777
+
+
+def _instructions(text: str):
+    """(INSTRUCTION, arguments) of a Dockerfile, continuation lines joined."""
+    logical = re.sub(r"\\\n", " ", text)
+    for line in logical.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            yield word.upper(), rest.strip()
+
+
+def _image_dirs(text: str):
+    """Folders the build creates and their owners, following USER, WORKDIR,
+    RUN mkdir and COPY --chown. WORKDIR creates what is missing as root (the
+    classic builder does); mkdir fails where its user cannot write."""
+    dirs, user, cwd = dict(BASE_IMAGE_DIRS), IMAGE_USER, "/"  # as the base image leaves it
+
+    def make(path, owner, by):
+        missing = []
+        while path not in dirs:
+            missing.append(path)
+            path = os.path.dirname(path)
+        for p in reversed(missing):
+            parent = dirs[os.path.dirname(p)]
+            assert by in ("root", parent) or parent == "*", f"{by} cannot create {p}"
+            dirs[p] = owner
+
+    for word, rest in _instructions(text):
+        if word == "USER":
+            user = rest.split(":")[0]
+        elif word == "WORKDIR":
+            cwd = os.path.normpath(os.path.join(cwd, rest))
+            make(cwd, "root", "root")
+        elif word == "RUN":
+            for command in re.split(r"&&|;", rest):
+                args = command.split()
+                if args[:1] == ["mkdir"]:
+                    for p in (a for a in args[1:] if not a.startswith("-")):
+                        make(os.path.normpath(os.path.join(cwd, p)), user, user)
+        elif word == "COPY":  # the builder creates the destination, owned by --chown
+            chown = re.search(r"--chown=([^:\s]+)", rest)
+            *sources, dest = [a for a in rest.split() if not a.startswith("--")]
+            into = os.path.normpath(os.path.join(cwd, dest))
+            is_dir = dest.endswith("/") or len(sources) > 1 or (ROOT / sources[0]).is_dir()
+            make(into if is_dir else os.path.dirname(into),
+                 chown.group(1) if chown else "root", "root")
+    return dirs, user
+
+
+def test_dockerfile_creates_every_volume_mount_point_as_the_image_user(compose):
+    """A fresh named volume takes the owner of the image's folder, and is
+    root's where the image has none: Ray (uid 1000) could then write neither
+    its session dir nor a run dir."""
+    dirs, user = _image_dirs(DOCKERFILE.read_text())
+    assert user == IMAGE_USER  # the containers run as ray, not root
+    built = [svc for svc in compose["services"].values()
+             if Path(svc.get("build", {}).get("dockerfile", "")).name == DOCKERFILE.name]
+    targets = {v["target"] for svc in built for v in svc.get("volumes", [])
+               if v["type"] == "volume"}
+    assert {"/tmp/ray", "/home/ray/rllib_av/runs"} <= targets
+    for target in targets:
+        assert dirs.get(target) == IMAGE_USER, (target, dirs.get(target))
+
+
+def test_the_dockerfile_model_catches_a_workdir_made_by_root():
+    broken = "FROM x\nUSER ray\nWORKDIR /home/ray/app\nRUN mkdir -p runs\n"
+    with pytest.raises(AssertionError, match="ray cannot create /home/ray/app/runs"):
+        _image_dirs(broken)
+    dirs, _ = _image_dirs("FROM x\nUSER ray\nRUN mkdir -p /tmp/ray /home/ray/app/runs\n"
+                          "WORKDIR /home/ray/app\n")
+    assert dirs["/home/ray/app"] == dirs["/home/ray/app/runs"] == dirs["/tmp/ray"] == "ray"
+
 
 def test_dockerfile_copies_existing_paths_and_pins_the_ray_version():
     text = (ROOT / "cluster" / "docker" / "Dockerfile").read_text()

@@ -1,10 +1,16 @@
 """Training on a real Ray cluster, as a user deploys it.
 
-1. A head started with `ray start --head` (token auth on, loopback only): a short
-   `rllib-av train` submitted through the Job API connects to that cluster,
-   finishes SUCCEEDED and leaves its exported metrics in the run directory.
-2. A multi-node `ray.cluster_utils.Cluster`: EnvRunners land only on the node
-   offering `carla_slot`, the learner only on the node offering the (simulated)
+1. The on-prem launcher's head, started by cluster/ray/onprem.yaml's own
+   ``head_start_ray_commands`` run as written (in a node-like home: the
+   checkout at ~/rllib_av, the venv at ~/rllib_av-venv, the token at
+   ~/.ray/auth_token, as ``ray up`` leaves them), then the first job the
+   YAML documents, submitted with ``ray job submit`` and token auth exactly as
+   written there. The head gets no PATH help: it finds ``rllib-av`` only if
+   the YAML puts the venv on its PATH. It all runs in private PID, network and
+   mount namespaces, so ``ray stop`` and the fixed ports (6379, 8265, 8080)
+   touch nothing else on a shared machine.
+2. A multi-node ``ray.cluster_utils.Cluster``: EnvRunners land only on the node
+   offering ``carla_slot``, the learner only on the node offering the (simulated)
    GPU resource.
 """
 
@@ -13,89 +19,101 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import secrets
 import shutil
-import signal
-import socket
 import struct
 import subprocess
 import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
+ONPREM = ROOT / "cluster" / "ray" / "onprem.yaml"
 QUICKSTART = "configs/quickstart.yaml"
-# Enough steps for learner updates (and so Q statistics) to happen, on 2 cores.
-SHORT_RUN = ("--set run.total_env_steps=300 --set training.learning_starts=100 "
-             "--set training.batch_size=32")
+# A login shell's PATH on a fresh node: no venv on it.
+LOGIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def documented_job_submit(path: Path) -> str:
+    """The first `ray job submit` command in the YAML's header, as written."""
+    header = [line[1:].strip() for line in path.read_text().splitlines() if line.startswith("#")]
+    start = next(i for i, line in enumerate(header) if line.startswith("RAY_AUTH_MODE=token ray job submit"))
+    lines = [header[start]]
+    while lines[-1].endswith("\\"):
+        lines.append(header[start + len(lines)])
+    return " ".join(line.rstrip("\\").strip() for line in lines)
 
 
-def _wait_for(url: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except (urllib.error.URLError, ConnectionError):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Ray head did not come up at {url}")
-            time.sleep(0.5)
+# Runs inside the namespaces, as root of them. $NODE is the node's /tmp.
+NODE_SCRIPT = r"""
+set -u
+ip link set lo up
+mount --bind "$NODE" /tmp
+mount -t tmpfs -o size=2g tmpfs /dev/shm
+cd "$HOME"
+i=0
+while IFS= read -r -d '' command; do  # each start command in a fresh login-like shell
+    i=$((i + 1))
+    env -i HOME="$HOME" USER=root PATH="$LOGIN_PATH" bash -c "$command" > "start_$i.log" 2>&1 \
+        || { echo "start command $i failed: $command" >&2; cat "start_$i.log" >&2; exit 3; }
+done < start_commands
+# Without the token the Job API says 401.
+"$PYTHON" -c "
+import urllib.request, urllib.error
+try:
+    urllib.request.urlopen('http://127.0.0.1:8265/api/jobs/', timeout=10)
+except urllib.error.HTTPError as e:
+    print(e.code)
+" > unauthenticated_status
+# The client: ray on its PATH, the same token in ~/.ray/auth_token. Ray's job
+# agent takes a moment after `ray start`; retry while it says so.
+for attempt in $(seq 60); do
+    env -i HOME="$HOME" PATH="$CLIENT_PATH" bash -c "$(cat submit_command)" > submit.log 2>&1
+    rc=$?
+    grep -q "No available agent" submit.log || break
+    sleep 2
+done
+echo $rc > submit_rc
+"""
 
 
 @pytest.fixture(scope="module")
-def ray_head():
-    """`ray start --head --block` in its own session, temp dir and token.
-
-    Stopped by signalling the process this fixture started (never `ray stop`,
-    which would stop every Ray instance on a shared machine)."""
+def onprem_job(tmp_path_factory):
+    """The head from onprem.yaml's start commands and the YAML's first job;
+    returns the node's home directory after the job ended."""
     pytest.importorskip("ray.dashboard.modules.job", reason="the Job API needs ray[default]")
-    tmp = Path(tempfile.mkdtemp(prefix="rayhead", dir="/tmp"))  # short: unix sockets
-    token = secrets.token_hex(32)
-    (tmp / "auth_token").write_text(token)
-    dashboard_port = _free_port()
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(tmp / "auth_token"),
-               RAY_USAGE_STATS_ENABLED="0", PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}")
-    env.pop("RAY_ADDRESS", None)
-    log = open(tmp / "ray_start.log", "w")
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-         f"--port={_free_port()}", "--num-cpus=2", "--include-dashboard=true",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-         f"--temp-dir={tmp / 'ray'}", "--disable-usage-stats",
-         # Own agent ports: the defaults may already be held by another Ray on
-         # this machine (the suite's ray_local), and then no job agent comes up.
-         f"--dashboard-agent-listen-port={_free_port()}",
-         f"--dashboard-agent-grpc-port={_free_port()}",
-         f"--metrics-export-port={_free_port()}",
-         f"--runtime-env-agent-port={_free_port()}"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{dashboard_port}"
-    try:
-        _wait_for(f"{url}/api/gcs_healthz", proc)
-        yield url, token, tmp
-    finally:
-        proc.send_signal(signal.SIGTERM)  # the head drains, then stops its processes
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # our own session only
-            proc.wait()
-        log.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+    if subprocess.run(["unshare", "--pid", "--net", "--mount", "--fork", "--mount-proc", "true"],
+                      capture_output=True).returncode != 0:
+        pytest.skip("needs unshare (PID, network and mount namespaces) to run `ray stop` "
+                    "and the YAML's fixed ports without touching the rest of the machine")
+    node = tmp_path_factory.mktemp("node")  # the node's /tmp; home at /tmp/home
+    home = node / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))  # file_mounts
+    (home / "rllib_av").symlink_to(ROOT)  # file_mounts: "~/rllib_av": "."
+    (home / "rllib_av-venv").symlink_to(VENV_BIN.parent)  # setup_commands
+    # What `ray up` writes for the autoscaler on the head (this node alone).
+    config = yaml.safe_load(ONPREM.read_text())
+    config["provider"].update(head_ip="127.0.0.1", worker_ips=[])
+    (home / "ray_bootstrap_config.yaml").write_text(yaml.safe_dump(config))
+    (home / "start_commands").write_text(
+        "".join(c + "\0" for c in config["head_start_ray_commands"]))
+    (home / "submit_command").write_text(documented_job_submit(ONPREM))
+    env = dict(NODE=str(node), HOME="/tmp/home", LOGIN_PATH=LOGIN_PATH, PYTHON=sys.executable,
+               CLIENT_PATH=f"{VENV_BIN}:{LOGIN_PATH}", PATH=os.environ["PATH"])
+    out = subprocess.run(["unshare", "--pid", "--net", "--mount", "--fork", "--mount-proc",
+                          "--propagation", "private", "bash", "-c", NODE_SCRIPT],
+                         env=env, capture_output=True, text=True, timeout=420)
+    # The namespace's first process has exited: every Ray process went with it.
+    assert out.returncode == 0, out.stderr[-3000:]
+    yield home
+    shutil.rmtree(node, ignore_errors=True)
 
 
 def _tensorboard_tags(run_root: Path) -> set:
@@ -114,55 +132,30 @@ def _tensorboard_tags(run_root: Path) -> set:
     return tags
 
 
-def _submit(client, entrypoint: str, timeout_s: float = 120) -> str:
-    """Submit, retrying while the head's job agent is still starting (Ray answers
-    500 "No available agent to submit job, please try again later")."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return client.submit_job(entrypoint=entrypoint)
-        except RuntimeError as e:
-            if "No available agent" not in str(e) or time.monotonic() > deadline:
-                raise
-            time.sleep(2)
+def test_the_documented_job_is_the_quickstart_over_the_token_protected_job_api():
+    command = documented_job_submit(ONPREM)
+    assert command.startswith("RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 -- ")
+    assert "rllib-av train --config '~/rllib_av/configs/quickstart.yaml'" in command
 
 
-def test_job_api_rejects_requests_without_the_token(ray_head):
-    url, _, _ = ray_head
-    with pytest.raises(urllib.error.HTTPError) as e:
-        urllib.request.urlopen(f"{url}/api/jobs/", timeout=10)
-    assert e.value.code == 401
+def test_job_api_rejects_requests_without_the_token(onprem_job):
+    assert (onprem_job / "unauthenticated_status").read_text().strip() == "401"
 
 
-def test_training_job_submitted_to_a_running_cluster_succeeds_and_exports(ray_head):
-    pytest.importorskip("rllib_av.cli", reason="rllib-av train not available yet")
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
-    url, token, tmp = ray_head
-    runs = tmp / "runs"
-    client = JobSubmissionClient(url, headers={"Authorization": f"Bearer {token}"})
-    job_id = _submit(client, (
-        f"rllib-av train --config {QUICKSTART} --quiet {SHORT_RUN} "
-        f"--set run.output_dir={runs} --set monitoring.exporter_port=0"))
-    terminal = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
-    deadline = time.monotonic() + 900
-    while (status := client.get_job_status(job_id)) not in terminal:
-        assert time.monotonic() < deadline, client.get_job_logs(job_id)[-3000:]
-        time.sleep(2)
-    logs = client.get_job_logs(job_id)
-    assert status == JobStatus.SUCCEEDED, logs[-3000:]
-    # Its driver joined this cluster (rather than starting its own): the
-    # cluster's GCS recorded a driver for this submission.
-    (details,) = [j for j in client.list_jobs() if j.submission_id == job_id]
-    assert details.driver_info is not None, logs[-3000:]
-    # The monitoring fan-out ran: the incident's TensorBoard tags are on disk,
-    # and the per-iteration health record carries the critic's Q statistics.
+def test_documented_job_on_the_onprem_head_succeeds_and_exports(onprem_job):
+    log = (onprem_job / "submit.log").read_text()
+    assert (onprem_job / "submit_rc").read_text().strip() == "0", log[-3000:]
+    assert re.search(r"Job '[^']+' succeeded", log), log[-3000:]
+    # The job ran on the head, from its home ('~' expanded there), and the
+    # monitoring fan-out ran: the incident's TensorBoard tags are on disk and
+    # the per-iteration health record carries the critic's Q statistics.
+    runs = onprem_job / "runs"
+    (metrics,) = runs.glob("quickstart-*/metrics.jsonl")
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert records[-1]["env_steps"] >= 600
+    assert any(key.endswith("/q_actor_mean") for key in records[-1]), records[-1]
     tags = _tensorboard_tags(runs)
     assert {"debug/actor_q_mean", "debug/target_q_max", "reward_components/total"} <= tags, tags
-    (metrics,) = runs.glob("*/metrics.jsonl")
-    records = [json.loads(line) for line in metrics.read_text().splitlines()]
-    assert records[-1]["env_steps"] >= 300
-    assert any(key.endswith("/q_actor_mean") for key in records[-1]), records[-1]
 
 
 def _placement_on_cluster() -> dict:

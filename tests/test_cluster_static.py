@@ -11,6 +11,7 @@ import glob
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -502,3 +503,40 @@ def test_dockerfile_copies_existing_paths_and_pins_the_ray_version():
     assert all(f"!{s.rstrip('/')}" in ignore.replace("/\n", "\n") for s in sources)
     pinned = re.search(r'"ray\[[^\]]*\]==([\d.]+)"', (ROOT / "pyproject.toml").read_text())
     assert f"rayproject/ray:{pinned.group(1)}-" in text
+
+
+# --- the docs' commands ----------------------------------------------------------
+
+DOCS = [ROOT / "docs" / "train_on_carla.md", ROOT / "docs" / "run_on_cluster.md"]
+
+
+def _bash_blocks(path: Path):
+    return re.findall(r"^ *```bash\n(.*?)^ *```", path.read_text(), re.M | re.S)
+
+
+def _train_commands(block: str):
+    """Each `rllib-av train ...` in a block, continuation lines joined."""
+    for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+        line = line.split("#", 1)[0] if " #" in line else line
+        if "rllib-av train" in line:
+            yield shlex.split(line[line.index("rllib-av train"):])
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
+def test_docs_shell_blocks_parse(path):
+    blocks = _bash_blocks(path)
+    assert blocks
+    for block in blocks:
+        out = subprocess.run(["bash", "-n"], input=block, capture_output=True, text=True)
+        assert out.returncode == 0, (block, out.stderr)
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
+def test_docs_train_commands_name_real_configs_and_valid_overrides(path):
+    """Config paths (the head's ~/rllib_av is this checkout) and every --set load."""
+    commands = [c for block in _bash_blocks(path) for c in _train_commands(block)]
+    assert commands
+    for args in commands:
+        config = args[args.index("--config") + 1].replace("~/rllib_av/", f"{ROOT}/")
+        overrides = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+        load_run_config(str(ROOT / config), overrides)

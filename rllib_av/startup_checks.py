@@ -39,7 +39,7 @@ def check_before_build(rc: RunConfig) -> None:
     envs_here = res.num_env_runners == 0 or len(nodes) == 1
     if rc.env.id == "driving" and rc.env.backend == "carla" and carla.mode == "attach" \
             and envs_here:
-        require_answering(carla.host, carla.port, carla.rpc_timeout_s)
+        require_answering(carla.host, carla.port, carla.rpc_timeout_s, carla.map_path)
 
 
 def _require_offered(key: str, asks: Dict[str, float], nodes: List[dict], other: str) -> None:

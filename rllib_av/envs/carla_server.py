@@ -39,7 +39,7 @@ REGISTRY = "rllib_av_carla_ports.json"
 # What an operator starts when nothing answers in attach mode.
 CARLA_DOCKER_RUN = ("docker run -d --name carla --gpus all -e NVIDIA_DRIVER_CAPABILITIES=all "
                     "-p 127.0.0.1:{port}-{last}:{port}-{last} carlasim/carla:0.9.16 "
-                    "bash ./CarlaUE4.sh -RenderOffScreen -nosound -carla-rpc-port={port}")
+                    "bash ./CarlaUE4.sh {map} -RenderOffScreen -nosound -carla-rpc-port={port}")
 
 
 class ServerStartError(ConfigError):
@@ -76,7 +76,7 @@ def answers(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def require_answering(host: str, port: int, timeout_s: float) -> None:
+def require_answering(host: str, port: int, timeout_s: float, map_path: str) -> None:
     """Wait up to ``timeout_s`` for a server someone else runs to accept
     connections; otherwise one line saying where and what to start."""
     deadline = time.monotonic() + timeout_s
@@ -85,7 +85,7 @@ def require_answering(host: str, port: int, timeout_s: float) -> None:
             raise ServerStartError(
                 f"env.carla: no CARLA server answers at {host}:{port} within {timeout_s:g} s "
                 f"(env.carla.rpc_timeout_s); start one there, e.g. "
-                f"`{CARLA_DOCKER_RUN.format(port=port, last=port + SERVER_PORTS - 1)}`, "
+                f"`{CARLA_DOCKER_RUN.format(port=port, last=port + SERVER_PORTS - 1, map=map_path)}`, "
                 "or set env.carla.mode: launch")
         time.sleep(0.1)
 
@@ -223,7 +223,8 @@ class CarlaServer:
             if self.launched:
                 self._launch()
             else:  # someone else's server: it is up, or the user forgot to start it
-                require_answering(self.host, self.port, self.settings.rpc_timeout_s)
+                require_answering(self.host, self.port, self.settings.rpc_timeout_s,
+                                  self.settings.map_path)
         elif self.launched and (self.process is None or self.process.poll() is not None):
             log.warning("CARLA server on port %d exited (%s); relaunching", self.port,
                         None if self.process is None else self.process.returncode)

@@ -1,16 +1,22 @@
-"""`rllib-av train | ...`: the command line.
+"""`rllib-av train | preflight | evaluate | report | diagnose | monitor`: the command line.
 
-A user's mistake (bad config, missing file) is one line on stderr and exit
-code 2, never a traceback.
+A user's mistake (bad config, missing file, unknown env id) is one line on
+stderr and exit code 2, never a traceback; it is found before torch or Ray is
+imported, so it takes well under a second.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import List, Optional
 
 from rllib_av.config_schema import ConfigError
+from rllib_av.dependency_noise import quiet_dependency_notices
+from rllib_av.evaluation.evaluation_plan import plan_evaluation
+from rllib_av.run_config import RunConfig, load_run_config
+from rllib_av.start_checks import check_env_id, check_output_dir, run_dir_argument
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,36 +47,43 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument("--config", help="run config YAML (configs/*.yaml)")
     pre.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     pre.add_argument("--steps", type=int, help="env steps to train (default health.preflight_steps)")
-    pre.add_argument("--verbose", action="store_true", help="per-iteration progress lines")
+    pre.add_argument("--quiet", action="store_true", help="no per-iteration progress line")
 
     diag = sub.add_parser("diagnose", help="walk the Q-divergence decision tree over a run directory")
     diag.add_argument("run_dir", metavar="RUN_DIR")
+
+    mon = sub.add_parser("monitor", help="Prometheus + Alertmanager on this machine for a running "
+                                         "or finished run (Ctrl-C stops)")
+    mon.add_argument("run_dir", metavar="RUN_DIR")
     return parser
 
 
-def _train(args) -> int:
-    import os
+def _startable(config: Optional[str], overrides: List[str]) -> RunConfig:
+    """The run config, checked for what would stop a run before its first iteration."""
+    rc = load_run_config(config, overrides)
+    check_env_id(rc.env.id)
+    check_output_dir(rc.run.output_dir)
+    return rc
 
-    from rllib_av.run_config import load_run_config
+
+def _train(args) -> int:
+    config, run_dir = args.config, None
+    if args.resume:
+        run_dir = run_dir_argument(args.resume, "--resume")
+        config = config or os.path.join(run_dir, "config.yaml")
+    rc = _startable(config, args.overrides)
     from rllib_av.training import train
 
-    config = args.config
-    if args.resume:
-        if not os.path.isfile(os.path.join(args.resume, "config.yaml")):
-            raise ConfigError(f"--resume: {args.resume!r} is not a run directory "
-                              "(no config.yaml in it)")
-        config = config or os.path.join(args.resume, "config.yaml")
-    rc = load_run_config(config, args.overrides)
-    run_dir = train(rc, run_dir=args.resume, verbose=not args.quiet)
-    print(f"run directory: {run_dir}")
+    print(f"run directory: {train(rc, run_dir=run_dir, verbose=not args.quiet)}")
     return 0
 
 
 def _evaluate(args) -> int:
-    from rllib_av.evaluation.evaluate import evaluate
+    plan = plan_evaluation(args.checkpoint, args.scenarios, args.episodes, args.baselines,
+                           args.videos, args.out)
+    from rllib_av.evaluation.evaluate import run_evaluation
 
-    result = evaluate(args.checkpoint, args.scenarios, args.episodes, args.baselines,
-                      args.videos, args.out)
+    result = run_evaluation(plan)
     print("\n\n".join(s["table"] for s in result["scenarios"].values()))
     print(f"results: {result['out_dir']}")
     return 0
@@ -79,41 +92,46 @@ def _evaluate(args) -> int:
 def _report(args) -> int:
     from rllib_av.evaluation.report import write_report
 
-    print(f"report: {write_report(args.run_dir)}")
+    print(f"report: {write_report(run_dir_argument(args.run_dir))}")
     return 0
 
 
 def _preflight(args) -> int:
-    from rllib_av.health.preflight import format_table, preflight
-    from rllib_av.run_config import load_run_config
-
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps: {args.steps} is not allowed; expected a value >= 1")
-    go, checks, run_dir = preflight(load_run_config(args.config, args.overrides), args.steps,
-                                    verbose=args.verbose)
+    rc = _startable(args.config, args.overrides)
+    from rllib_av.health.preflight import format_table, preflight
+
+    go, checks, run_dir = preflight(rc, args.steps, verbose=not args.quiet)
     print(format_table(checks, go, run_dir))
     return 0 if go else 1
 
 
 def _diagnose(args) -> int:
-    import os
-
+    run_dir = run_dir_argument(args.run_dir)
+    if not any(os.path.exists(os.path.join(run_dir, n)) for n in ("metrics.jsonl", "tensorboard")):
+        raise ConfigError(f"RUN_DIR: {args.run_dir!r} has no history yet "
+                          "(expected metrics.jsonl or tensorboard/ in it)")
     from rllib_av.health.diagnosis import diagnose
 
-    if not os.path.isfile(os.path.join(args.run_dir, "config.yaml")) or not any(
-            os.path.exists(os.path.join(args.run_dir, n)) for n in ("metrics.jsonl", "tensorboard")):
-        raise ConfigError(f"RUN_DIR: {args.run_dir!r} is not a run directory "
-                          "(expected config.yaml and metrics.jsonl or tensorboard/ in it)")
-    print(diagnose(args.run_dir).format())
+    print(diagnose(run_dir).format())
+    return 0
+
+
+def _monitor(args) -> int:
+    from rllib_av.monitoring.local_stack import monitor
+
+    monitor(run_dir_argument(args.run_dir))
     return 0
 
 
 COMMANDS = {"train": _train, "evaluate": _evaluate, "report": _report,
-            "preflight": _preflight, "diagnose": _diagnose}
+            "preflight": _preflight, "diagnose": _diagnose, "monitor": _monitor}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    quiet_dependency_notices()
     try:
         return COMMANDS[args.command](args)
     except ConfigError as e:

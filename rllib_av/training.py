@@ -26,7 +26,9 @@ from rllib_av.health.guard import DivergenceGuard
 from rllib_av.health.probes import run_probes
 from rllib_av.monitoring.callbacks import HealthCallbacks, health_callbacks
 from rllib_av.monitoring.iteration_metrics import from_result
+from rllib_av.progress import ProgressClock, format_duration
 from rllib_av.run_config import RunConfig
+from rllib_av.start_checks import discard_unstarted_run
 from rllib_av.startup_checks import check_before_build
 
 logger = logging.getLogger(__name__)
@@ -102,14 +104,19 @@ def init_ray() -> None:
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
 
 
-def progress_line(result: dict, steps_per_s: float) -> str:
-    """One line: steps, return, Q health at a glance."""
+def progress_line(result: dict, steps_per_s: float, total_env_steps: Optional[int] = None,
+                  eta_s: Optional[float] = None) -> str:
+    """One line: steps (of the target, with the time left), return, Q health at a glance."""
     m = from_result(result, 0)
 
     def fmt(value, spec):
         return "-".rjust(len(format(0.0, spec))) if value is None else format(value, spec)
 
-    parts = [f"steps {m.step:>8,}", f"{steps_per_s:6.0f}/s",
+    steps = f"steps {m.step:>8,}"
+    if total_env_steps:
+        steps += (f"/{total_env_steps:,} ({min(m.step / total_env_steps, 1):4.0%}) "
+                  f"ETA {format_duration(eta_s):>6}")
+    parts = [steps, f"{steps_per_s:6.0f}/s",
              f"return {fmt(m.episode_return_mean, '8.2f')}",
              f"len {fmt(m.episode_length_mean, '6.1f')}"]
     for stats in m.modules.values():
@@ -137,7 +144,12 @@ def train(rc: RunConfig, run_dir: Optional[str] = None,
     check_before_build(rc)
     resume = run_dir is not None
     run_dir = run_dir or new_run_dir(rc)
-    algo = build_td3_config(rc, run_dir).build_algo()
+    try:
+        algo = build_td3_config(rc, run_dir).build_algo()
+    except BaseException:  # e.g. a taken port: a run that never started leaves no directory
+        if not resume:
+            discard_unstarted_run(run_dir)
+        raise
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if checkpoint:
         algo.restore_from_path(checkpoint)
@@ -159,18 +171,16 @@ def _loop(rc, algo: TD3, run_dir: str, on_result, verbose: bool) -> None:
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     guard = DivergenceGuard(rc.health, run_dir, critic_lr=rc.training.critic_lr,
                             policy_noise=rc.training.policy_noise)
-    last_steps, last_time = None, time.perf_counter()
+    clock = ProgressClock(rc.run.total_env_steps)
     with open(metrics_path, "a") as metrics_file:
         while True:
             result = algo.train()
             m = from_result(result, rc.resources.num_env_runners)
-            now = time.perf_counter()
-            rate = 0.0 if last_steps is None else (m.step - last_steps) / (now - last_time)
-            last_steps, last_time = m.step, now
+            rate, eta = clock.tick(m.step)
             metrics_file.write(json.dumps(_flat_record(result, m)) + "\n")
             metrics_file.flush()
             if verbose:
-                print(progress_line(result, rate), flush=True)
+                print(progress_line(result, rate, rc.run.total_env_steps, eta), flush=True)
             done = m.step >= rc.run.total_env_steps
             action = guard.after_iteration(algo, result)
             every = rc.health.probe_every_iters

@@ -17,7 +17,8 @@ from rllib_av.evaluation.driving_metrics import (
     METRICS, episode_metrics, format_table, poisson_rate_interval, summarize, t_interval,
     wilson_interval,
 )
-from rllib_av.evaluation.evaluate import evaluate, scenario_env
+from rllib_av.evaluation.evaluate import evaluate
+from rllib_av.evaluation.evaluation_plan import scenario_env
 from rllib_av.evaluation.rollouts import EpisodeTrace, run_episode, run_episodes
 from rllib_av.evaluation.video import write_gif
 

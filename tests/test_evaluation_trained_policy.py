@@ -10,7 +10,7 @@ from ray.rllib.core.columns import Columns
 from rllib_av.checkpoints import latest_checkpoint
 from rllib_av.config_schema import ConfigError
 from rllib_av.envs.driving_env import DrivingEnv
-from rllib_av.evaluation.evaluate import resolve_checkpoint
+from rllib_av.evaluation.evaluation_plan import resolve_checkpoint
 from rllib_av.evaluation.trained_policy import TrainedPolicy
 from rllib_av.run_config import load_run_config
 from test_report import QUICKSTART, train_short_run

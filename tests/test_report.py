@@ -76,11 +76,24 @@ def test_report_from_metrics_without_evaluation(tmp_path):
     assert "<td>5</td>" in page  # latest episode return (-5 + 10)
 
 
-def test_report_bad_run_dir_is_one_line(tmp_path):
-    out = cli("report", str(tmp_path))
+@pytest.mark.parametrize("what,message", [
+    ("empty", "RUN_DIR: {path!r} is not a run directory (no config.yaml in it); "
+              "expected runs/NAME-YYYYmmdd-HHMMSS"),
+    ("file", "RUN_DIR: {path!r} is a file; expected a run directory (runs/NAME-YYYYmmdd-HHMMSS)"),
+    ("no_history", "report: {path!r} is not a run directory (no metrics.jsonl)"),
+])
+def test_report_bad_run_dir_is_one_line(tmp_path, what, message):
+    path = tmp_path / "run"
+    if what == "file":
+        path.write_text("not a run\n")
+    else:
+        path.mkdir()
+    if what == "no_history":
+        (path / "config.yaml").write_text("run: {name: x}\n")
+    out = cli("report", str(path))
     assert out.returncode == 2
-    assert out.stderr.strip() == (f"rllib-av: error: report: {str(tmp_path)!r} is not a run "
-                                  "directory (no metrics.jsonl)")
+    assert out.stderr.strip() == "rllib-av: error: " + message.format(path=str(path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing written
 
 
 def train_short_run(output_dir, *overrides):

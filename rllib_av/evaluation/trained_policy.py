@@ -19,24 +19,8 @@ from ray.rllib.core.rl_module.rl_module import RLModule
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
 from rllib_av.config_schema import ConfigError
-from rllib_av.run_config import RunConfig, load_run_config
-
-
-def run_dir_of(checkpoint: str) -> str:
-    """RUN_DIR of RUN_DIR/checkpoints/iter_NNNNNN."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(checkpoint)))
-
-
-def checkpoint_run_config(checkpoint: str) -> RunConfig:
-    """The run config the checkpoint was trained with (its run dir's config.yaml)."""
-    if not os.path.isdir(os.path.join(checkpoint, "learner_group")):
-        raise ConfigError(f"--checkpoint: {checkpoint!r} is not a TD3 checkpoint "
-                          "(expected RUN_DIR/checkpoints/iter_NNNNNN)")
-    path = os.path.join(run_dir_of(checkpoint), "config.yaml")
-    if not os.path.isfile(path):
-        raise ConfigError(f"--checkpoint: no config.yaml beside {checkpoint!r} "
-                          f"(expected it at {path})")
-    return load_run_config(path)
+from rllib_av.evaluation.evaluation_plan import checkpoint_run_config
+from rllib_av.run_config import RunConfig
 
 
 class TrainedPolicy:

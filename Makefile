@@ -1,12 +1,18 @@
 # Two commands on a fresh machine:
 #   make run    install, then train TD3 on the embedded simulator (metrics live on :9464)
 #   make test   install, then run every test (CI runs this through .ci/run)
+# and, while or after it trains:
+#   make monitor   Prometheus + Alertmanager (Debian's) with cluster/'s rules on the newest run
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CONFIG ?= configs/quickstart.yaml
+# Extra `rllib-av train` arguments, e.g. make run ARGS='--set run.total_env_steps=5000'
+ARGS ?=
+# The run `make monitor` watches: the newest run directory under runs/.
+RUN ?= $(shell ls -td runs/*/ 2>/dev/null | head -n 1)
 
-.PHONY: install system-deps run test bench
+.PHONY: install system-deps run monitor test bench
 
 install: $(VENV)/.installed
 
@@ -28,7 +34,10 @@ system-deps:
 		 $(SUDO) apt-get install -y -q prometheus prometheus-alertmanager chromium)
 
 run: install
-	$(VENV)/bin/rllib-av train --config $(CONFIG)
+	$(VENV)/bin/rllib-av train --config $(CONFIG) $(ARGS)
+
+monitor: install system-deps
+	$(VENV)/bin/rllib-av monitor $(RUN)
 
 test: install system-deps
 	$(VENV)/bin/pytest

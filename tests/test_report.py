@@ -18,7 +18,8 @@ from rllib_av.training import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
-PLOTS = ("learning_curves.png", "q_health.png", "reward_shares.png")
+PLOTS = ("learning_curves.png", "q_health.png", "losses.png", "grad_norms.png",
+         "q_vs_mc_return.png", "throughput.png", "reward_shares.png")
 
 # Appended to a copy of the page: after load, record what each <img> decoded to.
 _PROBE = """<script>
@@ -55,9 +56,27 @@ def _records(n):
                "default_policy/q_actor_min": -q, "default_policy/q_target_max": 2.1 * q,
                "default_policy/q_target_mean": q, "default_policy/q_bound": 150.0,
                "default_policy/q_bound_ratio": 2.1 * q / 150.0,
+               "default_policy/critic_loss": 0.1 * 3.0 ** i, "default_policy/actor_loss": -q,
+               "default_policy/td_error_abs_mean": 0.05 * 2.0 ** i,
+               "default_policy/grad_norm_actor": 1.0 + i, "default_policy/grad_norm_critic": 10.0 ** (i / 3),
+               "default_policy/num_updates_lifetime": 64.0 * i, "time_s": 1e9 + 2.0 * i + 0.1 * i * i,
                "reward_components/progress": 0.5, "reward_components/total": 0.2,
                "reward_share/progress": 0.6, "reward_share/lane_keeping": 0.4,
                "divergence_state": 2 if 2.1 * q > 150.0 else 0}
+
+
+def _probes(n):
+    """probes.jsonl lines: the critic's Q drifting above the Monte-Carlo return."""
+    for i in range(2, n + 1, 2):
+        yield {"training_iteration": i, "env_steps": 64 * i, "probe_q_mean": 5.0 * i,
+               "probe_mc_return_mean": 8.0, "overestimation_bias": 5.0 * i - 8.0,
+               "overestimation_ratio": (5.0 * i - 8.0) / 150.0}
+
+
+def _plotted_pixels(path):
+    """Pixels that are neither white nor axis/grid grey: what the plot's lines drew."""
+    rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    return int((rgb.max(axis=2) - rgb.min(axis=2) > 60).sum())
 
 
 def test_report_from_metrics_without_evaluation(tmp_path):
@@ -65,6 +84,7 @@ def test_report_from_metrics_without_evaluation(tmp_path):
         for record in _records(10):
             f.write(json.dumps(record) + "\n")
         f.write('{"training_iteration": 11, "env_st')  # a line cut short by a crash
+    (tmp_path / "probes.jsonl").write_text("".join(json.dumps(p) + "\n" for p in _probes(10)))
     from rllib_av.evaluation.report import write_report
 
     page = open(write_report(str(tmp_path))).read()
@@ -72,6 +92,7 @@ def test_report_from_metrics_without_evaluation(tmp_path):
         assert f'src="{name}"' in page
         image = np.asarray(Image.open(tmp_path / "report" / name).convert("L"))
         assert image.shape[1] > 500 and image.std() > 5
+        assert _plotted_pixels(tmp_path / "report" / name) > 500, name  # coloured lines drawn
     assert "No evaluation yet" in page and "diverged" in page
     assert "<td>5</td>" in page  # latest episode return (-5 + 10)
 
@@ -138,9 +159,11 @@ def test_evaluate_then_report_in_headless_chromium(short_run, tmp_path):
     found = re.search(r'data-images="([^"]*)"', dom.stdout)
     assert found, dom.stdout[-2000:]
     images = json.loads(html.unescape(found.group(1)))
-    assert sorted(src for src, *_ in images) == sorted(PLOTS)
+    assert sorted(src for src, *_ in images) == sorted(PLOTS + ("episode.gif",))
     for src, complete, width, height in images:
         assert complete and width > 500 and height > 200, (src, width, height)
+    video = Image.open(os.path.join(report_dir, "episode.gif"))
+    assert video.n_frames > 1  # the episode itself, shown in the page, not a link
     assert "scenario quickstart" in dom.stdout and "pure_pursuit" in dom.stdout
     assert "episode ends" in dom.stdout
 

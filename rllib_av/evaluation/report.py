@@ -2,9 +2,12 @@
 
 RUN_DIR/report/index.html shows, from metrics.jsonl, the learning curves
 (return, episode length), the critic's Q health against the +/- bound (and the
-divergence verdict), the reward components' shares over time, and, when
-``rllib-av evaluate`` has written RUN_DIR/eval/evaluation.json, its tables with
-links to the episode GIFs. Plain files: open it from disk or copy it anywhere.
+divergence verdict), losses and TD error, gradient norms, throughput and the
+reward components' shares over time; from probes.jsonl, Q against the
+discounted Monte-Carlo return on evaluation rollouts (the overestimation
+probe); and, when ``rllib-av evaluate`` has written RUN_DIR/eval/evaluation.json,
+its tables with one episode video shown in the page (copied beside it) and
+links to the others. Plain files: open it from disk or copy report/ anywhere.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import html
 import json
 import math
 import os
-from typing import Dict, List
+import shutil
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -21,8 +25,11 @@ from rllib_av.config_schema import ConfigError
 from rllib_av.envs.reward import COMPONENTS
 from rllib_av.evaluation import EVAL_DIR, RESULT_FILE
 from rllib_av.evaluation.driving_metrics import METRICS
+from rllib_av.health.probes import PROBES_FILE
+from rllib_av.monitoring.run_history import read_jsonl
 
 REPORT_DIR = "report"
+VIDEO = "episode.gif"  # the evaluation video shown in the page, copied into report/
 _Q_LINES = ("q_actor_max", "q_actor_mean", "q_actor_min", "q_target_max", "q_target_mean")
 
 
@@ -30,13 +37,7 @@ def load_metrics(run_dir: str) -> List[Dict]:
     path = os.path.join(run_dir, "metrics.jsonl")
     if not os.path.isfile(path):
         raise ConfigError(f"report: {run_dir!r} is not a run directory (no metrics.jsonl)")
-    records = []
-    with open(path) as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut short by a crash
-                continue
+    records = read_jsonl(path)
     if not records:
         raise ConfigError(f"report: {path!r} has no iterations yet")
     return records
@@ -45,19 +46,26 @@ def load_metrics(run_dir: str) -> List[Dict]:
 def write_report(run_dir: str) -> str:
     """Write RUN_DIR/report/index.html and its PNGs; returns the HTML path."""
     records = load_metrics(run_dir)
+    probes = read_jsonl(os.path.join(run_dir, PROBES_FILE))
     out = os.path.join(run_dir, REPORT_DIR)
     os.makedirs(out, exist_ok=True)
     figures = [
         ("learning_curves.png", "Learning curves", _plot_learning(records)),
         ("q_health.png", "Q health against the bound", _plot_q_health(records)),
+        ("losses.png", "Losses and TD error", _plot_losses(records)),
+        ("grad_norms.png", "Gradient norms (pre-clip)", _plot_grad_norms(records)),
+        ("q_vs_mc_return.png", "Q against the Monte-Carlo return (overestimation probe)",
+         _plot_q_vs_mc(records, probes)),
+        ("throughput.png", "Throughput", _plot_throughput(records)),
         ("reward_shares.png", "Reward component shares", _plot_reward_shares(records)),
     ]
     sections = []
     for name, title, fig in figures:
         fig.savefig(os.path.join(out, name), dpi=100)
         _close(fig)
-        sections.append(f'<h2>{title}</h2>\n<img src="{name}" alt="{html.escape(title)}">')
-    sections.append(_evaluation_html(run_dir))
+        sections.append(f'<h2>{html.escape(title)}</h2>\n'
+                        f'<img src="{name}" alt="{html.escape(title)}">')
+    sections.append(_evaluation_html(run_dir, out))
     page = _PAGE.format(title=html.escape(os.path.basename(os.path.abspath(run_dir))),
                         summary=_summary_html(records), body="\n".join(sections))
     path = os.path.join(out, "index.html")
@@ -142,6 +150,86 @@ def _plot_q_health(records):
     return fig
 
 
+def _plot_losses(records):
+    """Critic and actor loss, |TD error|: symlog, as a diverging critic spans decades
+    (and the actor loss, -Q, has either sign)."""
+    modules = _modules(records)
+    fig, axes = _figure(max(1, len(modules)))
+    steps = _series(records, "env_steps")
+    for ax, mid in zip(axes, modules):
+        for stat in ("critic_loss", "actor_loss", "td_error_abs_mean"):
+            ax.plot(steps, _series(records, f"{mid}/{stat}"), label=stat, lw=1)
+        ax.set_yscale("symlog", linthresh=1e-2)
+        ax.set_ylabel(f"{mid}: loss")
+        ax.legend(fontsize=7, ncol=3, loc="upper left")
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("env steps")
+    fig.tight_layout()
+    return fig
+
+
+def _plot_grad_norms(records):
+    modules = _modules(records)
+    fig, axes = _figure(max(1, len(modules)))
+    steps = _series(records, "env_steps")
+    for ax, mid in zip(axes, modules):
+        for net in ("actor", "critic"):
+            ax.plot(steps, _series(records, f"{mid}/grad_norm_{net}"), label=f"{net}", lw=1)
+        ax.set_yscale("log")
+        ax.set_ylabel(f"{mid}: global grad norm")
+        ax.legend(fontsize=7, loc="upper left")
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("env steps")
+    fig.tight_layout()
+    return fig
+
+
+def _plot_q_vs_mc(records, probes):
+    """The probe's mean Q(s, mu(s)) beside the discounted Monte-Carlo return from
+    the same states, and their difference as a fraction of the Q bound."""
+    fig, (ax_q, ax_bias) = _figure(2)
+    rows = [p for p in probes if p.get("probe_q_mean") is not None]
+    steps = _series(rows, "env_steps")
+    ax_q.plot(steps, _series(rows, "probe_q_mean"), marker="o", label="Q(s, mu(s)) (critic)")
+    ax_q.plot(steps, _series(rows, "probe_mc_return_mean"), marker="s",
+              label="discounted Monte-Carlo return")
+    ax_q.set_yscale("symlog", linthresh=1.0)
+    ax_q.set_ylabel("mean over probe states")
+    ax_q.legend(fontsize=7, loc="upper left")
+    ax_q.grid(alpha=0.3)
+    ax_bias.plot(steps, _series(rows, "overestimation_ratio"), marker="o", color="tab:red",
+                 label="(Q - MC return) / q_bound")
+    ax_bias.axhline(0.0, color="k", lw=1)
+    ax_bias.set_ylabel("overestimation / bound")
+    ax_bias.set_xlabel("env steps")
+    ax_bias.legend(fontsize=7, loc="upper left")
+    ax_bias.grid(alpha=0.3)
+    if not rows:
+        ax_q.text(0.5, 0.5, "no overestimation probe yet (probes.jsonl)", ha="center",
+                  transform=ax_q.transAxes)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_throughput(records):
+    """Env steps and gradient updates per second of wall time, per iteration."""
+    fig, (ax,) = _figure(1)
+    steps, times = _series(records, "env_steps"), _series(records, "time_s")
+    dt = np.diff(times)
+    ok = dt > 0
+    ax.plot(steps[1:][ok], (np.diff(steps) / np.where(ok, dt, 1))[ok], label="env steps / s")
+    for mid in _modules(records):
+        updates = _series(records, f"{mid}/num_updates_lifetime")
+        ax.plot(steps[1:][ok], (np.diff(updates) / np.where(ok, dt, 1))[ok],
+                label=f"{mid} updates / s")
+    ax.set_ylabel("per second")
+    ax.set_xlabel("env steps")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def _plot_reward_shares(records):
     fig, (ax_share, ax_mean) = _figure(2)
     steps = _series(records, "env_steps")
@@ -175,7 +263,7 @@ def _summary_html(records) -> str:
     return f"<table class='summary'>{cells}</table>"
 
 
-def _evaluation_html(run_dir: str) -> str:
+def _evaluation_html(run_dir: str, out: str) -> str:
     path = os.path.join(run_dir, EVAL_DIR, RESULT_FILE)
     if not os.path.isfile(path):
         return ("<h2>Evaluation</h2><p>No evaluation yet: run <code>rllib-av evaluate "
@@ -203,7 +291,25 @@ def _evaluation_html(run_dir: str) -> str:
         parts.append(f"<h3>scenario {html.escape(name)}</h3><table class='eval'>"
                      f"<tr><th>metric</th>{head}</tr>{''.join(rows)}</table>"
                      + (f"<p>Videos: {' '.join(videos)}</p>" if videos else ""))
+    shown = _show_video(run_dir, result, out)
+    if shown is not None:
+        parts.insert(1, f"<h3>Episode video</h3><p>{html.escape(shown)}: the policy's camera "
+                        "| top-down view, actions and reward components below.</p>"
+                        f'<img class="video" src="{VIDEO}" alt="episode video {html.escape(shown)}">')
     return "\n".join(parts)
+
+
+def _show_video(run_dir: str, result: Dict, out: str) -> Optional[str]:
+    """Copy the trained policy's first episode video (else any) beside the page."""
+    videos = [(policy, v) for scenario in result["scenarios"].values()
+              for policy, vs in scenario.get("videos", {}).items() for v in vs]
+    videos.sort(key=lambda pv: pv[0] != "td3")
+    for _, video in videos:
+        path = os.path.join(run_dir, EVAL_DIR, video)
+        if os.path.isfile(path):
+            shutil.copyfile(path, os.path.join(out, VIDEO))
+            return video
+    return None
 
 
 def _interval(iv: Dict) -> str:
@@ -223,6 +329,7 @@ _PAGE = """<!DOCTYPE html>
 <style>
 body {{ font-family: sans-serif; max-width: 960px; margin: 2em auto; color: #222; }}
 img {{ max-width: 100%; border: 1px solid #ddd; }}
+img.video {{ image-rendering: pixelated; }}
 table {{ border-collapse: collapse; margin: 0.5em 0; }}
 th, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: left; font-size: 90%; }}
 </style></head>

@@ -90,9 +90,10 @@ def _evaluate(args) -> int:
 
 
 def _report(args) -> int:
+    run_dir = run_dir_argument(args.run_dir)
     from rllib_av.evaluation.report import write_report
 
-    print(f"report: {write_report(run_dir_argument(args.run_dir))}")
+    print(f"report: {write_report(run_dir)}")
     return 0
 
 
@@ -119,9 +120,10 @@ def _diagnose(args) -> int:
 
 
 def _monitor(args) -> int:
+    run_dir = run_dir_argument(args.run_dir)
     from rllib_av.monitoring.local_stack import monitor
 
-    monitor(run_dir_argument(args.run_dir))
+    monitor(run_dir)
     return 0
 
 

@@ -32,14 +32,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 
 # (command regex, arguments appended to that command): CI-sized budgets.
-_TRAIN_BUDGET = ("--set run.total_env_steps=320 --set training.learning_starts=128 "
-                 "--set training.batch_size=32 --set run.min_time_s_per_iteration=0 "
-                 "--set monitoring.exporter_port=0")
+_TRAIN_BUDGET = ("--set run.total_env_steps=192 --set training.learning_starts=64 "
+                 "--set training.batch_size=32 --set env.max_episode_steps=50 "
+                 "--set run.min_time_s_per_iteration=0 --set monitoring.exporter_port=0")
 BUDGET = [
     (r"^make run\b", f"ARGS='{_TRAIN_BUDGET}'"),
-    (r"^rllib-av preflight\b", f"--steps 320 {_TRAIN_BUDGET}"),
-    (r"^rllib-av train --resume\b", "--set run.total_env_steps=448 --set monitoring.exporter_port=0"),
-    (r"^rllib-av evaluate\b", "--episodes 2"),
+    (r"^rllib-av preflight\b", f"--steps 192 {_TRAIN_BUDGET}"),
+    (r"^rllib-av train --resume\b", "--set run.total_env_steps=256 --set monitoring.exporter_port=0"),
+    (r"^rllib-av evaluate\b", "--episodes 1 --videos 1"),
 ]
 # Exit codes a command may end with besides 0, as README documents them.
 ALSO_ALLOWED = [(r"^rllib-av preflight\b", (1,))]  # NO-GO
@@ -212,6 +212,11 @@ class Clone:
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory):
+    installed = os.path.join(ROOT, ".venv", ".installed")
+    if not os.path.isfile(installed) or (os.path.getmtime(installed)
+                                         < os.path.getmtime(os.path.join(ROOT, "pyproject.toml"))):
+        pytest.fail("pyproject.toml is newer than .venv/.installed, so `make run` would "
+                    "reinstall: run `make install` first")
     return Clone(str(tmp_path_factory.mktemp("readme_clone")))
 
 

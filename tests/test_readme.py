@@ -9,7 +9,7 @@ script unless the line above it says otherwise:
                                      prints, fetches each, then sends Ctrl-C (SIGINT)
 
 To fit CI's budget the test appends arguments to a few commands (BUDGET below):
-smaller step counts and episode counts, and `monitoring.exporter_port=0` because
+fewer env steps, shorter and fewer episodes, and `monitoring.exporter_port=0` because
 other runs on a shared machine may hold the default port. Nothing else changes.
 """
 

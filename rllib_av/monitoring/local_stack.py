@@ -36,6 +36,9 @@ CLUSTER_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "cluster")
 PORT_FILE = "exporter_port"  # written by the training driver (monitoring/callbacks.py)
 # A finished run's history may be older than Prometheus' default retention (15 days).
 RETENTION = "100y"
+# Debian's name for it; upstream's tarball calls it alertmanager.
+ALERTMANAGER = ("prometheus-alertmanager" if shutil.which("prometheus-alertmanager")
+                else "alertmanager")
 
 
 def free_port() -> int:
@@ -138,7 +141,7 @@ class LocalStack:
         with open(path, "w") as f:
             yaml.safe_dump(cfg, f)
         self._spawn("alertmanager", [
-            shutil.which("prometheus-alertmanager") or "alertmanager",
+            ALERTMANAGER,
             f"--config.file={path}", f"--storage.path={self.dir}/am-data",
             f"--web.listen-address=127.0.0.1:{self.am_port}",
             "--cluster.listen-address=",  # no gossip: one local instance
@@ -223,10 +226,11 @@ def _say(line: str) -> None:
 def monitor(run_dir: str, out: Callable[[str], None] = _say) -> None:
     """`rllib-av monitor RUN_DIR`: Prometheus (the run's history backfilled, its
     exporter scraped while it runs) and Alertmanager, until Ctrl-C."""
-    for tool in ("prometheus", "promtool"):
+    for tool in ("prometheus", "promtool", ALERTMANAGER):
         if shutil.which(tool) is None:
             raise ConfigError(f"monitor: {tool!r} is not installed; expected Debian's prometheus "
                               "and prometheus-alertmanager (make system-deps installs them)")
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
     target = exporter_target(run_dir)
     labels = live_labels(target) if target else None
     live = labels is not None
@@ -250,7 +254,6 @@ def monitor(run_dir: str, out: Callable[[str], None] = _say) -> None:
         out("Alerts from the project's rules are printed here as Alertmanager sends them; "
             "Ctrl-C stops." if live else "Ctrl-C stops.")
         seen = 0
-        signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
         try:
             while True:
                 time.sleep(1)

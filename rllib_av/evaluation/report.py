@@ -217,11 +217,12 @@ def _plot_throughput(records):
     steps, times = _series(records, "env_steps"), _series(records, "time_s")
     dt = np.diff(times)
     ok = dt > 0
-    ax.plot(steps[1:][ok], (np.diff(steps) / np.where(ok, dt, 1))[ok], label="env steps / s")
-    for mid in _modules(records):
+    ax.plot(steps[1:][ok], (np.diff(steps) / np.where(ok, dt, 1))[ok], lw=2,
+            label="env steps / s")
+    for mid in _modules(records):  # dashed: at update-to-data ratio 1 it lies on the line above
         updates = _series(records, f"{mid}/num_updates_lifetime")
-        ax.plot(steps[1:][ok], (np.diff(updates) / np.where(ok, dt, 1))[ok],
-                label=f"{mid} updates / s")
+        ax.plot(steps[1:][ok], (np.diff(updates) / np.where(ok, dt, 1))[ok], ls="--",
+                label=f"{mid} gradient updates / s")
     ax.set_ylabel("per second")
     ax.set_xlabel("env steps")
     ax.legend(fontsize=7, loc="upper left")

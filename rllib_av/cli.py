@@ -16,7 +16,7 @@ from rllib_av.config_schema import ConfigError
 from rllib_av.dependency_noise import quiet_dependency_notices
 from rllib_av.evaluation.evaluation_plan import plan_evaluation
 from rllib_av.run_config import RunConfig, load_run_config
-from rllib_av.start_checks import check_env_id, check_output_dir, run_dir_argument
+from rllib_av.startup_checks import check_env_id, check_output_dir, run_dir_argument
 
 
 def _parser() -> argparse.ArgumentParser:

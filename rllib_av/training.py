@@ -28,8 +28,7 @@ from rllib_av.monitoring.callbacks import HealthCallbacks, health_callbacks
 from rllib_av.monitoring.iteration_metrics import from_result
 from rllib_av.progress import ProgressClock, format_duration
 from rllib_av.run_config import RunConfig
-from rllib_av.start_checks import discard_unstarted_run
-from rllib_av.startup_checks import check_before_build
+from rllib_av.startup_checks import check_before_build, discard_unstarted_run
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from rllib_av.config_schema import ConfigError
-from rllib_av.start_checks import check_env_id, discard_unstarted_run
+from rllib_av.startup_checks import check_env_id, discard_unstarted_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")

@@ -18,7 +18,7 @@ from rllib_av.config_schema import ConfigError
 from rllib_av.envs.env_settings import EnvSettings
 from rllib_av.evaluation import EVAL_DIR
 from rllib_av.run_config import RunConfig, load_run_config
-from rllib_av.start_checks import DRIVING_ENV_ID
+from rllib_av.startup_checks import DRIVING_ENV_ID
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "configs")

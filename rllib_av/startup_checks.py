@@ -135,14 +135,17 @@ def check_output_dir(output_dir: str) -> None:
                           "writable); expected a directory you can write to")
 
 
+def existing_directory(path: str, what: str, expected: str) -> None:
+    """``path`` exists and is a directory, else one line naming ``what`` and ``expected``."""
+    if not os.path.exists(path):
+        raise ConfigError(f"{what}: {path!r} does not exist; expected {expected}")
+    if not os.path.isdir(path):
+        raise ConfigError(f"{what}: {path!r} is a file; expected {expected}")
+
+
 def run_dir_argument(path: str, what: str = "RUN_DIR") -> str:
     """The absolute path of RUN_DIR (a folder with config.yaml, as training writes it)."""
-    if not os.path.exists(path):
-        raise ConfigError(f"{what}: {path!r} does not exist; expected a run directory "
-                          "(runs/NAME-YYYYmmdd-HHMMSS)")
-    if not os.path.isdir(path):
-        raise ConfigError(f"{what}: {path!r} is a file; expected a run directory "
-                          "(runs/NAME-YYYYmmdd-HHMMSS)")
+    existing_directory(path, what, "a run directory (runs/NAME-YYYYmmdd-HHMMSS)")
     if not os.path.isfile(os.path.join(path, "config.yaml")):
         raise ConfigError(f"{what}: {path!r} is not a run directory (no config.yaml in it); "
                           "expected runs/NAME-YYYYmmdd-HHMMSS")

@@ -18,7 +18,7 @@ from rllib_av.config_schema import ConfigError
 from rllib_av.envs.env_settings import EnvSettings
 from rllib_av.evaluation import EVAL_DIR
 from rllib_av.run_config import RunConfig, load_run_config
-from rllib_av.startup_checks import DRIVING_ENV_ID
+from rllib_av.startup_checks import DRIVING_ENV_ID, existing_directory
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "configs")
@@ -60,12 +60,8 @@ def plan_evaluation(checkpoint: Optional[str] = None, scenarios: Sequence[str] =
 def resolve_checkpoint(path: str) -> str:
     """The absolute path of a checkpoint directory, or of a run directory's newest
     healthy checkpoint (else its newest)."""
-    if not os.path.exists(path):
-        raise ConfigError(f"--checkpoint: {path!r} does not exist; expected a run directory "
-                          "or RUN_DIR/checkpoints/iter_NNNNNN")
-    if not os.path.isdir(path):
-        raise ConfigError(f"--checkpoint: {path!r} is a file; expected a run directory "
-                          "or RUN_DIR/checkpoints/iter_NNNNNN")
+    existing_directory(path, "--checkpoint",
+                       "a run directory or RUN_DIR/checkpoints/iter_NNNNNN")
     if os.path.isfile(os.path.join(path, "config.yaml")):
         found = latest_checkpoint(path, healthy_only=True) or latest_checkpoint(path)
         if found is None:

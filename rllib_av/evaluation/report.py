@@ -93,6 +93,12 @@ def _figure(rows: int):
     return fig, axes[:, 0]
 
 
+def _label_axis(ax, ylabel: str, ncol: int = 1) -> None:
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7, ncol=ncol, loc="upper left")
+    ax.grid(alpha=0.3)
+
+
 def _close(fig) -> None:
     import matplotlib.pyplot as plt
 
@@ -129,9 +135,7 @@ def _plot_q_health(records):
         ax.plot(steps, -bound, "k--", lw=1.5)
         # symlog: a healthy Q (units) and its bound (thousands) on one axis.
         ax.set_yscale("symlog", linthresh=1.0)
-        ax.set_ylabel(f"{mid}: Q")
-        ax.legend(fontsize=7, ncol=3, loc="upper left")
-        ax.grid(alpha=0.3)
+        _label_axis(ax, f"{mid}: Q", ncol=3)
     ax = axes[-1]
     for mid in modules:
         ax.plot(steps, _series(records, f"{mid}/q_bound_ratio"), label=f"{mid} |Q|/bound")
@@ -142,10 +146,8 @@ def _plot_q_health(records):
                         transform=ax.get_xaxis_transform(),
                         label=("warning", "diverged")[level - 1])
     ax.set_yscale("log")
-    ax.set_ylabel("|Q| / bound")
+    _label_axis(ax, "|Q| / bound")
     ax.set_xlabel("env steps")
-    ax.legend(fontsize=7, loc="upper left")
-    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
@@ -160,9 +162,7 @@ def _plot_losses(records):
         for stat in ("critic_loss", "actor_loss", "td_error_abs_mean"):
             ax.plot(steps, _series(records, f"{mid}/{stat}"), label=stat, lw=1)
         ax.set_yscale("symlog", linthresh=1e-2)
-        ax.set_ylabel(f"{mid}: loss")
-        ax.legend(fontsize=7, ncol=3, loc="upper left")
-        ax.grid(alpha=0.3)
+        _label_axis(ax, f"{mid}: loss", ncol=3)
     axes[-1].set_xlabel("env steps")
     fig.tight_layout()
     return fig
@@ -176,9 +176,7 @@ def _plot_grad_norms(records):
         for net in ("actor", "critic"):
             ax.plot(steps, _series(records, f"{mid}/grad_norm_{net}"), label=f"{net}", lw=1)
         ax.set_yscale("log")
-        ax.set_ylabel(f"{mid}: global grad norm")
-        ax.legend(fontsize=7, loc="upper left")
-        ax.grid(alpha=0.3)
+        _label_axis(ax, f"{mid}: global grad norm")
     axes[-1].set_xlabel("env steps")
     fig.tight_layout()
     return fig
@@ -194,16 +192,12 @@ def _plot_q_vs_mc(records, probes):
     ax_q.plot(steps, _series(rows, "probe_mc_return_mean"), marker="s",
               label="discounted Monte-Carlo return")
     ax_q.set_yscale("symlog", linthresh=1.0)
-    ax_q.set_ylabel("mean over probe states")
-    ax_q.legend(fontsize=7, loc="upper left")
-    ax_q.grid(alpha=0.3)
+    _label_axis(ax_q, "mean over probe states")
     ax_bias.plot(steps, _series(rows, "overestimation_ratio"), marker="o", color="tab:red",
                  label="(Q - MC return) / q_bound")
     ax_bias.axhline(0.0, color="k", lw=1)
-    ax_bias.set_ylabel("overestimation / bound")
+    _label_axis(ax_bias, "overestimation / bound")
     ax_bias.set_xlabel("env steps")
-    ax_bias.legend(fontsize=7, loc="upper left")
-    ax_bias.grid(alpha=0.3)
     if not rows:
         ax_q.text(0.5, 0.5, "no overestimation probe yet (probes.jsonl)", ha="center",
                   transform=ax_q.transAxes)
@@ -223,10 +217,8 @@ def _plot_throughput(records):
         updates = _series(records, f"{mid}/num_updates_lifetime")
         ax.plot(steps[1:][ok], (np.diff(updates) / np.where(ok, dt, 1))[ok], ls="--",
                 label=f"{mid} gradient updates / s")
-    ax.set_ylabel("per second")
+    _label_axis(ax, "per second")
     ax.set_xlabel("env steps")
-    ax.legend(fontsize=7, loc="upper left")
-    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
@@ -242,10 +234,8 @@ def _plot_reward_shares(records):
     for comp in COMPONENTS + ("total",):
         ax_mean.plot(steps, _series(records, f"reward_components/{comp}"), label=comp,
                      lw=2 if comp == "total" else 1)
-    ax_mean.set_ylabel("per-step mean")
+    _label_axis(ax_mean, "per-step mean", ncol=6)
     ax_mean.set_xlabel("env steps")
-    ax_mean.legend(fontsize=7, ncol=6, loc="upper left")
-    ax_mean.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 

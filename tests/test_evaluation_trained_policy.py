@@ -2,6 +2,8 @@
 with a CNN over 4 stacked frames, each action is mu(stack of the last 4 camera
 frames, zero-padded before the reset; latest state vector)."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -57,3 +59,14 @@ def test_scenario_with_another_state_size_is_refused(cnn_run):
     other = DrivingEnv(load_run_config(QUICKSTART, ["env.num_waypoints=4"]).env)
     with pytest.raises(ConfigError, match=r"state vector has shape \(11,\).*\(23,\)"):
         TrainedPolicy(latest_checkpoint(run_dir), other)
+
+
+@pytest.mark.slow
+def test_relative_run_dir_loads_as_readme_shows_it(cnn_run, monkeypatch):
+    """`rllib-av evaluate --checkpoint runs/quickstart-...`: RLlib reads checkpoints
+    through pyarrow, which rejects a relative path ("URI has empty scheme")."""
+    rc, run_dir = cnn_run
+    monkeypatch.chdir(os.path.dirname(run_dir))
+    checkpoint = resolve_checkpoint(os.path.basename(run_dir))
+    assert checkpoint == latest_checkpoint(run_dir) and os.path.isabs(checkpoint)
+    TrainedPolicy(checkpoint, DrivingEnv(rc.env))

@@ -43,6 +43,10 @@ BUDGET = [
 ]
 # Exit codes a command may end with besides 0, as README documents them.
 ALSO_ALLOWED = [(r"^rllib-av preflight\b", (1,))]  # NO-GO
+# What a command's output must show, as README describes it: training and
+# preflight print a progress line with the target and the time left by default.
+SHOWS = [(r"^(make run|rllib-av preflight|rllib-av train)\b", r"steps +[\d,]+/[\d,]+ \(.*\) ETA"),
+         (r"^rllib-av preflight\b", r"\b(GO|NO-GO) +\(run: ")]
 # Notices from dependencies that must not reach the user (rllib_av/dependency_noise.py).
 NOISE = ("You are running TD3 on the new API stack", "RLModuleConfig object",
          "Install gputil", "Token authentication is enabled")
@@ -222,10 +226,10 @@ def clone(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
-def test_readme_block_runs_as_written(clone, block):
+def test_readme_block_runs_as_written(request, block):
     if block.mode == "skip":
         pytest.skip(f"README says: {block.reason}")
-    done = clone.run_through(block.index)
+    done = request.getfixturevalue("clone").run_through(block.index)
     output = done.stdout + done.stderr
     assert "Traceback" not in output, output[-4000:]
     assert not [n for n in NOISE if n in output], output[-4000:]
@@ -238,3 +242,7 @@ def test_readme_block_runs_as_written(clone, block):
                 urllib.request.urlopen(url, timeout=5)
     else:
         assert done.returncode == 0, output[-4000:]
+    for cmd in commands(block.body):
+        for pattern, shown in SHOWS:
+            if re.search(pattern, cmd):
+                assert re.search(shown, output), (cmd, shown, output[-4000:])

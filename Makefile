@@ -37,6 +37,7 @@ run: install
 	$(VENV)/bin/rllib-av train --config $(CONFIG) $(ARGS)
 
 monitor: install system-deps
+	$(if $(RUN),,$(error no run directory under runs/ yet: `make run` trains one))
 	$(VENV)/bin/rllib-av monitor $(RUN)
 
 test: install system-deps

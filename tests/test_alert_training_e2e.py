@@ -59,11 +59,13 @@ def test_diverging_training_run_pages_healthy_run_stays_silent(ray_local, tmp_pa
 
 @pytest.mark.slow
 def test_healthy_training_run_serves_every_panel_and_no_alert(ray_local, tmp_path):
-    t, outcome, target = start_training(tmp_path, "healthy")
+    # Probes every 3 iterations: the overestimation panel has data early in the run.
+    t, outcome, target = start_training(tmp_path, "healthy", "health.probe_every_iters=3")
     with LocalStack([target]) as stack:
         wait_until(lambda: stack.query('rllib_av_q_bound{run="healthy"}') and
+                   stack.query('rllib_av_overestimation_bias{run="healthy"}') and
                    stack.query("count_over_time(rllib_av_learner_updates_total[10s]) >= 5"),
-                   300, "learner metrics scraped")
+                   300, "learner metrics and a probe scraped")
         empty = []
         for path in DASHBOARDS:
             for p in json.load(open(path))["panels"]:

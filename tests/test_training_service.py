@@ -27,7 +27,7 @@ def cli(*args, cwd=None):
     (["--config", QUICKSTART, "--set", "training.gama=0.9"], "training.gama: unknown key"),
     (["--config", QUICKSTART, "--set", "env.traffic=rush"], "env.traffic: 'rush'"),
     (["--config", QUICKSTART, "--set", "training.batch_size=ten"], "training.batch_size: 'ten'"),
-    (["--resume", "/nonexistent-run"], "--resume: '/nonexistent-run' is not a run directory"),
+    (["--resume", "/nonexistent-run"], "--resume: '/nonexistent-run' does not exist"),
 ])
 def test_bad_input_is_one_clear_line_and_exit_2(args, needle, tmp_path):
     out = cli("train", *args, cwd=tmp_path)

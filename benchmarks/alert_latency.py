@@ -5,7 +5,7 @@ repository's rules and routing.
 Two settings side by side: "deployed" (cluster/ as shipped: 10s scrape and
 evaluation, 10s group_wait for critical alerts) and "fast" (1s each, the test
 settings). The exporter is fed synthetic TD3 results once a second (RLlib's
-min_time_s_per_iteration) by the same publish() the training callback uses.
+min_time_s_per_iteration), judged by the same health monitor the training callback uses.
 
     python benchmarks/alert_latency.py [--reps-deployed 2] [--reps-fast 3]
 """

@@ -2,7 +2,8 @@
 
 A checkpoint is written to ``checkpoints/.partial-<iter>`` and renamed to
 ``checkpoints/iter_<iter>`` only once complete, with ``rllib_av_meta.json``
-(iteration, env steps, divergence state) written last inside it. A write cut
+(iteration, env steps, divergence state, and the divergence guard's state: its
+rollbacks and the remedy they put in place) written last inside it. A write cut
 short by a crash leaves only a ``.partial-*`` folder, which is never loaded and
 is cleared by the next save.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 META = "rllib_av_meta.json"
 PREFIX = "iter_"
@@ -44,7 +45,9 @@ def latest_checkpoint(run_dir: str, healthy_only: bool = False) -> Optional[str]
     return None
 
 
-def save_checkpoint(algo, run_dir: str, result: dict, keep: int = 3) -> str:
+def save_checkpoint(algo, run_dir: str, result: dict, keep: int = 3,
+                    guard: Optional[Dict] = None) -> str:
+    """``guard``: the divergence guard's state, restored with the checkpoint."""
     root = checkpoint_dir(run_dir)
     os.makedirs(root, exist_ok=True)
     for name in os.listdir(root):  # leftovers of an interrupted save
@@ -60,6 +63,7 @@ def save_checkpoint(algo, run_dir: str, result: dict, keep: int = 3) -> str:
         "env_steps": result.get("env_runners", {}).get("num_env_steps_sampled_lifetime"),
         "divergence_state": max(states.values()) if states else None,
         "healthy": not states or max(states.values()) == 0,
+        "guard": guard,
     }
     with open(os.path.join(partial, META), "w") as f:
         json.dump(meta, f)

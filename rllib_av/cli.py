@@ -101,7 +101,8 @@ def _preflight(args) -> int:
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps: {args.steps} is not allowed; expected a value >= 1")
     rc = _startable(args.config, args.overrides)
-    from rllib_av.health.preflight import format_table, preflight
+    from rllib_av.health.preflight import format_table
+    from rllib_av.preflight_run import preflight
 
     go, checks, run_dir = preflight(rc, args.steps, verbose=not args.quiet)
     print(format_table(checks, go, run_dir))

@@ -5,8 +5,13 @@
 A run directory holds ``config.yaml`` (the resolved run config),
 ``metrics.jsonl`` (one line of health numbers per iteration), ``tensorboard/``,
 ``exporter_port``, ``checkpoints/`` and ``replay_journal/`` (the samples taken
-since the newest checkpoint: a killed driver resumes without losing them). Inside a Ray cluster (``ray job
-submit``, ``RAY_ADDRESS`` set) ``ray.init()`` joins it instead of starting one.
+since the newest checkpoint: a killed driver resumes without losing them),
+``probes.jsonl`` and ``guard.jsonl``. Inside a Ray cluster (``ray job submit``,
+``RAY_ADDRESS`` set) ``ray.init()`` joins it instead of starting one.
+
+The loop hands what the health layer decided to whoever acts on it: the
+divergence guard's decision to rllib_av/guard_actions.py, the critic probes'
+record (rllib_av/critic_probes.py) and the guard's action to the exporter.
 """
 
 from __future__ import annotations
@@ -20,12 +25,16 @@ from typing import Callable, Optional
 
 import yaml
 
+from ray.rllib.core import DEFAULT_MODULE_ID
+
 from rllib_av.algorithms.td3 import TD3, TD3Config
 from rllib_av.checkpoints import latest_checkpoint, read_meta, save_checkpoint
-from rllib_av.health.guard import DivergenceGuard
-from rllib_av.health.probes import run_probes
+from rllib_av.critic_probes import run_probes
+from rllib_av.guard_actions import carry_out, resume_remedy
+from rllib_av.health.guard import DivergenceGuard, GuardState
+from rllib_av.health.iteration_metrics import from_result
+from rllib_av.health.q_bound import declared_reward_range
 from rllib_av.monitoring.callbacks import HealthCallbacks, health_callbacks
-from rllib_av.monitoring.iteration_metrics import from_result
 from rllib_av.progress import ProgressClock, format_duration
 from rllib_av.run_config import RunConfig
 from rllib_av.startup_checks import check_before_build, discard_unstarted_run
@@ -36,17 +45,6 @@ JOURNAL_DIR = "replay_journal"
 # training.debug_diverge: an effective discount of 10 * gamma > 1 makes the
 # critic's fixed point infinite, so Q leaves the bound within a few thousand updates.
 DEBUG_BOOTSTRAP_SCALE = 10.0
-
-
-def env_reward_range(rc: RunConfig):
-    """The per-step reward range the Q bound needs (raw units), or None."""
-    if rc.training.reward_range is not None:
-        return tuple(rc.training.reward_range)
-    if rc.env.id == "driving":
-        from rllib_av.envs.reward import reward_range
-
-        return reward_range(rc.env)
-    return None
 
 
 def build_td3_config(rc: RunConfig, run_dir: Optional[str] = None) -> TD3Config:
@@ -64,7 +62,7 @@ def build_td3_config(rc: RunConfig, run_dir: Optional[str] = None) -> TD3Config:
                     if k in TD3Config.TD3_SETTINGS and k != "reward_range"}
     (config
      .training(gamma=t.gamma, train_batch_size_per_learner=t.batch_size,
-               reward_range=env_reward_range(rc),
+               reward_range=declared_reward_range(rc.env, rc.training.reward_range),
                debug_bootstrap_scale=DEBUG_BOOTSTRAP_SCALE if t.debug_diverge else 1.0,
                **td3_settings)
      .env_runners(num_env_runners=res.num_env_runners,
@@ -149,15 +147,21 @@ def train(rc: RunConfig, run_dir: Optional[str] = None,
         if not resume:
             discard_unstarted_run(run_dir)
         raise
+    guard = DivergenceGuard(rc.health, critic_lr=rc.training.critic_lr,
+                            policy_noise=rc.training.policy_noise)
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if checkpoint:
         algo.restore_from_path(checkpoint)
-        _truncate_history(run_dir, read_meta(checkpoint)["training_iteration"])
+        meta = read_meta(checkpoint)
+        # The guard's rollbacks and their remedy survive the restart.
+        guard.state = GuardState(**(meta.get("guard") or {}))
+        resume_remedy(algo, guard.state)
+        _truncate_history(run_dir, meta["training_iteration"])
         recovered = algo.replay_journal_tail()
         logger.info("resumed from %s, plus %d env steps sampled after it (replay journal)",
                     checkpoint, recovered)
     try:
-        _loop(rc, algo, run_dir, on_result, verbose)
+        _loop(rc, algo, guard, run_dir, on_result, verbose)
     finally:
         algo.stop()
         callbacks = health_callbacks(algo)
@@ -166,10 +170,10 @@ def train(rc: RunConfig, run_dir: Optional[str] = None,
     return run_dir
 
 
-def _loop(rc, algo: TD3, run_dir: str, on_result, verbose: bool) -> None:
+def _loop(rc, algo: TD3, guard: DivergenceGuard, run_dir: str, on_result,
+          verbose: bool) -> None:
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    guard = DivergenceGuard(rc.health, run_dir, critic_lr=rc.training.critic_lr,
-                            policy_noise=rc.training.policy_noise)
+    exporter = getattr(health_callbacks(algo), "exporter", None)
     clock = ProgressClock(rc.run.total_env_steps)
     with open(metrics_path, "a") as metrics_file:
         while True:
@@ -181,21 +185,30 @@ def _loop(rc, algo: TD3, run_dir: str, on_result, verbose: bool) -> None:
             if verbose:
                 print(progress_line(result, rate, rc.run.total_env_steps, eta), flush=True)
             done = m.step >= rc.run.total_env_steps
-            action = guard.after_iteration(algo, result)
+            decision = guard.after_iteration(result.get("health") or {},
+                                             latest_checkpoint(run_dir, healthy_only=True))
+            action = decision.action if decision else None
+            if decision is not None:
+                report = carry_out(decision, guard, algo, run_dir, result)
+                if exporter is not None:
+                    exporter.count_guard_action(action)
+                if report and verbose:
+                    print(report, flush=True)
             every = rc.health.probe_every_iters
             if action != "rollback" and (done or action == "stop" or (
                     every and result["training_iteration"] % every == 0)):
-                run_probes(algo, rc, run_dir, result)
+                probe = run_probes(algo, rc, run_dir, result)
+                if exporter is not None and "overestimation_bias" in probe:
+                    exporter.set_overestimation_bias(DEFAULT_MODULE_ID, probe["overestimation_bias"])
             if on_result is not None:
                 on_result(result)
             if action == "stop":
-                if verbose:
-                    print(guard.report, flush=True)
                 return
             if action == "rollback":  # the algorithm is no longer the one this result describes
                 continue
             if done or result["training_iteration"] % rc.run.checkpoint_every_iters == 0:
-                save_checkpoint(algo, run_dir, result, keep=rc.run.keep_checkpoints)
+                save_checkpoint(algo, run_dir, result, keep=rc.run.keep_checkpoints,
+                                guard=dataclasses.asdict(guard.state))
             if done:
                 return
 

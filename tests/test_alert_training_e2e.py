@@ -39,20 +39,23 @@ def start_training(tmp_path, name, *extra):
     t.start()
     port_file = wait_until(lambda: glob.glob(f"{tmp_path}/{name}*/{PORT_FILE}"), 180,
                            f"{name} exporter port file")[0]
-    return t, outcome, f"127.0.0.1:{int(open(port_file).read())}"
+    # Series carry run = the run directory's name, config = run.name.
+    return t, outcome, f"127.0.0.1:{int(open(port_file).read())}", os.path.basename(
+        os.path.dirname(port_file))
 
 
 @pytest.mark.slow
 def test_diverging_training_run_pages_healthy_run_stays_silent(ray_local, tmp_path):
-    t, outcome, target = start_training(tmp_path, "diverging", "training.debug_diverge=true")
+    t, outcome, target, run = start_training(tmp_path, "diverging", "training.debug_diverge=true")
     with LocalStack([target]) as stack:
         page = wait_until(lambda: [a for a in stack.webhook.alerts()
                                    if a["labels"]["alertname"] == "RllibAvQBeyondBound"],
                           300, "RllibAvQBeyondBound from a real run")[0]
-        samples = stack.query('rllib_av_q_bound_ratio{run="diverging"}[30m]')[0]["values"]
+        samples = stack.query(f'rllib_av_q_bound_ratio{{run="{run}"}}[30m]')[0]["values"]
         first = min(float(ts) for ts, v in samples if float(v) > 1)
         print(f"real run: first scrape beyond bound -> webhook {page['t'] - first:.1f}s")
-        assert page["labels"]["run"] == "diverging" and page["path"] == "/page"
+        assert page["labels"]["run"] == run and page["labels"]["config"] == "diverging"
+        assert page["path"] == "/page"
     t.join(600)
     assert "error" not in outcome, outcome.get("error")
 
@@ -60,17 +63,17 @@ def test_diverging_training_run_pages_healthy_run_stays_silent(ray_local, tmp_pa
 @pytest.mark.slow
 def test_healthy_training_run_serves_every_panel_and_no_alert(ray_local, tmp_path):
     # Probes every 3 iterations: the overestimation panel has data early in the run.
-    t, outcome, target = start_training(tmp_path, "healthy", "health.probe_every_iters=3")
+    t, outcome, target, run = start_training(tmp_path, "healthy", "health.probe_every_iters=3")
     with LocalStack([target]) as stack:
-        wait_until(lambda: stack.query('rllib_av_q_bound{run="healthy"}') and
-                   stack.query('rllib_av_overestimation_bias{run="healthy"}') and
+        wait_until(lambda: stack.query(f'rllib_av_q_bound{{run="{run}"}}') and
+                   stack.query(f'rllib_av_overestimation_bias{{run="{run}"}}') and
                    stack.query("count_over_time(rllib_av_learner_updates_total[10s]) >= 5"),
                    300, "learner metrics and a probe scraped")
         empty = []
         for path in DASHBOARDS:
             for p in json.load(open(path))["panels"]:
                 for tgt in p["targets"]:
-                    expr = (tgt["expr"].replace("$run", "healthy").replace("$module", "default_policy")
+                    expr = (tgt["expr"].replace("$run", run).replace("$module", "default_policy")
                             .replace("$__rate_interval", "10s"))
                     if not stack.query(expr):
                         empty.append(f'{p["title"]}: {expr}')

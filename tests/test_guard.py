@@ -1,5 +1,6 @@
 """The divergence guard: patience, alert / stop / rollback, every action
-logged and counted; the rollback end to end on a real diverging run."""
+logged and counted; the rollback end to end on a real diverging run; its
+remedy kept across a restart."""
 
 import glob
 import json
@@ -7,6 +8,8 @@ import os
 
 import pytest
 
+from rllib_av.checkpoints import latest_checkpoint, read_meta
+from rllib_av.guard_actions import carry_out
 from rllib_av.health.guard import GUARD_FILE, REPORT_FILE, DivergenceGuard
 from rllib_av.health.health_settings import HealthSettings
 from rllib_av.health.probes import read_probes
@@ -17,11 +20,6 @@ from scrape import by_label, scrape
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
-
-
-class NoCallbacks:
-    """The one attribute the guard reads from an algorithm that never rolls back."""
-    callbacks = []
 
 
 def result(iteration, state):
@@ -37,10 +35,15 @@ def entries(run_dir):
 
 @pytest.mark.parametrize("action", ["alert", "stop"])
 def test_acts_only_after_patience_consecutive_diverged_iterations(tmp_path, action):
-    guard = DivergenceGuard(HealthSettings(guard_action=action, guard_patience=3), str(tmp_path),
-                            3e-4, 0.2)
+    guard = DivergenceGuard(HealthSettings(guard_action=action, guard_patience=3), 3e-4, 0.2)
     states = [2, 2, 1, 2, 2, 0, 2, 2, 2]  # the streak breaks twice; acts at the 9th
-    taken = [guard.after_iteration(NoCallbacks(), result(i + 1, s)) for i, s in enumerate(states)]
+    taken = []
+    for i, s in enumerate(states):
+        r = result(i + 1, s)
+        decision = guard.after_iteration(r["health"], healthy_checkpoint=None)
+        if decision is not None:
+            carry_out(decision, guard, None, str(tmp_path), r)  # alert and stop need no algorithm
+        taken.append(decision and decision.action)
     assert taken == [None] * 8 + [action]
     logged = entries(tmp_path)
     assert [e["action"] for e in logged] == [action]
@@ -49,12 +52,13 @@ def test_acts_only_after_patience_consecutive_diverged_iterations(tmp_path, acti
 
 
 def test_off_never_acts_and_rollback_without_healthy_checkpoint_stops(tmp_path):
-    off = DivergenceGuard(HealthSettings(guard_action="off", guard_patience=1), str(tmp_path),
-                          3e-4, 0.2)
-    assert off.after_iteration(NoCallbacks(), result(1, 2)) is None
+    off = DivergenceGuard(HealthSettings(guard_action="off", guard_patience=1), 3e-4, 0.2)
+    assert off.after_iteration(result(1, 2)["health"], "ckpt") is None
     rollback = DivergenceGuard(HealthSettings(guard_action="rollback", guard_patience=1),
-                               str(tmp_path), 3e-4, 0.2)
-    assert rollback.after_iteration(NoCallbacks(), result(1, 2)) == "stop"
+                               3e-4, 0.2)
+    decision = rollback.after_iteration(result(1, 2)["health"], healthy_checkpoint=None)
+    assert decision.action == "stop"
+    carry_out(decision, rollback, None, str(tmp_path), result(1, 2))
     assert entries(tmp_path)[-1]["why"] == "no healthy checkpoint"
     assert "no healthy checkpoint" in open(os.path.join(tmp_path, REPORT_FILE)).read()
 
@@ -111,3 +115,53 @@ def test_rollback_restores_healthy_checkpoint_with_lower_critic_lr_then_stops(ra
     (probe,) = read_probes(run_dir)
     assert probe["env_steps"] == stop["env_steps"] and "overestimation_bias" in probe
     assert seen[-1]["bias_exported"] and not seen[-2]["bias_exported"]
+
+
+def test_rollback_decision_compounds_the_remedy_until_rollbacks_are_spent():
+    guard = DivergenceGuard(HealthSettings(guard_action="rollback", guard_patience=1,
+                                           guard_max_rollbacks=2), 3e-4, 0.2)
+    first = guard.after_iteration(result(1, 2)["health"], "ckpt")
+    second = guard.after_iteration(result(2, 2)["health"], "ckpt")
+    third = guard.after_iteration(result(3, 2)["health"], "ckpt")
+    assert (first.action, first.critic_lr, first.policy_noise) == (
+        "rollback", pytest.approx(1.5e-4), pytest.approx(0.3))
+    assert (second.critic_lr, second.policy_noise) == (pytest.approx(7.5e-5), pytest.approx(0.45))
+    assert (third.action, third.why) == ("stop", "2 rollbacks spent")
+    assert guard.state.rollbacks == 2
+
+
+@pytest.mark.slow
+def test_the_remedy_and_rollback_count_survive_a_restart(ray_local, tmp_path):
+    """After a rollback the lowered critic learning rate, the raised smoothing
+    noise and the rollbacks spent are saved with each checkpoint: a resumed run
+    keeps them instead of returning to the settings that diverged.
+
+    The guard is made to act on a healthy Pendulum run by the user's own
+    threshold (any gradient norm counts as diverged), so every rollback
+    happens for real, without a test-only switch."""
+    overrides = [
+        "env.id=Pendulum-v1", f"run.output_dir={tmp_path}", "run.min_time_s_per_iteration=0",
+        "run.total_env_steps=640", "run.checkpoint_every_iters=1", "run.keep_checkpoints=10",
+        "training.learning_starts=100", "training.batch_size=32", "training.buffer_size=2000",
+        "monitoring.exporter=false", "monitoring.tensorboard=false",
+        "health.grad_norm_warn=1.0e-9", "health.grad_norm_diverge=1.0e-9",
+        "health.guard_action=rollback", "health.guard_patience=2", "health.guard_max_rollbacks=2",
+        "health.probe_every_iters=0", "health.probe_episodes=0"]
+    run_dir = train(load_run_config(None, overrides), verbose=False)
+    logged = entries(run_dir)
+    assert [e["action"] for e in logged] == ["rollback", "rollback", "stop"], logged
+    saved = read_meta(latest_checkpoint(run_dir))["guard"]
+    assert saved["rollbacks"] == 2
+    assert saved["critic_lr"] == pytest.approx(3e-4 * 0.25)
+    assert saved["policy_noise"] == pytest.approx(0.2 * 1.5 ** 2)
+
+    seen = []
+    rc = load_run_config(os.path.join(run_dir, "config.yaml"), ["run.total_env_steps=1280"])
+    train(rc, run_dir=run_dir, verbose=False, on_result=lambda r: seen.append(
+        r["learners"].get("default_policy", {})))
+    trained = [s for s in seen if s.get("critic_learning_rate")]
+    assert trained and all(s["critic_learning_rate"] == pytest.approx(3e-4 * 0.25)
+                           and s["policy_noise"] == pytest.approx(0.2 * 1.5 ** 2) for s in trained)
+    # The rollbacks were spent before the restart: the next action is a stop.
+    after = entries(run_dir)[len(logged):]
+    assert [e["action"] for e in after] == ["stop"] and after[0]["why"] == "2 rollbacks spent"

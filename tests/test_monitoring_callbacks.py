@@ -62,11 +62,13 @@ def test_remote_env_runner_components_reach_the_driver_exporter(ray_local, tmp_p
         algo.stop()
         cb.close()
     comps = result["env_runners"]["reward_components"]
+    labels = f'config="cbtest",run="{tmp_path.name}"'  # run: the run directory's name
     # Per-step means: the weighted parts add up to the total.
     assert sum(comps[c] for c in COMPONENTS) == pytest.approx(comps["total"], rel=1e-6)
     assert comps["total"] < 0  # Pendulum rewards are <= 0
-    assert f'rllib_av_reward_component_mean{{component="efficiency",run="cbtest"}}' in text
-    assert 'rllib_av_reward_component_share{component="efficiency",run="cbtest"} 0.5' in text, [l for l in text.splitlines() if "share" in l]
-    assert 'rllib_av_env_runners_healthy{run="cbtest"} 1.0' in text
-    assert 'rllib_av_env_steps_total{run="cbtest"}' in text
+    assert f'rllib_av_reward_component_mean{{component="efficiency",{labels}}}' in text
+    assert f'rllib_av_reward_component_share{{component="efficiency",{labels}}} 0.5' in text, [
+        line for line in text.splitlines() if "share" in line]
+    assert f'rllib_av_env_runners_healthy{{{labels}}} 1.0' in text
+    assert f'rllib_av_env_steps_total{{{labels}}}' in text
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))

@@ -1,4 +1,5 @@
-"""The exporter and TensorBoard writer fed synthetic TD3-shaped results."""
+"""The exporter and TensorBoard writer fed synthetic TD3-shaped results, judged
+by the health monitor as in training."""
 
 import glob
 import socket
@@ -12,10 +13,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tensorboardX.proto import event_pb2
 
-from rllib_av.health.divergence import DivergenceState
-from rllib_av.monitoring.exporter import HealthExporter
-from rllib_av.monitoring.iteration_metrics import from_result
+from rllib_av.config_schema import ConfigError
+from rllib_av.health.health_monitor import HealthMonitor
+from rllib_av.health.health_settings import HealthSettings
+from rllib_av.health.statistics import STATISTICS
+from rllib_av.monitoring.callbacks import start_exporter
+from rllib_av.monitoring.exporter import FAMILIES, HealthExporter
 from rllib_av.monitoring.metrics_server import MetricsServerError
+from rllib_av.monitoring.monitoring_settings import DEFAULT_EXPORTER_PORT, MonitoringSettings
 from rllib_av.monitoring.synthetic_results import Q_BOUND, STEPS_PER_ITER, synthetic_result
 from rllib_av.monitoring.tensorboard_writer import TensorBoardWriter
 
@@ -41,9 +46,16 @@ DESIGN_METRICS = {
 
 @pytest.fixture
 def exporter():
-    e = HealthExporter("unit", "127.0.0.1", 0)
+    e = HealthExporter("unit-20260101-000000", "127.0.0.1", 0, config="unit")
     yield e
     e.close()
+
+
+def feed(exporter, results, num_env_runners=2):
+    monitor = HealthMonitor(HealthSettings(), num_env_runners)
+    for r in results:
+        exporter.publish(monitor.judge(r))
+    return monitor
 
 
 def scrape(e):
@@ -62,17 +74,16 @@ def value(fams, name, **labels):
 
 
 def test_every_design_metric_is_served_with_its_type_and_labels(exporter):
-    for i in range(2):
-        exporter.update(from_result(synthetic_result(i), num_env_runners=2))
-    exporter.set_divergence({"default_policy": DivergenceState.HEALTHY})
+    feed(exporter, [synthetic_result(i) for i in range(2)])
     fams = scrape(exporter)
     for short, (kind, labels) in DESIGN_METRICS.items():
         fam = fams.get("rllib_av_" + short)
         assert fam is not None, short
         assert fam.type == kind, short
         sample = next(s for s in fam.samples if not s.name.endswith("_created"))
-        assert set(sample.labels) == {"run"} | labels, short
-        assert sample.labels["run"] == "unit"
+        assert set(sample.labels) == {"run", "config"} | labels, short
+        # run: the run directory's name (unique per run); config: the config's name.
+        assert sample.labels["run"] == "unit-20260101-000000" and sample.labels["config"] == "unit"
     # Counters follow RLlib's lifetime totals: the second iteration adds its delta only.
     assert value(fams, "rllib_av_env_steps") == 2 * STEPS_PER_ITER
     assert value(fams, "rllib_av_learner_updates", module="default_policy") == 200
@@ -90,33 +101,82 @@ def test_results_without_components_or_learner_stats_are_served(exporter):
     # Pendulum-like: no reward components; first iterations: no learner stats yet.
     result = synthetic_result(0, with_components=False)
     del result["learners"]
-    exporter.update(from_result(result, num_env_runners=0))
+    result["env_runners"]["num_env_steps_sampled"] = 200.0
+    feed(exporter, [result], num_env_runners=0)
     fams = scrape(exporter)
     assert value(fams, "rllib_av_episode_return_mean") == 120.0
-    assert value(fams, "rllib_av_env_runners_healthy") == 1  # the local EnvRunner
+    assert value(fams, "rllib_av_env_runners_healthy") == 1  # the local EnvRunner sampled
     assert not [s for s in fams["rllib_av_reward_component_mean"].samples]
     assert value(fams, "rllib_av_nonfinite", where="loss") == 0
 
 
+def test_a_local_env_runner_that_sampled_nothing_is_not_healthy(exporter):
+    """Sampling in the driver, env_runners_healthy measures whether it sampled
+    (it used to be a constant 1)."""
+    result = synthetic_result(0)
+    result["env_runners"]["num_env_steps_sampled"] = 0.0
+    feed(exporter, [result], num_env_runners=0)
+    assert value(scrape(exporter), "rllib_av_env_runners_healthy") == 0
+
+
 def test_nonfinite_lifetime_totals_become_counters(exporter):
     # TD3 reports lifetime totals: learner steps skipped, replay chunks dropped.
-    result = synthetic_result(3)
-    result["nonfinite"] = {"replay_chunks_dropped": 2.0}
-    result["learners"]["default_policy"]["nonfinite_grads"] = 1.0
-    assert exporter.update(from_result(result, num_env_runners=2)) == 3
-    result["learners"]["default_policy"]["nonfinite_grads"] = 4.0
-    assert exporter.update(from_result(result, num_env_runners=2)) == 3
-    assert exporter.update(from_result(result, num_env_runners=2)) == 0
+    results = [synthetic_result(i) for i in range(3, 6)]
+    results[0]["nonfinite"] = {"replay_chunks_dropped": 2.0}
+    results[0]["learners"]["default_policy"]["nonfinite_grads"] = 1.0
+    results[1]["nonfinite"] = {"replay_chunks_dropped": 2.0}
+    results[1]["learners"]["default_policy"]["nonfinite_grads"] = 4.0
+    results[2] = dict(results[1], training_iteration=results[2]["training_iteration"])
+    monitor = HealthMonitor(HealthSettings(), 2)
+    new = []
+    for r in results:
+        health = monitor.judge(r)
+        exporter.publish(health)
+        new.append(sum(n for (name, _), n in health.new.items() if name == "nonfinite"))
+    assert new == [0, 3, 0]  # the first result of a resumed process has no base
     fams = scrape(exporter)
-    assert value(fams, "rllib_av_nonfinite", where="replay") == 2
-    assert value(fams, "rllib_av_nonfinite", where="grads") == 4
+    assert value(fams, "rllib_av_nonfinite", where="grads") == 3
     assert value(fams, "rllib_av_nonfinite", where="loss") == 0
 
 
+def test_counters_keep_counting_through_a_rollback(exporter):
+    """A guard rollback restores RLlib's lifetime totals to the checkpoint's:
+    the exported counter neither stalls until it passes its old maximum nor jumps."""
+    results = [synthetic_result(i) for i in range(5)]   # iterations 1..5, 200 steps each
+    results += [synthetic_result(i) for i in (2, 3)]    # restored to iteration 2's checkpoint
+    feed(exporter, results)
+    assert value(scrape(exporter), "rllib_av_env_steps") == 7 * STEPS_PER_ITER
+
+
+def test_learner_gauges_are_absent_in_an_iteration_without_an_update(exporter):
+    """No stale numbers: an iteration without a gradient update has no learner
+    statistics, so none are served (the verdict still is)."""
+    idle = synthetic_result(1)
+    idle["learners"]["default_policy"] = {"num_module_steps_trained": float("nan"),
+                                          "num_updates_lifetime": 200.0}
+    feed(exporter, [synthetic_result(0), idle])
+    fams = scrape(exporter)
+    for s in STATISTICS:
+        assert not fams["rllib_av_" + (s.metric or s.key)].samples, s.key
+    assert value(fams, "rllib_av_divergence_state", module="default_policy") == 0
+    assert value(fams, "rllib_av_learner_updates", module="default_policy") == 200
+
+
+def test_help_says_exactly_what_each_number_is(exporter):
+    fams = scrape(exporter)
+    for f in FAMILIES:
+        assert fams["rllib_av_" + f.name].documentation == f.help
+    assert fams["rllib_av_actor_loss"].documentation == (
+        "Mean over the iteration's actor updates of the actor loss -mean Q1(s, mu(s)) on the batch")
+    assert fams["rllib_av_q_actor_max"].documentation.startswith(
+        "Max over the iteration's actor updates of the batch max of Q1(s, mu(s))")
+    assert "q_target_min" in fams["rllib_av_q_bound_ratio"].documentation
+
+
 def test_restarts_come_from_rllib_fault_tolerance_stats(exporter):
-    result = synthetic_result(1)
+    result = synthetic_result(0)
     result["fault_tolerance"] = {"num_healthy_workers": 1, "num_remote_worker_restarts": 3}
-    exporter.update(from_result(result, num_env_runners=2))
+    feed(exporter, [result])
     fams = scrape(exporter)
     assert value(fams, "rllib_av_env_runner_restarts") == 3
     assert value(fams, "rllib_av_env_runners_healthy") == 1
@@ -141,23 +201,54 @@ def read_scalars(logdir):
 
 def test_tensorboard_keeps_the_incident_tags(tmp_path):
     w = TensorBoardWriter(str(tmp_path))
+    monitor = HealthMonitor(HealthSettings(), 2)
     for i in range(2):
-        w.write(from_result(synthetic_result(i, diverge_from=1), 2), {"default_policy": 0})
+        w.write(monitor.judge(synthetic_result(i, diverge_from=1)))
     w.close()
     tags = read_scalars(tmp_path)
     for t in ("debug/actor_q_mean", "debug/actor_q_max", "debug/actor_q_min", "debug/actor_q_std",
-              "debug/target_q_mean", "debug/target_q_max", "reward_components/efficiency",
+              "debug/target_q_mean", "debug/target_q_max", "debug/target_q_min",
+              "reward_components/efficiency",
               "reward_components/lane_keeping", "reward_components/comfort",
               "reward_components/safety", "reward_components/progress", "reward_components/total",
               "health/q_bound_ratio", "health/divergence_state"):
         assert t in tags, t
     # Steps are env steps sampled; iteration 1 is where Q leaves the bound.
     assert tags["debug/actor_q_max"] == [(200, 800.0), (400, pytest.approx(3 * Q_BOUND))]
+    assert tags["health/divergence_state"] == [(200, 0.0), (400, 2.0)]
 
 
 def test_a_taken_port_is_one_error_naming_host_and_port(exporter):
     with pytest.raises(MetricsServerError, match=f"cannot listen on 127.0.0.1:{exporter.port}: "):
         HealthExporter("other", "127.0.0.1", exporter.port)
+
+
+def test_a_port_asked_for_explicitly_suggests_any_free_port(exporter, tmp_path):
+    mon = MonitoringSettings(exporter_port=exporter.port)
+    with pytest.raises(ConfigError) as e:
+        start_exporter(mon, "second", str(tmp_path / "second-run"))
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"monitoring.exporter_port: {exporter.port} ")
+    assert "set monitoring.exporter_port=0 for any free port" in msg
+    assert not (tmp_path / "second-run").exists()  # nothing left behind
+
+
+def test_a_second_run_on_the_default_port_gets_a_free_one_and_says_which(tmp_path, caplog):
+    first = start_exporter(MonitoringSettings(), "quickstart", str(tmp_path / "a"))
+    try:
+        with caplog.at_level("WARNING"):
+            second = start_exporter(MonitoringSettings(), "quickstart", str(tmp_path / "b"))
+        try:
+            assert second.port != first.port and second.port != DEFAULT_EXPORTER_PORT
+            assert (tmp_path / "b" / "exporter_port").read_text() == f"{second.port}\n"
+            said = " ".join(r.getMessage() for r in caplog.records)
+            assert f"127.0.0.1:{DEFAULT_EXPORTER_PORT}" in said
+            assert f"serving on 127.0.0.1:{second.port} instead" in said
+            urllib.request.urlopen(f"http://127.0.0.1:{second.port}/metrics", timeout=5).close()
+        finally:
+            second.close()
+    finally:
+        first.close()
 
 
 def test_the_metrics_server_dies_with_a_killed_driver():

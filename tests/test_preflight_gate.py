@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from rllib_av.health.diagnosis import diagnose
-from rllib_av.health.preflight import preflight
+from rllib_av.preflight_run import preflight
 from rllib_av.run_config import load_run_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

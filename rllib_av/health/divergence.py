@@ -1,10 +1,11 @@
 """Divergence verdicts: healthy / warning / diverged, every rule in one place.
 
-``judge`` looks at one iteration's learner health statistics (the names of
-DESIGN.md's health metrics) and returns the worst state any rule reached with
-one human-readable reason per rule that fired. It is stateless: trends (runaway
-growth) are Prometheus's job, where the history lives; the one run of
-iterations it needs, NaN/inf persisting, the caller counts (``NonfiniteStreak``).
+``judge`` applies each rule to one iteration's learner statistics (the keys of
+statistics.py) and returns the worst state any rule reached, with one
+``Finding`` per rule that fired: what it measured, the threshold, and why that
+threshold holds. It is stateless: trends (runaway growth) are Prometheus's job,
+where the history lives; the one run of iterations it needs, NaN/inf
+persisting, the caller counts (``NonfiniteStreak``, health_monitor.py).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional
 
 from rllib_av.health.health_settings import HealthSettings
-from rllib_av.health.q_bound import q_bound_ratio
+from rllib_av.health.q_bound import largest_q, q_bound_ratio
+from rllib_av.health.statistics import FINITE_REQUIRED
 
 
 class DivergenceState(enum.IntEnum):
@@ -25,30 +27,49 @@ class DivergenceState(enum.IntEnum):
 
 
 @dataclass
+class Finding:
+    """One rule that fired: what it measured, against what, and why."""
+    rule: str
+    state: DivergenceState
+    measured: str
+    threshold: str
+    why: str
+
+    def __str__(self) -> str:
+        return (f"{self.state.name.lower()}: {self.rule}: {self.measured} "
+                f"(threshold {self.threshold}; {self.why})")
+
+    def as_dict(self) -> Dict:
+        return {"rule": self.rule, "state": self.state.name.lower(), "measured": self.measured,
+                "threshold": self.threshold, "why": self.why}
+
+
+@dataclass
 class Verdict:
     state: DivergenceState = DivergenceState.HEALTHY
-    reasons: List[str] = field(default_factory=list)
+    findings: List[Finding] = field(default_factory=list)
 
-    def raise_to(self, state: DivergenceState, reason: str) -> None:
-        self.state = max(self.state, state)
-        self.reasons.append(f"{state.name.lower()}: {reason}")
+    def add(self, finding: Finding) -> None:
+        self.state = max(self.state, finding.state)
+        self.findings.append(finding)
 
-
-# Statistics whose NaN/inf means the learner itself is broken.
-_FINITE_REQUIRED = ("q_actor_mean", "q_actor_max", "q_actor_min", "q_target_mean",
-                    "q_target_max", "q1_mean", "q2_mean", "critic_loss", "actor_loss",
-                    "grad_norm_actor", "grad_norm_critic")
+    @property
+    def reasons(self) -> List[str]:
+        return [str(f) for f in self.findings]
 
 
-def bound_ratio(stats: Mapping[str, float]) -> Optional[float]:
-    """q_bound_ratio as reported, else computed from the Q extremes and q_bound."""
-    if stats.get("q_bound_ratio") is not None:
-        return float(stats["q_bound_ratio"])
-    needed = ("q_actor_max", "q_actor_min", "q_target_max", "q_bound")
-    if any(stats.get(k) is None for k in needed) or not stats["q_bound"] > 0:
-        return None
-    return q_bound_ratio(stats["q_actor_max"], stats["q_actor_min"],
-                         stats["q_target_max"], stats["q_bound"])
+WHY_BOUND = ("every discounted return of per-step rewards in [r_min, r_max] lies within "
+             "+/- q_bound, so no correct critic goes past it on either side")
+WHY_NONFINITE = ("NaN/inf is counted and kept out of the buffer and the weights, so one "
+                 "iteration's worth is survivable; new ones in every iteration mean a broken "
+                 "sensor, reward or critic")
+WHY_INCIDENT = "the incident's GO/NO-GO table (health.* settings)"
+
+
+def nonfinite_stats(stats: Mapping[str, float]) -> List[str]:
+    """The statistics that must be finite but are not ("critic_loss=nan")."""
+    return [f"{k}={stats[k]}" for k in FINITE_REQUIRED
+            if k in stats and not math.isfinite(stats[k])]
 
 
 class NonfiniteStreak:
@@ -57,52 +78,63 @@ class NonfiniteStreak:
     def __init__(self):
         self.iters = 0
 
-    def update(self, nonfinite_new: int) -> int:
+    def update(self, nonfinite_new: float) -> int:
         self.iters = self.iters + 1 if nonfinite_new > 0 else 0
         return self.iters
 
 
-def judge(stats: Mapping[str, float], settings: HealthSettings,
-          nonfinite_new: int = 0, nonfinite_iters: int = 1) -> Verdict:
+def judge(stats: Mapping[str, float], settings: HealthSettings, nonfinite: Optional[List[str]] = None,
+          nonfinite_iters: int = 1) -> Verdict:
     """Apply every rule to one iteration's learner stats.
 
-    ``nonfinite_new``: NaN/inf values counted (obs, reward, loss, grads) since
-    the previous verdict; ``nonfinite_iters``: consecutive iterations, this one
-    included, that brought new ones.
+    ``nonfinite``: what brought NaN/inf this iteration, from any source ("3 in
+    grads", "critic_loss=nan"); ``nonfinite_iters``: consecutive iterations,
+    this one included, that brought some.
     """
     v = Verdict()
     D, W = DivergenceState.DIVERGED, DivergenceState.WARNING
+    s = settings
 
-    bad = [k for k in _FINITE_REQUIRED if k in stats and not math.isfinite(stats[k])]
-    if bad:
-        v.raise_to(D, "non-finite " + ", ".join(f"{k}={stats[k]}" for k in bad))
-    if nonfinite_new > 0:
-        persistent = nonfinite_iters >= settings.nonfinite_diverge_iters
-        v.raise_to(D if persistent else W,
-                   f"{nonfinite_new:g} non-finite values in obs/reward/loss/grads, new in "
-                   f"{nonfinite_iters} consecutive iteration{'s' * (nonfinite_iters > 1)}")
+    if nonfinite:
+        persistent = nonfinite_iters >= s.nonfinite_diverge_iters
+        v.add(Finding("nonfinite", D if persistent else W,
+                      f"NaN/inf new in {nonfinite_iters} consecutive iteration"
+                      f"{'s' * (nonfinite_iters > 1)} ({', '.join(nonfinite)})",
+                      f"warning at 1, diverged at {s.nonfinite_diverge_iters} in a row",
+                      WHY_NONFINITE))
 
-    ratio = bound_ratio(stats)
-    if ratio is not None and math.isfinite(ratio):
-        if ratio > settings.q_bound_diverge_ratio:
-            v.raise_to(D, f"|Q| reached {ratio:.3g}x the bound {stats.get('q_bound', float('nan')):.4g}")
-        elif ratio > settings.q_bound_warn_ratio:
-            v.raise_to(W, f"|Q| at {ratio:.3g}x the bound {stats.get('q_bound', float('nan')):.4g}")
+    bound = stats.get("q_bound")
+    reported = stats.get("q_bound_ratio")
+    ratio = reported if reported is not None else q_bound_ratio(stats, bound or 0.0)
+    if ratio is not None and not math.isnan(ratio) and bound:
+        top = largest_q(stats)
+        what = "" if top is None else (f"; farthest: {top[0]} {top[1]:.4g}"
+                                       + (" (Q running off downward)" if top[1] < 0 else ""))
+        threshold = f"warning > {s.q_bound_warn_ratio:g}, diverged > {s.q_bound_diverge_ratio:g}"
+        measured = f"|Q| at {ratio:.3g}x the bound {bound:.4g}{what}"
+        if ratio > s.q_bound_diverge_ratio:
+            v.add(Finding("q_bound", D, measured, threshold, WHY_BOUND))
+        elif ratio > s.q_bound_warn_ratio:
+            v.add(Finding("q_bound", W, measured, threshold, WHY_BOUND))
 
     loss = stats.get("actor_loss")
     if loss is not None and math.isfinite(loss):
-        qb = stats.get("q_bound")
-        if qb and abs(loss) > qb * settings.q_bound_diverge_ratio:
-            v.raise_to(D, f"|actor_loss| {abs(loss):.4g} beyond the Q bound {qb:.4g}")
-        elif abs(loss) > settings.actor_loss_abs_max:
-            v.raise_to(W, f"|actor_loss| {abs(loss):.4g} > {settings.actor_loss_abs_max:.4g}")
+        if bound and abs(loss) > bound * s.q_bound_diverge_ratio:
+            v.add(Finding("actor_loss", D, f"|actor_loss| {abs(loss):.4g}",
+                          f"> {s.q_bound_diverge_ratio:g}x the Q bound {bound:.4g}",
+                          "the actor loss is -mean Q, so it cannot exceed the bound either"))
+        elif abs(loss) > s.actor_loss_abs_max:
+            v.add(Finding("actor_loss", W, f"|actor_loss| {abs(loss):.4g}",
+                          f"> {s.actor_loss_abs_max:.4g}", WHY_INCIDENT))
 
     for net in ("actor", "critic"):
         g = stats.get(f"grad_norm_{net}")
         if g is None or not math.isfinite(g):
             continue
-        if g > settings.grad_norm_diverge:
-            v.raise_to(D, f"{net} grad norm {g:.4g} > {settings.grad_norm_diverge:.4g}")
-        elif g > settings.grad_norm_warn:
-            v.raise_to(W, f"{net} grad norm {g:.4g} > {settings.grad_norm_warn:.4g}")
+        if g > s.grad_norm_diverge:
+            v.add(Finding("grad_norm", D, f"{net} grad norm {g:.4g}",
+                          f"> {s.grad_norm_diverge:.4g}", WHY_INCIDENT))
+        elif g > s.grad_norm_warn:
+            v.add(Finding("grad_norm", W, f"{net} grad norm {g:.4g}",
+                          f"> {s.grad_norm_warn:.4g}", WHY_INCIDENT))
     return v

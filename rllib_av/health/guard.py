@@ -1,6 +1,6 @@
-"""The divergence guard: acts on sustained ``divergence_state = diverged``.
+"""The divergence guard's decisions on sustained ``divergence_state = diverged``.
 
-After ``health.guard_patience`` consecutive diverged iterations it does what
+After ``health.guard_patience`` consecutive diverged iterations it decides what
 ``health.guard_action`` says:
   alert    log, count, carry on (again after another patience window);
   stop     end the run with a report;
@@ -8,108 +8,91 @@ After ``health.guard_patience`` consecutive diverged iterations it does what
            learning rate by ``guard_critic_lr_factor`` and raise the target
            smoothing noise by ``guard_policy_noise_factor`` per rollback so far; once
            ``guard_max_rollbacks`` are spent (or no healthy checkpoint exists), stop.
-Every action is logged, appended to ``guard.jsonl`` in the run directory (a
-stop also writes ``guard_report.txt``) and counted in ``rllib_av_guard_actions_total{action}``.
+It only decides: the training loop carries the decision out (rllib_av/guard_actions.py),
+records it in ``guard.jsonl`` and counts it in ``rllib_av_guard_actions_total{action}``.
+What the rollbacks changed (``GuardState``) is saved with every checkpoint, so
+a resumed run keeps the remedy instead of returning to the settings that diverged.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import time
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from rllib_av.checkpoints import latest_checkpoint, read_meta
 from rllib_av.health.health_settings import HealthSettings
-
-logger = logging.getLogger(__name__)
 
 GUARD_FILE = "guard.jsonl"
 REPORT_FILE = "guard_report.txt"
 
 
-def apply_remedy(learner, critic_lr: float, policy_noise: float) -> None:
-    set_critic_lr(learner, critic_lr)
-    learner.policy_noise_override = policy_noise
+@dataclass
+class GuardState:
+    rollbacks: int = 0
+    # The remedy in effect after the last rollback (None: the run config's).
+    critic_lr: Optional[float] = None
+    policy_noise: Optional[float] = None
 
 
-def set_critic_lr(learner, lr: float) -> float:
-    """Set every module's critic optimizer to ``lr`` (also RLlib's fixed-value
-    scheduler, which would otherwise put the old rate back after each update)."""
-    for module_id in learner.module.keys():
-        optim = learner.get_optimizer(module_id, "critic")
-        schedule = learner._optimizer_lr_schedules.get(optim)
-        if schedule is not None and not schedule.use_schedule:
-            schedule._curr_value = lr
-        learner._set_optimizer_lr(optim, lr)
-    return lr
+@dataclass
+class GuardDecision:
+    action: str  # alert | stop | rollback
+    reasons: List[str] = field(default_factory=list)
+    checkpoint: Optional[str] = None  # rollback: the healthy checkpoint to restore
+    critic_lr: Optional[float] = None  # rollback: the remedy from now on
+    policy_noise: Optional[float] = None
+    why: Optional[str] = None  # a stop that should have been a rollback: why not
+
+    def detail(self) -> Dict:
+        """The decision's specifics, for guard.jsonl."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in ("action", "reasons") and v is not None}
 
 
 class DivergenceGuard:
-    def __init__(self, settings: HealthSettings, run_dir: str, critic_lr: float,
-                 policy_noise: float):
+    def __init__(self, settings: HealthSettings, critic_lr: float, policy_noise: float,
+                 state: Optional[GuardState] = None):
         self.settings = settings
-        self.run_dir = run_dir
         self.critic_lr = critic_lr
         self.policy_noise = policy_noise
+        self.state = state or GuardState()
         self.streak = 0
-        self.rollbacks = 0
-        self.report: Optional[str] = None
 
-    def after_iteration(self, algo, result: Dict) -> Optional[str]:
-        """Judge one result; returns the action taken ("alert", "stop", "rollback") or None."""
+    def after_iteration(self, health: Dict,
+                        healthy_checkpoint: Optional[str]) -> Optional[GuardDecision]:
+        """Judge one iteration's ``result["health"]``; returns what to do, or None.
+
+        ``healthy_checkpoint``: the newest checkpoint tagged healthy, if any."""
         s = self.settings
-        health = result.get("health") or {}
         states = health.get("divergence_state") or {}
         self.streak = self.streak + 1 if states and max(states.values()) >= 2 else 0
         if s.guard_action == "off" or self.streak < s.guard_patience:
             return None
-        reasons = [r for rs in (health.get("reasons") or {}).values() for r in rs]
-        action, detail = s.guard_action, {}
-        if action == "rollback":
-            checkpoint = latest_checkpoint(self.run_dir, healthy_only=True)
-            if self.rollbacks >= s.guard_max_rollbacks or checkpoint is None:
-                action = "stop"
-                detail["why"] = ("no healthy checkpoint" if checkpoint is None
-                                 else f"{self.rollbacks} rollbacks spent")
-            else:
-                self.rollbacks += 1
-                algo.restore_from_path(checkpoint)
-                detail["checkpoint_env_steps"] = read_meta(checkpoint)["env_steps"]
-                lr = self.critic_lr * s.guard_critic_lr_factor ** self.rollbacks
-                noise = self.policy_noise * s.guard_policy_noise_factor ** self.rollbacks
-                algo.learner_group.foreach_learner(lambda learner: apply_remedy(learner, lr, noise))
-                detail.update(checkpoint=checkpoint, critic_lr=lr, policy_noise=noise)
         self.streak = 0
-        self._record(algo, result, action, reasons, detail)
-        if action == "stop":
-            self.report = self._stop_report(result, reasons, detail)
-            with open(os.path.join(self.run_dir, REPORT_FILE), "w") as f:
-                f.write(self.report + "\n")
-        return action
+        decision = GuardDecision(s.guard_action,
+                                 [r for rs in (health.get("reasons") or {}).values() for r in rs])
+        if decision.action == "rollback":
+            if healthy_checkpoint is None or self.state.rollbacks >= s.guard_max_rollbacks:
+                decision.action = "stop"
+                decision.why = ("no healthy checkpoint" if healthy_checkpoint is None
+                                else f"{self.state.rollbacks} rollbacks spent")
+            else:
+                n = self.state.rollbacks + 1
+                self.state = GuardState(
+                    rollbacks=n, critic_lr=self.critic_lr * s.guard_critic_lr_factor ** n,
+                    policy_noise=self.policy_noise * s.guard_policy_noise_factor ** n)
+                decision.checkpoint = healthy_checkpoint
+                decision.critic_lr = self.state.critic_lr
+                decision.policy_noise = self.state.policy_noise
+        return decision
 
-    def _record(self, algo, result, action: str, reasons: List[str], detail: Dict) -> None:
-        from rllib_av.monitoring.callbacks import health_callbacks
-
-        entry = {"time_s": time.time(), "training_iteration": result.get("training_iteration"),
-                 "env_steps": result.get("env_runners", {}).get("num_env_steps_sampled_lifetime"),
-                 "action": action, "reasons": reasons, **detail}
-        logger.warning("divergence guard: %s at iteration %s (%s) %s", action,
-                       entry["training_iteration"], "; ".join(reasons), detail)
-        with open(os.path.join(self.run_dir, GUARD_FILE), "a") as f:
-            f.write(json.dumps(entry) + "\n")
-        callbacks = health_callbacks(algo)
-        if callbacks is not None and callbacks.exporter is not None:
-            callbacks.exporter.count_guard_action(action)
-
-    def _stop_report(self, result, reasons: List[str], detail: Dict) -> str:
-        lines = [f"divergence guard stopped the run at iteration "
-                 f"{result.get('training_iteration')} after {self.settings.guard_patience} "
-                 "diverged iterations"
-                 + (f" ({detail['why']})" if "why" in detail else ""),
-                 *[f"  {r}" for r in reasons],
-                 f"  rollbacks: {self.rollbacks}",
-                 f"  last healthy checkpoint: {latest_checkpoint(self.run_dir, healthy_only=True)}",
-                 f"  next: rllib-av diagnose {self.run_dir}"]
-        return "\n".join(lines)
+    def stop_report(self, decision: GuardDecision, iteration: int, run_dir: str,
+                    last_healthy: Optional[str]) -> str:
+        return "\n".join([
+            f"divergence guard stopped the run at iteration {iteration} after "
+            f"{self.settings.guard_patience} diverged iterations"
+            + (f" ({decision.why})" if decision.why else ""),
+            *[f"  {r}" for r in decision.reasons],
+            f"  rollbacks: {self.state.rollbacks}",
+            f"  last healthy checkpoint: {last_healthy}",
+            f"  next: rllib-av diagnose {run_dir}"])

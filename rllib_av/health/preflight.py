@@ -2,25 +2,26 @@
 
     rllib-av preflight --config configs/quickstart.yaml [--steps 5000]
 
-Trains ``--steps`` env steps (guard off, critic probes at the end), then checks
-the incident's table against ``health.preflight_*`` thresholds: |actor loss|,
-final episode length (or growing), max |Q| / q_bound, gradient norm, the
-rewards the critic trains on, terminal masking and overestimation bias. GO
-when every row named in ``health.preflight_required`` passes.
+rllib_av/preflight_run.py trains ``--steps`` env steps (guard off, critic probes
+at the end); this module checks the run against the incident's table with the
+``health.preflight_*`` thresholds: |actor loss|, final episode length (or
+growing), max |Q| / q_bound, gradient norm, the rewards the critic trains on,
+terminal masking and overestimation bias. GO when every row named in
+``health.preflight_required`` passes.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from rllib_av.health.probes import read_probes
+from ray.rllib.core import DEFAULT_MODULE_ID
 
-MODULE = "default_policy"
+from rllib_av.health.tensorboard_records import read_tensorboard_records
+
 GROWTH = 1.25  # "growing": mean length over the last third >= this x the first third
 
 
@@ -37,15 +38,13 @@ def read_records(run_dir: str) -> List[Dict]:
     """The run's per-iteration records: metrics.jsonl, else its TensorBoard events."""
     path = os.path.join(run_dir, "metrics.jsonl")
     if not os.path.isfile(path):
-        from rllib_av.health.tensorboard_records import read_tensorboard_records
-
         return read_tensorboard_records(run_dir)
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
 def _stat(record: Dict, key: str) -> Optional[float]:
-    v = record.get(f"{MODULE}/{key}")
+    v = record.get(f"{DEFAULT_MODULE_ID}/{key}")
     return None if v is None else float(v)
 
 
@@ -145,20 +144,3 @@ def format_table(checks: List[Check], go: bool, run_dir: str) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append(f"\n{'GO' if go else 'NO-GO'}   (run: {run_dir})")
     return "\n".join(lines)
-
-
-def preflight(rc, steps: Optional[int] = None, verbose: bool = False):
-    """Run the diagnostic training; returns (go, checks, run_dir)."""
-    from rllib_av.training import train
-
-    rc = dataclasses.replace(
-        rc,
-        run=dataclasses.replace(rc.run, name=f"{rc.run.name}-preflight",
-                                total_env_steps=steps or rc.health.preflight_steps),
-        # The gate judges the run as it is: no guard intervention, one probe at the end.
-        health=dataclasses.replace(rc.health, guard_action="off", probe_every_iters=0))
-    run_dir = train(rc, verbose=verbose)
-    probes = read_probes(run_dir)
-    checks = evaluate(read_records(run_dir), probes[-1] if probes else {}, rc.health,
-                      rc.training.learning_starts)
-    return is_go(checks), checks, run_dir

@@ -2,15 +2,20 @@
 
 With per-step reward in [r_min, r_max] and discount gamma, every discounted
 return lies in [r_min / (1 - gamma), r_max / (1 - gamma)]. A critic whose
-estimates leave that interval is wrong. The range must be given in the reward
-units the critic is trained on, so callers that clip or scale rewards before
-the Bellman update map the range through ``training_reward_range`` first.
+estimates leave that interval, on either side, is wrong. The range must be
+given in the reward units the critic is trained on, so callers that clip or
+scale rewards before the Bellman update map the range through
+``training_reward_range`` first.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Mapping, Optional, Sequence, Tuple
+
+from rllib_av.envs.env_settings import EnvSettings
+from rllib_av.envs.reward import reward_range
+from rllib_av.health.statistics import Q_VALUES
 
 
 def q_bound(r_min: float, r_max: float, gamma: float) -> float:
@@ -28,16 +33,58 @@ def training_reward_range(
     clip: Optional[float] = None,
     scale: float = 1.0,
 ) -> Tuple[float, float]:
-    """The per-step reward range after clipping to [-clip, clip], then
-    multiplying by ``scale`` (> 0), i.e. in the critic's training units."""
-    if clip is not None:
-        r_min, r_max = max(r_min, -clip), min(r_max, clip)
+    """The per-step reward range after clipping each reward to [-clip, clip],
+    then multiplying by ``scale`` (> 0), i.e. in the critic's training units.
+
+    Clipping maps the interval, not its ends one by one: [-20, -2] clipped to
+    [-1, 1] is [-1, -1] (every reward becomes -1)."""
     if not (scale > 0 and math.isfinite(scale)):
         raise ValueError(f"scale must be a positive finite number, got {scale}")
+    if clip is not None:
+        r_min, r_max = (min(max(r, -clip), clip) for r in (r_min, r_max))
     return r_min * scale, r_max * scale
 
 
-def q_bound_ratio(q_actor_max: float, q_actor_min: float, q_target_max: float,
-                  bound: float) -> float:
-    """max(|q_actor_max|, |q_actor_min|, |q_target_max|) / bound (> 1: beyond)."""
-    return max(abs(q_actor_max), abs(q_actor_min), abs(q_target_max)) / bound
+def training_q_bound(declared: Optional[Sequence[float]], gamma: float,
+                     clip: Optional[float] = None, scale: float = 1.0) -> Optional[float]:
+    """q_bound in training units for a declared raw range, or None when there is
+    no range or it cannot be mapped (a degenerate scale): never raises, so a
+    training loop can call it on every update."""
+    if declared is None:
+        return None
+    try:
+        return q_bound(*training_reward_range(*declared, clip=clip, scale=scale), gamma)
+    except ValueError:
+        return None
+
+
+def q_bound_ratio(stats: Mapping[str, float], bound: float) -> Optional[float]:
+    """max |v| / bound over every Q statistic present (both ends: a critic running
+    off towards minus infinity counts as much as one running up). None without
+    a Q statistic; NaN if any of them is NaN (unknown, not healthy)."""
+    values = [abs(float(stats[k])) for k in Q_VALUES if stats.get(k) is not None]
+    if not values or not bound > 0:
+        return None
+    if any(math.isnan(v) for v in values):
+        return math.nan
+    return max(values) / bound
+
+
+def largest_q(stats: Mapping[str, float]) -> Optional[Tuple[str, float]]:
+    """(key, value) of the Q statistic farthest from zero (what drives the ratio)."""
+    present = [(k, float(stats[k])) for k in Q_VALUES
+               if stats.get(k) is not None and not math.isnan(stats[k])]
+    return max(present, key=lambda kv: abs(kv[1])) if present else None
+
+
+def declared_reward_range(env: EnvSettings,
+                          override: Optional[Sequence[float]] = None
+                          ) -> Optional[Tuple[float, float]]:
+    """The per-step reward range (raw units) the Q bound is built on: the run
+    config's ``training.reward_range`` if set, else the one DrivingEnv's reward
+    declares, else None (a gymnasium env declares none)."""
+    if override is not None:
+        return float(override[0]), float(override[1])
+    if env.id == "driving":
+        return reward_range(env)
+    return None

@@ -4,10 +4,11 @@
   units) inside the env's declared per-step range? If not, is it a scale (every
   step too large, the first step of an episode included) or an accumulation
   (first steps fine, magnitudes growing along the episode: rewards summed up)?
-- ``terminal_masking_check``: on terminal transitions a correct critic fits
-  Q(s, a) ~ r; one trained without the (1 - terminated) mask fits
-  r + gamma * Q'(s', a') instead. Whichever target the critic fits better says
-  which one it was trained on.
+- ``terminal_transitions``: terminal transitions for the terminal-masking
+  check (rllib_av/critic_probes.py): on them a correct critic fits Q(s, a) ~ r;
+  one trained without the (1 - terminated) mask fits r + gamma * Q'(s', a')
+  instead. Whichever target the critic fits better says which one it was
+  trained on (``MASK_FIT_RATIO``).
 """
 
 from __future__ import annotations
@@ -16,10 +17,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
-
-from rllib_av.health.overestimation import first_result
 
 RECENT = 20_000  # transitions looked at (the newest)
 LATE_STEP = 10  # "late in the episode" starts here
@@ -98,35 +96,6 @@ def terminal_transitions(buffer, want: int = 256, chunk: int = 2048,
     if not parts:
         return None
     return _take(_concat(parts), slice(0, want))
-
-
-def terminal_masking_check(algo) -> Dict:
-    batch = terminal_transitions(algo.replay_buffer)
-    if batch is None:
-        return {}
-
-    def fit(learner):
-        import torch
-
-        from rllib_av.algorithms.td3.td3_rl_module import Q1_PREDS
-
-        module = learner.module[DEFAULT_MODULE_ID].unwrapped()
-        device = next(module.parameters()).device
-        b = _map(batch, lambda x: torch.as_tensor(x, device=device))
-        with torch.no_grad():
-            q1 = module.forward_train(b)[Q1_PREDS].reshape(-1)
-            q_next = module.forward_target(b)["q_next"].reshape(-1)
-            r, disc = b[Columns.REWARDS].float(), b["discounts"].float()
-            masked = (q1 - r).abs().mean().item()
-            unmasked = (q1 - (r + disc * q_next)).abs().mean().item()
-        return {"terminal_transitions": int(len(r)), "terminal_residual_masked": masked,
-                "terminal_residual_unmasked": unmasked}
-
-    out = first_result(algo.learner_group.foreach_learner(fit))
-    out["terminal_masking"] = (
-        "unmasked" if out["terminal_residual_unmasked"]
-        < MASK_FIT_RATIO * out["terminal_residual_masked"] else "ok")
-    return out
 
 
 def _map(batch, fn):

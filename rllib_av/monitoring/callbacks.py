@@ -4,10 +4,12 @@ EnvRunner side: each step's ``info["reward_components"]`` (DrivingEnv) goes
 into the EnvRunner's MetricsLogger as per-step means, which RLlib merges across
 all EnvRunners into ``result["env_runners"]``.
 
-Driver side: ``on_algorithm_init`` starts the Prometheus exporter and the
-TensorBoard writer; ``on_train_result`` turns each result into the health
-numbers, judges divergence, and fans them out to both. The verdict is also put
-back into the result (``result["health"]``) for whatever acts on it.
+Driver side: ``on_algorithm_init`` builds the health monitor and starts the
+Prometheus exporter and the TensorBoard writer (each if configured);
+``on_train_result`` has the health layer judge the result (on every run,
+exporter or not), puts the verdict into the result (``result["health"]``) for
+whatever acts on it, and fans the iteration's health out to the exporter and
+TensorBoard.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ from typing import Dict, Optional
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
 from rllib_av.config_schema import ConfigError, from_dict
-from rllib_av.health.divergence import NonfiniteStreak, Verdict, judge
+from rllib_av.health.health_monitor import HealthMonitor
 from rllib_av.health.health_settings import HealthSettings
-from rllib_av.monitoring.exporter import HealthExporter
-from rllib_av.monitoring.iteration_metrics import (
+from rllib_av.health.iteration_metrics import (
     REWARD_ABS_MEAN_KEY, REWARD_EPISODE_SUM_KEY, REWARD_MEAN_KEY, REWARD_SHARE_KEY,
-    SIM_SERVER_RESTARTS_KEY, from_result, reward_shares,
+    SIM_SERVER_RESTARTS_KEY, reward_shares,
 )
+from rllib_av.monitoring.exporter import HealthExporter
 from rllib_av.monitoring.metrics_server import MetricsServerError
 from rllib_av.monitoring.monitoring_settings import MonitoringSettings
 from rllib_av.monitoring.tensorboard_writer import TensorBoardWriter
@@ -71,35 +73,26 @@ class HealthCallbacks(RLlibCallback):
         rc = getattr(algorithm.config, "run_config", None) or {}
         run = rc.get("run", {})
         mon = from_dict(MonitoringSettings, rc.get("monitoring"), "monitoring")
-        self.health = from_dict(HealthSettings, rc.get("health"), "health")
-        self.num_env_runners = algorithm.config.num_env_runners
-        self.nonfinite_streak = NonfiniteStreak()
-        try:
-            self.exporter = HealthExporter(run.get("name", "run"), mon.exporter_host,
-                                           mon.exporter_port)
-        except MetricsServerError as e:  # a port in use: the user's to fix, one line
-            raise ConfigError(f"monitoring.exporter_host/exporter_port: {e}") from None
+        self.health = HealthMonitor(from_dict(HealthSettings, rc.get("health"), "health"),
+                                    algorithm.config.num_env_runners)
         run_dir = run.get("run_dir")
-        if run_dir:
-            os.makedirs(run_dir, exist_ok=True)
-            with open(os.path.join(run_dir, PORT_FILE), "w") as f:
-                f.write(f"{self.exporter.port}\n")
-            if mon.tensorboard:
-                self.tensorboard = TensorBoardWriter(os.path.join(run_dir, "tensorboard"))
-        logger.info("health exporter on http://%s:%d/metrics", self.exporter.host, self.exporter.port)
+        if mon.exporter:
+            self.exporter = start_exporter(mon, run.get("name", "run"), run_dir)
+        if run_dir and mon.tensorboard:
+            self.tensorboard = TensorBoardWriter(os.path.join(run_dir, "tensorboard"))
         # Algorithm has no stop hook for callbacks: release the port with it.
         weakref.finalize(algorithm, self.close)
 
     def on_train_result(self, *, algorithm, result: Dict, **kwargs) -> None:
-        if self.exporter is None:
-            return
-        verdicts = publish(result, self.num_env_runners, self.health, self.exporter,
-                           self.tensorboard, self.nonfinite_streak)
+        health = self.health.judge(result)
+        result["health"] = health.as_result()
         abs_means = result.get("env_runners", {}).get(REWARD_ABS_MEAN_KEY)
         if abs_means:
             result["env_runners"][REWARD_SHARE_KEY] = reward_shares(abs_means)
-        result["health"] = {"divergence_state": {mid: int(v.state) for mid, v in verdicts.items()},
-                            "reasons": {mid: v.reasons for mid, v in verdicts.items()}}
+        if self.exporter is not None:
+            self.exporter.publish(health)
+        if self.tensorboard is not None:
+            self.tensorboard.write(health)
 
     def close(self) -> None:
         """Stop the exporter and flush TensorBoard (idempotent)."""
@@ -111,29 +104,30 @@ class HealthCallbacks(RLlibCallback):
             self.tensorboard = None
 
 
+def start_exporter(mon: MonitoringSettings, config_name: str,
+                   run_dir: Optional[str]) -> HealthExporter:
+    """The exporter for one run (labels: run = the run directory's name, config =
+    the config's run.name), its port written to RUN_DIR/exporter_port."""
+    run = os.path.basename(run_dir) if run_dir else f"{config_name}-{os.getpid()}"
+    try:
+        exporter = HealthExporter(run, mon.exporter_host, mon.exporter_port, config=config_name)
+    except MetricsServerError as e:  # an address asked for explicitly: the user's to fix
+        raise ConfigError(f"monitoring.exporter_port: {mon.exporter_port} is not available "
+                          f"({e}); set monitoring.exporter_port=0 for any free port") from None
+    if exporter.fallback:
+        logger.warning("health exporter: %s", exporter.fallback)
+    if run_dir:
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, PORT_FILE), "w") as f:
+            f.write(f"{exporter.port}\n")
+    logger.info("health exporter on http://%s:%d/metrics", exporter.host, exporter.port)
+    return exporter
+
+
 def _log_sim_restarts(infos, metrics_logger) -> None:
     new = infos.get(SIM_SERVER_RESTARTS_KEY) if isinstance(infos, dict) else None
     if new:
         metrics_logger.log_value(SIM_SERVER_RESTARTS_KEY, int(new), reduce="lifetime_sum")
-
-
-def publish(result: Dict, num_env_runners: int, health: HealthSettings,
-            exporter: HealthExporter,
-            tensorboard: Optional[TensorBoardWriter] = None,
-            nonfinite_streak: Optional[NonfiniteStreak] = None) -> Dict[str, Verdict]:
-    """One result -> health numbers -> divergence verdict per module -> sinks.
-
-    ``nonfinite_streak``: carried from one call to the next; without it, NaN/inf
-    is judged as if it had just begun."""
-    m = from_result(result, num_env_runners)
-    nonfinite_new = exporter.update(m)
-    iters = (nonfinite_streak or NonfiniteStreak()).update(nonfinite_new)
-    verdicts = {mid: judge(stats, health, nonfinite_new, iters) for mid, stats in m.modules.items()}
-    states = {mid: int(v.state) for mid, v in verdicts.items()}
-    exporter.set_divergence(states)
-    if tensorboard is not None:
-        tensorboard.write(m, states)
-    return verdicts
 
 
 def health_callbacks(algorithm) -> Optional[HealthCallbacks]:

@@ -1,164 +1,194 @@
-"""The Prometheus exporter: DESIGN.md's health metrics on HTTP /metrics.
+"""The Prometheus exporter: the health of the latest iteration on HTTP /metrics.
 
 One exporter per training driver serves the whole cluster: EnvRunner metrics
-arrive already merged in the driver's result dict. It owns its registry (no
-process-global state), binds 127.0.0.1 unless told otherwise, and port 0 picks
-a free port (``exporter.port`` tells which).
+arrive already merged in the driver's result dict. Every series carries the
+labels ``run`` (the run directory's name, unique per run) and ``config`` (the
+run config's ``run.name``).
 
-The registry lives in the driver, HTTP does not: each public method renders
-the page once and hands it to a server process (metrics_server.py), so a
-scrape never runs in the driver nor takes its GIL. An address that cannot be
-bound raises MetricsServerError naming host:port.
+What is served is a ``Collector`` over the latest ``IterationHealth``
+(health_monitor.py), not gauges kept by hand: a learner statistic the latest
+iteration did not compute (no gradient update) is absent, never a stale
+value; counters are the sums of what each iteration added, so they neither
+stall nor jump when a guard rollback puts RLlib's lifetime totals back.
+``FAMILIES`` lists every series with its type, labels and HELP; the learner's
+come from the statistics spec. docs/metrics.md is generated from it.
+
+The registry lives in the driver, HTTP does not: each change renders the page
+once and hands it to a server process (metrics_server.py), so a scrape never
+runs in the driver nor takes its GIL.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Tuple
+import logging
+from dataclasses import dataclass
+from typing import Dict, Iterator, Optional, Tuple
 
-from prometheus_client import (
-    CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Gauge, generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
-from rllib_av.monitoring.iteration_metrics import (
-    NONFINITE_WHERE, REWARD_COMPONENTS, IterationMetrics,
-)
-from rllib_av.monitoring.metrics_server import MetricsServer
+from rllib_av.health.health_monitor import IterationHealth
+from rllib_av.health.iteration_metrics import NONFINITE_WHERE, REWARD_COMPONENTS, CounterKey
+from rllib_av.health.statistics import families as statistic_families
+from rllib_av.health.statistics import family_help
+from rllib_av.monitoring.metrics_server import MetricsServer, MetricsServerError
+from rllib_av.monitoring.monitoring_settings import DEFAULT_EXPORTER_PORT
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "rllib_av_"
-# Learner stats exported as gauges of the same name, labels (run, module).
-LEARNER_GAUGES = (
-    "q_actor_mean", "q_actor_max", "q_actor_min", "q_actor_std",
-    "q_target_mean", "q_target_max", "q_target_min", "q1_mean", "q2_mean",
-    "q_bound", "q_bound_ratio", "critic_loss", "actor_loss", "td_error_abs_mean",
-)
-GRAD_NORM_NETWORKS = ("actor", "critic")
+RUN_LABELS = ("run", "config")
 # What the divergence guard can do (rllib_av/health/guard.py).
 GUARD_ACTIONS = ("alert", "stop", "rollback")
 
 
-class HealthExporter:
-    def __init__(self, run: str, host: str = "127.0.0.1", port: int = 9464):
-        self.run = run
-        self.registry = r = CollectorRegistry()
-        rm = ["run", "module"]
-        self._learner = {n: Gauge(PREFIX + n, _HELP.get(n, n.replace("_", " ")), rm, registry=r)
-                         for n in LEARNER_GAUGES}
-        self._grad_norm = Gauge(PREFIX + "grad_norm", "Pre-clip global gradient norm per optimizer",
-                                rm + ["network"], registry=r)
-        self._divergence = Gauge(PREFIX + "divergence_state",
-                                 "0 healthy, 1 warning, 2 diverged", rm, registry=r)
-        self._updates = Counter(PREFIX + "learner_updates", "Gradient updates", rm, registry=r)
-        self._reward_mean = Gauge(PREFIX + "reward_component_mean",
-                                  "Per-step reward component mean over the last iteration",
-                                  ["run", "component"], registry=r)
-        self._reward_share = Gauge(PREFIX + "reward_component_share",
-                                   "mean |component| / sum of mean |components|",
-                                   ["run", "component"], registry=r)
-        g = lambda name, doc: Gauge(PREFIX + name, doc, ["run"], registry=r)  # noqa: E731
-        c = lambda name, doc: Counter(PREFIX + name, doc, ["run"], registry=r)  # noqa: E731
-        self._episode_return = g("episode_return_mean", "Mean episode return")
-        self._episode_length = g("episode_length_mean", "Mean episode length in env steps")
-        self._healthy = g("env_runners_healthy", "EnvRunners sampling (1 when sampling locally)")
-        self._desired = g("env_runners_desired", "EnvRunners the run was configured with")
-        self._env_steps = c("env_steps", "Env steps sampled")
-        self._runner_restarts = c("env_runner_restarts", "EnvRunner actor restarts")
-        self._sim_restarts = c("sim_server_restarts", "Simulator server restarts")
-        self._nonfinite = Counter(PREFIX + "nonfinite", "NaN/inf values seen",
-                                  ["run", "where"], registry=r)
-        # Counters exist from the first scrape, so increase() and absence checks work.
-        for ctr in (self._env_steps, self._runner_restarts, self._sim_restarts):
-            ctr.labels(run)
-        for where in NONFINITE_WHERE:
-            self._nonfinite.labels(run, where)
-        self._guard_actions = Counter(PREFIX + "guard_actions", "Divergence guard actions taken",
-                                      ["run", "action"], registry=r)
-        for action in GUARD_ACTIONS:
-            self._guard_actions.labels(run, action)
-        self._overestimation = Gauge(
-            PREFIX + "overestimation_bias",
-            "Q1(s, mu(s)) minus the discounted Monte-Carlo return on evaluation rollouts",
-            rm, registry=r)
-        self._last: Dict[Tuple, float] = {}
+@dataclass(frozen=True)
+class Family:
+    name: str  # without PREFIX (and without _total for a counter)
+    type: str  # gauge | counter
+    help: str
+    labels: Tuple[str, ...] = ()  # beyond RUN_LABELS
 
+
+LEARNER_FAMILIES = tuple(
+    Family(name, "gauge", family_help(stats), ("module",) + tuple(k for k, _ in stats[0].labels))
+    for name, stats in statistic_families().items())
+
+FAMILIES: Tuple[Family, ...] = LEARNER_FAMILIES + (
+    Family("divergence_state", "gauge",
+           "The health verdict on the latest iteration: 0 healthy, 1 warning, 2 diverged",
+           ("module",)),
+    Family("learner_updates", "counter", "Gradient updates (critic steps) made by the learners",
+           ("module",)),
+    Family("overestimation_bias", "gauge",
+           "Q1(s, mu(s)) minus the discounted Monte-Carlo return, mean over the states of the "
+           "latest critic probe's evaluation rollouts, in training reward units", ("module",)),
+    Family("reward_component_mean", "gauge",
+           "Per-step mean of each weighted reward component over the latest iteration's env "
+           "steps (total: their sum)", ("component",)),
+    Family("reward_component_share", "gauge",
+           "Latest iteration's mean |component| / the sum of the five components' mean "
+           "|component|", ("component",)),
+    Family("episode_return_mean", "gauge",
+           "Mean return of the episodes in RLlib's smoothing window (the last "
+           "metrics_num_episodes_for_smoothing episodes to end, default 100)"),
+    Family("episode_length_mean", "gauge",
+           "Mean length in env steps of the episodes in RLlib's smoothing window"),
+    Family("env_runners_healthy", "gauge",
+           "EnvRunner actors alive (RLlib fault tolerance); sampling in the driver: 1 if the "
+           "latest iteration sampled env steps, else 0"),
+    Family("env_runners_desired", "gauge",
+           "EnvRunners the run was configured with (1 when sampling in the driver)"),
+    Family("env_steps", "counter", "Env steps sampled"),
+    Family("env_runner_restarts", "counter", "EnvRunner actor restarts"),
+    Family("sim_server_restarts", "counter", "Simulator server restarts"),
+    Family("nonfinite", "counter",
+           "NaN/inf seen: replay = episode chunks dropped before the replay buffer (non-finite "
+           "observation or reward); loss / grads = learner steps skipped", ("where",)),
+    Family("guard_actions", "counter", "Divergence guard actions taken", ("action",)),
+)
+
+
+class HealthExporter:
+    """``publish`` an iteration's health, ``count_guard_action``,
+    ``set_overestimation_bias``; ``port`` is the one bound, ``fallback`` says
+    why it is not the default one (None when it is)."""
+
+    def __init__(self, run: str, host: str = "127.0.0.1", port: Optional[int] = None,
+                 config: Optional[str] = None):
+        self.run_labels = (run, config or run)
+        self.latest: Optional[IterationHealth] = None
+        self.overestimation_bias: Dict[str, float] = {}
+        # Counters exist from the first scrape, so increase() and absence checks work.
+        self.totals: Dict[CounterKey, float] = {
+            key: 0.0 for key in [("env_steps", ()), ("env_runner_restarts", ()),
+                                 ("sim_server_restarts", ())]
+            + [("nonfinite", (("where", w),)) for w in NONFINITE_WHERE]
+            + [("guard_actions", (("action", a),)) for a in GUARD_ACTIONS]}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_LatestIterationCollector(self))
+        self.host, self.fallback = host, None
+        self._server = self._serve(host, port)
+        self.port = self._server.port
+
+    def _serve(self, host: str, port: Optional[int]) -> MetricsServer:
+        page = generate_latest(self.registry)
         # One rendering for every scraper: the classic text format, which
         # Prometheus reads whatever format it asked for first.
-        self._server = MetricsServer(host, port, generate_latest(r), CONTENT_TYPE_PLAIN_0_0_4)
-        self.host, self.port = host, self._server.port
+        if port is not None:
+            return MetricsServer(host, port, page, CONTENT_TYPE_PLAIN_0_0_4)
+        try:
+            return MetricsServer(host, DEFAULT_EXPORTER_PORT, page, CONTENT_TYPE_PLAIN_0_0_4)
+        except MetricsServerError as e:  # most likely another run on this machine
+            server = MetricsServer(host, 0, page, CONTENT_TYPE_PLAIN_0_0_4)
+            self.fallback = f"{e}; serving on {host}:{server.port} instead"
+            return server
 
-    def _publish(self) -> None:
+    def _render(self) -> None:
         self._server.publish(generate_latest(self.registry))
 
-    def _advance(self, counter, labels: Tuple[str, ...], lifetime: float) -> float:
-        """Counters from RLlib's lifetime totals: add what is new since last time."""
-        key = (counter, labels)
-        delta = max(lifetime - self._last.get(key, 0.0), 0.0)
-        if delta > 0:
-            counter.labels(*labels).inc(delta)
-        self._last[key] = max(lifetime, self._last.get(key, 0.0))
-        return delta
-
-    def set_divergence(self, states: Mapping[str, int]) -> None:
-        for mid, state in states.items():
-            self._divergence.labels(self.run, mid).set(int(state))
-        self._publish()
+    def publish(self, health: IterationHealth) -> None:
+        """The latest iteration: its numbers replace the previous ones, what it
+        added goes onto the counters."""
+        self.latest = health
+        for key, n in health.new.items():
+            self.totals[key] = self.totals.get(key, 0.0) + n
+        self._render()
 
     def count_guard_action(self, action: str) -> None:
-        self._guard_actions.labels(self.run, action).inc()
-        self._publish()
+        key = ("guard_actions", (("action", action),))
+        self.totals[key] = self.totals.get(key, 0.0) + 1
+        self._render()
 
     def set_overestimation_bias(self, module: str, bias: float) -> None:
-        self._overestimation.labels(self.run, module).set(bias)
-        self._publish()
-
-    def update(self, m: IterationMetrics) -> float:
-        """Export one iteration; returns how many NaN/inf values are new."""
-        run = self.run
-        for mid, stats in m.modules.items():
-            for name, gauge in self._learner.items():
-                if name in stats:
-                    gauge.labels(run, mid).set(stats[name])
-            for net in GRAD_NORM_NETWORKS:
-                if f"grad_norm_{net}" in stats:
-                    self._grad_norm.labels(run, mid, net).set(stats[f"grad_norm_{net}"])
-            if "num_updates_lifetime" in stats:
-                self._advance(self._updates, (run, mid), stats["num_updates_lifetime"])
-        for comp, v in m.reward_mean.items():
-            self._reward_mean.labels(run, comp).set(v)
-        for comp in REWARD_COMPONENTS:
-            if comp in m.reward_share:
-                self._reward_share.labels(run, comp).set(m.reward_share[comp])
-        if m.episode_return_mean is not None:
-            self._episode_return.labels(run).set(m.episode_return_mean)
-        if m.episode_length_mean is not None:
-            self._episode_length.labels(run).set(m.episode_length_mean)
-        self._healthy.labels(run).set(m.env_runners_healthy)
-        self._desired.labels(run).set(m.env_runners_desired)
-        if m.env_steps_lifetime is not None:
-            self._advance(self._env_steps, (run,), m.env_steps_lifetime)
-        self._advance(self._runner_restarts, (run,), m.env_runner_restarts_lifetime)
-        self._advance(self._sim_restarts, (run,), m.sim_server_restarts_lifetime)
-        nonfinite_new = sum(self._advance(self._nonfinite, (run, where), n)
-                            for where, n in m.nonfinite_lifetime.items())
-        self._publish()
-        return nonfinite_new
+        self.overestimation_bias[module] = bias
+        self._render()
 
     def close(self) -> None:
         self._server.close()
 
 
-_HELP = {
-    "q_actor_mean": "Q1(s, mu(s)) mean over the training batch (what the actor loss sees)",
-    "q_actor_max": "Q1(s, mu(s)) max over the training batch",
-    "q_actor_min": "Q1(s, mu(s)) min over the training batch",
-    "q_actor_std": "Q1(s, mu(s)) std over the training batch",
-    "q_target_mean": "Bellman target y mean",
-    "q_target_max": "Bellman target y max",
-    "q_target_min": "Bellman target y min",
-    "q1_mean": "Q1 on batch actions",
-    "q2_mean": "Q2 on batch actions",
-    "q_bound": "max(|r_min|, |r_max|) / (1 - gamma) in training reward units",
-    "q_bound_ratio": "max(|q_actor_max|, |q_actor_min|, |q_target_max|) / q_bound",
-    "critic_loss": "Critic loss",
-    "actor_loss": "Actor loss (as last computed)",
-    "td_error_abs_mean": "Mean absolute TD error",
-}
+class _LatestIterationCollector(Collector):
+    def __init__(self, exporter: HealthExporter):
+        self.e = exporter
+
+    def collect(self) -> Iterator:
+        samples = self._samples()
+        for f in FAMILIES:
+            cls = GaugeMetricFamily if f.type == "gauge" else CounterMetricFamily
+            family = cls(PREFIX + f.name, f.help, labels=RUN_LABELS + f.labels)
+            for labels, value in samples.get(f.name, ()):
+                family.add_metric(self.e.run_labels + labels, value)
+            yield family
+
+    def _samples(self) -> Dict[str, list]:
+        out: Dict[str, list] = {}
+
+        def add(name: str, labels: Tuple[str, ...], value) -> None:
+            if value is not None:
+                out.setdefault(name, []).append((labels, float(value)))
+
+        for (name, labels), total in self.e.totals.items():
+            add(name, tuple(v for _, v in labels), total)
+        for mid, bias in self.e.overestimation_bias.items():
+            add("overestimation_bias", (mid,), bias)
+        health = self.e.latest
+        if health is None:
+            return out
+        m = health.metrics
+        for mid, stats in m.modules.items():
+            for name, members in statistic_families().items():
+                for s in members:
+                    add(name, (mid,) + tuple(v for _, v in s.labels), stats.get(s.key))
+        for mid, state in health.states.items():
+            add("divergence_state", (mid,), state)
+        for comp, v in m.reward_mean.items():
+            add("reward_component_mean", (comp,), v)
+        for comp in REWARD_COMPONENTS:
+            add("reward_component_share", (comp,), m.reward_share.get(comp))
+        add("episode_return_mean", (), m.episode_return_mean)
+        add("episode_length_mean", (), m.episode_length_mean)
+        add("env_runners_healthy", (), m.env_runners_healthy)
+        add("env_runners_desired", (), m.env_runners_desired)
+        return out

@@ -12,9 +12,9 @@ from __future__ import annotations
 import threading
 from typing import Dict, Optional
 
+from rllib_av.health.health_monitor import HealthMonitor
 from rllib_av.health.health_settings import HealthSettings
 from rllib_av.health.q_bound import q_bound
-from rllib_av.monitoring.callbacks import publish
 from rllib_av.monitoring.exporter import HealthExporter
 
 Q_BOUND = q_bound(-50.0, 200.0, 0.99)
@@ -55,22 +55,22 @@ def synthetic_result(iteration: int, diverge_from: Optional[int] = None,
 
 class SyntheticRun:
     """A real HealthExporter on an ephemeral loopback port, fed one synthetic
-    result every ``period`` seconds by a thread, through the same ``publish``
-    the training callback uses. ``diverge()`` makes Q leave the bound from the
-    next result on."""
+    result every ``period`` seconds by a thread, judged by the same health
+    monitor the training callback uses. ``diverge()`` makes Q leave the bound
+    from the next result on."""
 
     def __init__(self, run: str, period: float = 0.5, diverge_from: Optional[int] = None):
-        self.exporter = HealthExporter(run, "127.0.0.1", 0)
+        self.exporter = HealthExporter(run, "127.0.0.1", 0, config="synthetic")
         self.target = f"127.0.0.1:{self.exporter.port}"
         self.period, self.diverge_from, self.iteration = period, diverge_from, 0
-        self._health = HealthSettings()
+        self._health = HealthMonitor(HealthSettings(), num_env_runners=2)
         self._stop = threading.Event()
         self.step()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
     def step(self) -> None:
-        publish(synthetic_result(self.iteration, self.diverge_from), 2, self._health, self.exporter)
+        self.exporter.publish(self._health.judge(synthetic_result(self.iteration, self.diverge_from)))
         self.iteration += 1
 
     def diverge(self) -> None:

@@ -45,7 +45,8 @@ from rllib_av.algorithms.td3.replay_buffer import (
 from rllib_av.algorithms.td3.replay_journal import ReplayJournal
 from rllib_av.algorithms.td3.reward_scaling import RewardProcessor
 from rllib_av.algorithms.td3.training_settings import TrainingSettings
-from rllib_av.health.q_bound import q_bound, q_bound_ratio, training_reward_range
+from rllib_av.health.q_bound import q_bound_ratio, training_q_bound
+from rllib_av.health.statistics import Q_VALUES
 
 # TD3Config's own settings (also `training(...)` keyword arguments). Their
 # defaults are the run config's (training_settings.py), the one place they live;
@@ -263,15 +264,16 @@ class TD3(Algorithm):
             self.replay_journal.forget_through(_journal_head(path))
 
     def _log_q_bound(self, module_results, module_id) -> None:
-        """q_bound in training units (after clipping/scaling) and how far Q is from it."""
-        if self.config.reward_range is None or "q_actor_max" not in module_results:
+        """q_bound in training units (after clipping/scaling) and how far the Q
+        statistics, every one on both ends, are from it. Never raises."""
+        bound = training_q_bound(self.config.reward_range, self.config.gamma,
+                                 clip=self.config.reward_clip, scale=self.reward_processor.scale)
+        if bound is None:
             return
-        r_min, r_max = training_reward_range(*self.config.reward_range, clip=self.config.reward_clip,
-                                             scale=self.reward_processor.scale)
-        bound = q_bound(r_min, r_max, self.config.gamma)
-        ratio = q_bound_ratio(module_results["q_actor_max"].peek(),
-                              module_results["q_actor_min"].peek(),
-                              module_results["q_target_max"].peek(), bound)
+        ratio = q_bound_ratio({k: module_results[k].peek() for k in Q_VALUES
+                               if k in module_results}, bound)
+        if ratio is None:
+            return
         self.metrics.log_value((LEARNER_RESULTS, module_id, "q_bound"), bound, reduce="mean")
         self.metrics.log_value((LEARNER_RESULTS, module_id, "q_bound_ratio"), ratio, reduce="max")
 

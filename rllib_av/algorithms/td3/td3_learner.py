@@ -28,32 +28,15 @@ from ray.rllib.core.rl_module.apis import TargetNetworkAPI
 from ray.rllib.utils.typing import ModuleID
 
 from rllib_av.algorithms.td3.td3_rl_module import FEATURES, Q1_PREDS, Q2_PREDS
+# The per-update statistics (in stacking order) and their per-iteration
+# reductions come from the one spec.
+from rllib_av.health.statistics import ACTOR_STATS, CRITIC_STATS
 
 TERMINATEDS = Columns.TERMINATEDS
 DISCOUNTS = "discounts"  # gamma^m per transition (m = steps actually bootstrapped over)
 
 ACTOR, CRITIC = "actor", "critic"
 
-# Per-update critic statistics, in stacking order, with how an iteration reduces them.
-CRITIC_STATS = {
-    "q1_mean": "mean",
-    "q2_mean": "mean",
-    "q_target_mean": "mean",
-    "q_target_max": "max",
-    "q_target_min": "min",
-    "critic_loss": "mean",
-    "td_error_abs_mean": "mean",
-    "grad_norm_critic": "max",
-}
-# Per-actor-update statistics: Q1(s, mu(s)) is exactly what the actor loss sees.
-ACTOR_STATS = {
-    "q_actor_mean": "mean",
-    "q_actor_max": "max",
-    "q_actor_min": "min",
-    "q_actor_std": "mean",
-    "actor_loss": "mean",
-    "grad_norm_actor": "max",
-}
 NUM_UPDATES_LIFETIME = "num_updates_lifetime"
 NUM_ACTOR_UPDATES_LIFETIME = "num_actor_updates_lifetime"
 NONFINITE_LOSS = "nonfinite_loss"
@@ -151,7 +134,8 @@ class TD3TorchLearner(TorchLearner):
         self.metrics.log_value((module_id, POLICY_NOISE), self.policy_noise(config), window=1)
         self.metrics.log_value((module_id, NUM_ACTOR_UPDATES_LIFETIME), len(actor_rows),
                                reduce="lifetime_sum")
-        return critic_rows[-1][CRITIC_STATS_INDEX["critic_loss"]] if critic_rows else torch.zeros(())
+        return (critic_rows[-1][CRITIC_STATS_INDEX["critic_loss"]] if critic_rows
+                else torch.zeros((), device=self._device))
 
     def _critic_step(self, module_id, config, batch):
         """Returns the (pre-step) encoder features for the actor step, and the stats row."""
@@ -161,10 +145,11 @@ class TD3TorchLearner(TorchLearner):
         grad_norm = self._step(module_id, CRITIC, loss, config.critic_grad_clip)
         with torch.no_grad():
             q1, q2 = fwd_out[Q1_PREDS], fwd_out[Q2_PREDS]
-            return fwd_out[FEATURES], torch.stack([
-                q1.mean(), q2.mean(), y.mean(), y.max(), y.min(), loss.detach(),
-                (q1 - y).abs().mean(), grad_norm,
-            ])
+            values = {"q1_mean": q1.mean(), "q2_mean": q2.mean(), "q_target_mean": y.mean(),
+                      "q_target_max": y.max(), "q_target_min": y.min(),
+                      "critic_loss": loss.detach(), "td_error_abs_mean": (q1 - y).abs().mean(),
+                      "grad_norm_critic": grad_norm}
+            return fwd_out[FEATURES], torch.stack([values[k] for k in CRITIC_STATS])
 
     def _actor_step(self, module_id, config, features: torch.Tensor) -> torch.Tensor:
         """-Q1(s, mu(s)) on detached encoder features: only the actor head learns."""
@@ -174,20 +159,23 @@ class TD3TorchLearner(TorchLearner):
         grad_norm = self._step(module_id, ACTOR, loss, config.actor_grad_clip)
         with torch.no_grad():
             q = q_actor.detach()
-            return torch.stack([q.mean(), q.max(), q.min(), q.std(), loss.detach(), grad_norm])
+            values = {"q_actor_mean": q.mean(), "q_actor_max": q.max(), "q_actor_min": q.min(),
+                      "q_actor_std": q.std(), "actor_loss": loss.detach(),
+                      "grad_norm_actor": grad_norm}
+            return torch.stack([values[k] for k in ACTOR_STATS])
 
     def _step(self, module_id, name, loss, grad_clip) -> torch.Tensor:
         """One optimizer step on ``loss`` for ``net`` only; returns the pre-clip grad norm.
 
         A non-finite loss or gradient skips the step (the weights stay finite) and
-        is counted.
+        is counted; its norm is NaN, on the loss's device like every tensor here.
         """
         optim = self.get_optimizer(module_id, name)
         params = self._optim_params[(module_id, name)]
         optim.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             self.metrics.log_value((module_id, NONFINITE_LOSS), 1, reduce="lifetime_sum")
-            return torch.tensor(float("nan"))
+            return torch.full_like(loss.detach(), float("nan"))
         loss.backward(inputs=params)
         norm = torch.nn.utils.clip_grad_norm_(params, grad_clip or float("inf"), foreach=True)
         if not torch.isfinite(norm):
@@ -208,15 +196,24 @@ class TD3TorchLearner(TorchLearner):
         return self._optim_params_cache
 
     def _log_stats(self, module_id, spec: Dict[str, str], rows: List[torch.Tensor]) -> None:
-        """Reduce this call's per-update rows (one sync) and log them per iteration."""
+        """Reduce this call's per-update rows (one sync) and log them per iteration.
+
+        NaN (a skipped step's norm and loss) is left out of every reduction, as
+        RLlib's own reductions across calls do: a skipped step is counted in
+        nonfinite_*, it does not erase the other updates' numbers."""
         if not rows:
             return
         table = torch.stack(rows)
+        nan = torch.isnan(table)
         reduced = [
-            {"mean": table[:, i].nanmean(), "max": table[:, i].max(), "min": table[:, i].min()}[how]
+            {"mean": table[:, i].nanmean(),
+             "max": table[:, i].masked_fill(nan[:, i], -torch.inf).max(),
+             "min": table[:, i].masked_fill(nan[:, i], torch.inf).min()}[how]
             for i, how in enumerate(spec.values())
         ]
-        for (name, how), value in zip(spec.items(), torch.stack(reduced).tolist()):
+        # A column that is NaN in every update stays NaN (no number to report).
+        reduced = torch.stack(reduced).masked_fill(nan.all(dim=0), torch.nan)
+        for (name, how), value in zip(spec.items(), reduced.tolist()):
             self.metrics.log_value((module_id, name), value, reduce=how)
 
     # -- state -------------------------------------------------------------------

@@ -1,26 +1,23 @@
-"""One training result dict -> the health numbers DESIGN.md names.
+"""One training result dict -> the health numbers of that iteration.
 
 RLlib has already reduced everything (learner stats per module, EnvRunner
 metrics merged across all EnvRunners); this module only picks the keys out of
 the nested result and derives the few numbers that are not reported directly
-(reward component shares, EnvRunner health when sampling locally).
+(reward component shares, whether the local EnvRunner sampled).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Tuple
 
-# Learner statistics each module reports (TD3 learner contract).
-LEARNER_STATS = (
-    "q_actor_mean", "q_actor_max", "q_actor_min", "q_actor_std",
-    "q_target_mean", "q_target_max", "q_target_min", "q1_mean", "q2_mean",
-    "critic_loss", "actor_loss", "grad_norm_actor", "grad_norm_critic",
-    "td_error_abs_mean", "q_bound", "q_bound_ratio", "num_updates_lifetime",
-)
-LIFETIME_LEARNER_STATS = ("num_updates_lifetime",)
-REWARD_COMPONENTS = ("efficiency", "lane_keeping", "comfort", "safety", "progress")
+from rllib_av.envs.reward import COMPONENTS as REWARD_COMPONENTS
+from rllib_av.health.statistics import BY_KEY
+
+NUM_UPDATES_LIFETIME = "num_updates_lifetime"
+# Learner results read per module: the statistics spec, plus the update count.
+LEARNER_STATS = tuple(BY_KEY) + (NUM_UPDATES_LIFETIME,)
 # Where NaN/inf is counted (lifetime totals): "replay" = episode chunks with a
 # non-finite observation or reward, dropped by the TD3 replay buffer (it checks
 # both at once); "loss" / "grads" = learner steps skipped for a non-finite loss
@@ -38,22 +35,30 @@ REWARD_SHARE_KEY = "reward_components_share"
 # once in info, HealthCallbacks logs it (reduce="lifetime_sum").
 SIM_SERVER_RESTARTS_KEY = "sim_server_restarts"
 
+# A lifetime total: (counter name, its labels beyond run/config).
+CounterKey = Tuple[str, Tuple[Tuple[str, str], ...]]
+
 
 @dataclass
 class IterationMetrics:
-    step: int
+    step: int  # env steps sampled, lifetime (the x axis of every record)
+    iteration: int = 0
     modules: Dict[str, Dict[str, float]] = field(default_factory=dict)
     reward_mean: Dict[str, float] = field(default_factory=dict)
     reward_share: Dict[str, float] = field(default_factory=dict)
     episode_return_mean: Optional[float] = None
     episode_length_mean: Optional[float] = None
-    env_steps_lifetime: Optional[float] = None
+    # EnvRunner actors alive (RLlib's fault tolerance); sampling in the driver:
+    # 1 if this iteration sampled env steps, else 0.
     env_runners_healthy: int = 0
     env_runners_desired: int = 1
-    env_runner_restarts_lifetime: float = 0.0
-    sim_server_restarts_lifetime: float = 0.0
-    # Lifetime NaN/inf counts by where they were seen.
-    nonfinite_lifetime: Dict[str, float] = field(default_factory=dict)
+    # Lifetime totals as RLlib reports them (they go back with a restored checkpoint).
+    lifetime: Dict[CounterKey, float] = field(default_factory=dict)
+
+    @property
+    def nonfinite_lifetime(self) -> Dict[str, float]:
+        return {dict(labels)["where"]: v for (name, labels), v in self.lifetime.items()
+                if name == "nonfinite"}
 
 
 def _num(x) -> Optional[float]:
@@ -97,37 +102,45 @@ def reward_shares(abs_means: Mapping[str, float]) -> Dict[str, float]:
 def from_result(result: Mapping, num_env_runners: int) -> IterationMetrics:
     learners = result.get("learners", {}) or {}
     runners = result.get("env_runners", {}) or {}
-    modules = {mid: _floats(stats, LEARNER_STATS if _trained(stats) else LIFETIME_LEARNER_STATS)
+    modules = {mid: _floats(stats, LEARNER_STATS if _trained(stats) else (NUM_UPDATES_LIFETIME,))
                for mid, stats in learners.items()
                if isinstance(stats, Mapping) and any(k in stats for k in LEARNER_STATS)}
 
-    nonfinite = {
-        "replay": _num((result.get("nonfinite", {}) or {}).get("replay_chunks_dropped")) or 0.0,
-        "loss": sum(_num(learners[mid].get("nonfinite_loss")) or 0.0 for mid in modules),
-        "grads": sum(_num(learners[mid].get("nonfinite_grads")) or 0.0 for mid in modules),
+    lifetime: Dict[CounterKey, float] = {
+        ("nonfinite", (("where", "replay"),)):
+            _num((result.get("nonfinite", {}) or {}).get("replay_chunks_dropped")) or 0.0,
+        ("nonfinite", (("where", "loss"),)):
+            sum(_num(learners[mid].get("nonfinite_loss")) or 0.0 for mid in modules),
+        ("nonfinite", (("where", "grads"),)):
+            sum(_num(learners[mid].get("nonfinite_grads")) or 0.0 for mid in modules),
+        ("sim_server_restarts", ()): _num(runners.get(SIM_SERVER_RESTARTS_KEY)) or 0.0,
     }
+    for mid, stats in modules.items():
+        if NUM_UPDATES_LIFETIME in stats:
+            lifetime[("learner_updates", (("module", mid),))] = stats.pop(NUM_UPDATES_LIFETIME)
 
     if num_env_runners > 0:
         fault = result.get("fault_tolerance", {}) or {}
         healthy = int(_num(fault.get("num_healthy_workers")) or 0)
-        restarts = _num(fault.get("num_remote_worker_restarts")) or 0.0
+        lifetime[("env_runner_restarts", ())] = _num(fault.get("num_remote_worker_restarts")) or 0.0
     else:
-        # Sampling in the driver: the one local EnvRunner is up while we run.
-        healthy, restarts = 1, 0.0
+        # No EnvRunner actor: the driver's own EnvRunner is healthy if it sampled.
+        healthy = int((_num(runners.get("num_env_steps_sampled")) or 0.0) > 0)
+        lifetime[("env_runner_restarts", ())] = 0.0
 
     env_steps = _num(runners.get("num_env_steps_sampled_lifetime"))
+    if env_steps is not None:
+        lifetime[("env_steps", ())] = env_steps
     abs_means = _floats(runners.get(REWARD_ABS_MEAN_KEY, {}) or {}, REWARD_COMPONENTS)
     return IterationMetrics(
         step=int(env_steps if env_steps is not None else result.get("training_iteration", 0)),
-        modules=modules,
+        iteration=int(result.get("training_iteration", 0)),
+        modules={mid: stats for mid, stats in modules.items() if stats},
         reward_mean=_floats(runners.get(REWARD_MEAN_KEY, {}) or {}, REWARD_COMPONENTS + ("total",)),
         reward_share=reward_shares(abs_means),
         episode_return_mean=_episode_stat(runners.get("episode_return_mean")),
         episode_length_mean=_episode_stat(runners.get("episode_len_mean")),
-        env_steps_lifetime=env_steps,
         env_runners_healthy=healthy,
         env_runners_desired=max(num_env_runners, 1),
-        env_runner_restarts_lifetime=restarts,
-        sim_server_restarts_lifetime=_num(runners.get(SIM_SERVER_RESTARTS_KEY)) or 0.0,
-        nonfinite_lifetime=nonfinite,
+        lifetime=lifetime,
     )

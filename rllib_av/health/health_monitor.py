@@ -1,0 +1,91 @@
+"""Health of each training result in turn, from the result dict alone.
+
+``HealthMonitor.judge(result)`` reads the iteration's numbers, works out what
+is new since the previous iteration (counters, NaN/inf) and gives each module a
+verdict. It carries the little history that needs: the lifetime totals seen at
+each iteration and the NaN/inf streak. Whatever publishes (the exporter,
+TensorBoard, metrics.jsonl) takes the ``IterationHealth`` it returns; nothing
+here depends on a publisher being there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Mapping
+
+from ray.rllib.core import DEFAULT_MODULE_ID
+
+from rllib_av.health.divergence import NonfiniteStreak, Verdict, judge, nonfinite_stats
+from rllib_av.health.health_settings import HealthSettings
+from rllib_av.health.iteration_metrics import CounterKey, IterationMetrics, from_result
+
+
+@dataclass
+class IterationHealth:
+    metrics: IterationMetrics
+    # Increase of each lifetime total during this iteration.
+    new: Dict[CounterKey, float] = field(default_factory=dict)
+    verdicts: Dict[str, Verdict] = field(default_factory=dict)
+
+    @property
+    def states(self) -> Dict[str, int]:
+        return {mid: int(v.state) for mid, v in self.verdicts.items()}
+
+    def as_result(self) -> Dict:
+        """What goes into ``result["health"]``."""
+        return {"divergence_state": self.states,
+                "reasons": {mid: v.reasons for mid, v in self.verdicts.items()}}
+
+
+class LifetimeCounts:
+    """What each lifetime total added in an iteration.
+
+    RLlib's lifetime totals are part of the algorithm's state, so a restored
+    checkpoint (a guard rollback) puts them back to that iteration's values.
+    The training iteration tells: a result whose iteration is not past the
+    previous one continues from iteration ``iteration - 1``, whose totals are
+    remembered (the last ``HISTORY`` of them); so counters neither stall after
+    a rollback nor count twice.
+    """
+
+    HISTORY = 10_000
+
+    def __init__(self):
+        self._at: Dict[int, Dict[CounterKey, float]] = {}
+        self._last_iteration = 0
+
+    def advance(self, iteration: int, totals: Mapping[CounterKey, float]) -> Dict[CounterKey, float]:
+        if iteration <= self._last_iteration:  # restored: drop the abandoned future
+            self._at = {i: t for i, t in self._at.items() if i < iteration}
+        # The first result of a resumed process has no base: nothing is counted new.
+        base = self._at.get(iteration - 1, {} if iteration <= 1 else dict(totals))
+        new = {k: max(v - base.get(k, 0.0), 0.0) for k, v in totals.items()}
+        self._at[iteration] = dict(totals)
+        self._at.pop(iteration - self.HISTORY, None)
+        self._last_iteration = iteration
+        return new
+
+
+class HealthMonitor:
+    def __init__(self, settings: HealthSettings, num_env_runners: int):
+        self.settings = settings
+        self.num_env_runners = num_env_runners
+        self._counts = LifetimeCounts()
+        self._streak = NonfiniteStreak()
+        self._modules = [DEFAULT_MODULE_ID]
+
+    def judge(self, result: Mapping) -> IterationHealth:
+        m = from_result(result, self.num_env_runners)
+        new = self._counts.advance(m.iteration, m.lifetime)
+        # Every source of NaN/inf, one rule: counted ones (replay, skipped
+        # learner steps) and learner statistics that came out non-finite.
+        sources = [f"{n:g} in {dict(labels)['where']}" for (name, labels), n in new.items()
+                   if name == "nonfinite" and n > 0]
+        sources += [bad for stats in m.modules.values() for bad in nonfinite_stats(stats)]
+        iters = self._streak.update(len(sources))
+        if m.modules:
+            self._modules = list(m.modules)
+        # An iteration without a gradient update still gets a verdict (on NaN/inf).
+        verdicts = {mid: judge(m.modules.get(mid, {}), self.settings, sources, iters)
+                    for mid in self._modules}
+        return IterationHealth(m, new, verdicts)

@@ -8,12 +8,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 
 def scrape(port: int) -> Dict[str, Dict[tuple, float]]:
-    """Sample name -> {sorted (label, value) pairs without "run": value}."""
+    """Sample name -> {sorted (label, value) pairs without "run" and "config": value}."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     out: Dict[str, Dict[tuple, float]] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            labels = tuple(sorted((k, v) for k, v in s.labels.items() if k != "run"))
+            labels = tuple(sorted((k, v) for k, v in s.labels.items()
+                                  if k not in ("run", "config")))
             out.setdefault(s.name, {})[labels] = s.value
     return out
 

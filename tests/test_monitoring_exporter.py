@@ -268,3 +268,11 @@ def test_the_metrics_server_dies_with_a_killed_driver():
             return
         time.sleep(0.05)
     pytest.fail(f"port {port} still served after the driver was killed")
+
+
+def test_an_address_not_of_this_machine_names_the_host():
+    # 192.0.2.0/24 is TEST-NET-1: never an address of this machine.
+    with pytest.raises(ConfigError, match=r"^monitoring.exporter_host: '192.0.2.77' is not "
+                                          r"allowed \(cannot listen on 192.0.2.77:0: .*\); "
+                                          r"expected an address of this machine$"):
+        start_exporter(MonitoringSettings(exporter_host="192.0.2.77"), "x", None)

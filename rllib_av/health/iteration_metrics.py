@@ -117,7 +117,7 @@ def from_result(result: Mapping, num_env_runners: int) -> IterationMetrics:
     }
     for mid, stats in modules.items():
         if NUM_UPDATES_LIFETIME in stats:
-            lifetime[("learner_updates", (("module", mid),))] = stats.pop(NUM_UPDATES_LIFETIME)
+            lifetime[("learner_updates", (("module", mid),))] = stats[NUM_UPDATES_LIFETIME]
 
     if num_env_runners > 0:
         fault = result.get("fault_tolerance", {}) or {}
@@ -135,7 +135,7 @@ def from_result(result: Mapping, num_env_runners: int) -> IterationMetrics:
     return IterationMetrics(
         step=int(env_steps if env_steps is not None else result.get("training_iteration", 0)),
         iteration=int(result.get("training_iteration", 0)),
-        modules={mid: stats for mid, stats in modules.items() if stats},
+        modules=modules,
         reward_mean=_floats(runners.get(REWARD_MEAN_KEY, {}) or {}, REWARD_COMPONENTS + ("total",)),
         reward_share=reward_shares(abs_means),
         episode_return_mean=_episode_stat(runners.get("episode_return_mean")),

@@ -112,6 +112,9 @@ def start_exporter(mon: MonitoringSettings, config_name: str,
     try:
         exporter = HealthExporter(run, mon.exporter_host, mon.exporter_port, config=config_name)
     except MetricsServerError as e:  # an address asked for explicitly: the user's to fix
+        if not mon.exporter_port:  # not even a free port: the host is the problem
+            raise ConfigError(f"monitoring.exporter_host: {mon.exporter_host!r} is not allowed "
+                              f"({e}); expected an address of this machine") from None
         raise ConfigError(f"monitoring.exporter_port: {mon.exporter_port} is not available "
                           f"({e}); set monitoring.exporter_port=0 for any free port") from None
     if exporter.fallback:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import threading
 from typing import Dict, Optional
 
+from ray.rllib.core import DEFAULT_MODULE_ID
+
 from rllib_av.health.health_monitor import HealthMonitor
 from rllib_av.health.health_settings import HealthSettings
 from rllib_av.health.q_bound import q_bound
@@ -38,6 +40,7 @@ def synthetic_result(iteration: int, diverge_from: Optional[int] = None,
         num_updates_lifetime=float(UPDATES_PER_ITER * i), nonfinite_loss=0.0, nonfinite_grads=0.0,
     )
     runners = dict(episode_return_mean=120.0 + i, episode_len_mean=180.0,
+                   num_env_steps_sampled=float(STEPS_PER_ITER),
                    num_env_steps_sampled_lifetime=float(STEPS_PER_ITER * (i + 1)),
                    num_episodes_lifetime=float(i + 1))
     if with_components:
@@ -46,7 +49,7 @@ def synthetic_result(iteration: int, diverge_from: Optional[int] = None,
         runners["reward_components_abs"] = {c: abs(v) for c, v in comps.items()}
     return {
         "training_iteration": i + 1,
-        "learners": {"default_policy": learner, "__all_modules__": {"num_trainable_parameters": 1.0}},
+        "learners": {DEFAULT_MODULE_ID: learner, "__all_modules__": {"num_trainable_parameters": 1.0}},
         "env_runners": runners,
         "fault_tolerance": {"num_healthy_workers": 2, "num_remote_worker_restarts": 0},
         "nonfinite": {"replay_chunks_dropped": 0.0},

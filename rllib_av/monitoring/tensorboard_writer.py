@@ -24,7 +24,8 @@ class TensorBoardWriter:
             # Single-agent runs keep the bare incident tags; other modules get a suffix.
             sfx = "" if mid == DEFAULT_MODULE_ID else f"/{mid}"
             for key, v in stats.items():
-                add(BY_KEY[key].tag + sfx, v)
+                if key in BY_KEY:  # the statistics; update counts are Prometheus counters
+                    add(BY_KEY[key].tag + sfx, v)
         for mid, state in health.states.items():
             add(DIVERGENCE_TAG + ("" if mid == DEFAULT_MODULE_ID else f"/{mid}"), state)
         for comp, v in m.reward_mean.items():

@@ -34,7 +34,7 @@ from rllib_av.guard_actions import carry_out, resume_remedy
 from rllib_av.health.guard import DivergenceGuard, GuardState
 from rllib_av.health.iteration_metrics import from_result
 from rllib_av.health.q_bound import declared_reward_range
-from rllib_av.monitoring.callbacks import HealthCallbacks, health_callbacks
+from rllib_av.monitoring.callbacks import HealthCallbacks, check_exporter_port, health_callbacks
 from rllib_av.progress import ProgressClock, format_duration
 from rllib_av.run_config import RunConfig
 from rllib_av.startup_checks import check_before_build, discard_unstarted_run
@@ -137,6 +137,7 @@ def train(rc: RunConfig, run_dir: Optional[str] = None,
     import torch
 
     torch.set_num_threads(rc.resources.torch_threads)
+    check_exporter_port(rc.monitoring)
     init_ray()
     check_before_build(rc)
     resume = run_dir is not None

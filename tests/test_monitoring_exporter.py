@@ -276,3 +276,18 @@ def test_an_address_not_of_this_machine_names_the_host():
                                           r"allowed \(cannot listen on 192.0.2.77:0: .*\); "
                                           r"expected an address of this machine$"):
         start_exporter(MonitoringSettings(exporter_host="192.0.2.77"), "x", None)
+
+
+def test_a_taken_port_is_refused_before_ray_starts_or_a_run_dir_exists(exporter, tmp_path, capsys):
+    """`rllib-av train` with the port of a running exporter: one line, exit 2,
+    no run directory (the check runs before Ray starts)."""
+    from rllib_av.cli import main
+
+    code = main(["train", "--set", "env.id=Pendulum-v1", "--set", f"run.output_dir={tmp_path}",
+                 "--set", f"monitoring.exporter_port={exporter.port}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0] == (f"rllib-av: error: monitoring.exporter_port: {exporter.port} is not "
+                      f"available (cannot listen on 127.0.0.1:{exporter.port}: Address already in "
+                      "use); set monitoring.exporter_port=0 for any free port")
+    assert not list(tmp_path.iterdir())

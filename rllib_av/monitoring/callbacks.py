@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import weakref
 from typing import Dict, Optional
 
@@ -104,6 +105,29 @@ class HealthCallbacks(RLlibCallback):
             self.tensorboard = None
 
 
+def check_exporter_port(mon: MonitoringSettings) -> None:
+    """A port asked for explicitly that is taken now: the same one line as
+    ``start_exporter``'s, before Ray starts or a run directory exists (the
+    exporter checks again when it binds: the port may be taken in between)."""
+    if not (mon.exporter and mon.exporter_port):
+        return  # the default and 0 fall back to a free port
+    try:
+        family, _, _, _, address = socket.getaddrinfo(mon.exporter_host, mon.exporter_port,
+                                                      type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # As the HTTP server binds: a port held by TIME_WAIT sockets only is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as e:
+        raise _port_error(mon, f"cannot listen on {mon.exporter_host}:{mon.exporter_port}: "
+                               f"{e.strerror or e}") from None
+
+
+def _port_error(mon: MonitoringSettings, reason) -> ConfigError:
+    return ConfigError(f"monitoring.exporter_port: {mon.exporter_port} is not available "
+                       f"({reason}); set monitoring.exporter_port=0 for any free port")
+
+
 def start_exporter(mon: MonitoringSettings, config_name: str,
                    run_dir: Optional[str]) -> HealthExporter:
     """The exporter for one run (labels: run = the run directory's name, config =
@@ -115,8 +139,7 @@ def start_exporter(mon: MonitoringSettings, config_name: str,
         if not mon.exporter_port:  # not even a free port: the host is the problem
             raise ConfigError(f"monitoring.exporter_host: {mon.exporter_host!r} is not allowed "
                               f"({e}); expected an address of this machine") from None
-        raise ConfigError(f"monitoring.exporter_port: {mon.exporter_port} is not available "
-                          f"({e}); set monitoring.exporter_port=0 for any free port") from None
+        raise _port_error(mon, e) from None
     if exporter.fallback:
         logger.warning("health exporter: %s", exporter.fallback)
     if run_dir:

@@ -15,7 +15,7 @@ LAYERS = (
     ("rllib_av.cli",),
     ("rllib_av.evaluation",),
     ("rllib_av.training", "rllib_av.preflight_run", "rllib_av.critic_probes",
-     "rllib_av.guard_actions", "rllib_av.run_config"),
+     "rllib_av.guard_actions", "rllib_av.startup_checks", "rllib_av.run_config"),
     ("rllib_av.monitoring",),
     ("rllib_av.algorithms",),
     ("rllib_av.health",),

@@ -15,7 +15,9 @@ import time
 from typing import Dict, Optional
 
 from rllib_av.checkpoints import latest_checkpoint, read_meta
-from rllib_av.health.guard import GUARD_FILE, REPORT_FILE, DivergenceGuard, GuardDecision, GuardState
+from rllib_av.health.guard import (
+    GUARD_FILE, REPORT_FILE, DivergenceGuard, GuardDecision, GuardState,
+)
 
 logger = logging.getLogger(__name__)
 

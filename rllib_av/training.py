@@ -200,7 +200,8 @@ def _loop(rc, algo: TD3, guard: DivergenceGuard, run_dir: str, on_result,
                     every and result["training_iteration"] % every == 0)):
                 probe = run_probes(algo, rc, run_dir, result)
                 if exporter is not None and "overestimation_bias" in probe:
-                    exporter.set_overestimation_bias(DEFAULT_MODULE_ID, probe["overestimation_bias"])
+                    exporter.set_overestimation_bias(DEFAULT_MODULE_ID,
+                                                     probe["overestimation_bias"])
             if on_result is not None:
                 on_result(result)
             if action == "stop":

@@ -18,7 +18,8 @@ from rllib_av.training import build_td3_config, train
 pytestmark = pytest.mark.slow
 
 PENDULUM = ["env.id=Pendulum-v1", "run.min_time_s_per_iteration=0", "training.batch_size=8",
-            "training.buffer_size=2000", "monitoring.exporter=false", "monitoring.tensorboard=false"]
+            "training.buffer_size=2000", "monitoring.exporter=false",
+            "monitoring.tensorboard=false"]
 
 
 def nan_reward_batch(n=16):

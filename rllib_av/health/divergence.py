@@ -83,8 +83,8 @@ class NonfiniteStreak:
         return self.iters
 
 
-def judge(stats: Mapping[str, float], settings: HealthSettings, nonfinite: Optional[List[str]] = None,
-          nonfinite_iters: int = 1) -> Verdict:
+def judge(stats: Mapping[str, float], settings: HealthSettings,
+          nonfinite: Optional[List[str]] = None, nonfinite_iters: int = 1) -> Verdict:
     """Apply every rule to one iteration's learner stats.
 
     ``nonfinite``: what brought NaN/inf this iteration, from any source ("3 in

@@ -54,7 +54,8 @@ class LifetimeCounts:
         self._at: Dict[int, Dict[CounterKey, float]] = {}
         self._last_iteration = 0
 
-    def advance(self, iteration: int, totals: Mapping[CounterKey, float]) -> Dict[CounterKey, float]:
+    def advance(self, iteration: int,
+                totals: Mapping[CounterKey, float]) -> Dict[CounterKey, float]:
         if iteration <= self._last_iteration:  # restored: drop the abandoned future
             self._at = {i: t for i, t in self._at.items() if i < iteration}
         # The first result of a resumed process has no base: nothing is counted new.

@@ -49,7 +49,8 @@ def synthetic_result(iteration: int, diverge_from: Optional[int] = None,
         runners["reward_components_abs"] = {c: abs(v) for c, v in comps.items()}
     return {
         "training_iteration": i + 1,
-        "learners": {DEFAULT_MODULE_ID: learner, "__all_modules__": {"num_trainable_parameters": 1.0}},
+        "learners": {DEFAULT_MODULE_ID: learner,
+                     "__all_modules__": {"num_trainable_parameters": 1.0}},
         "env_runners": runners,
         "fault_tolerance": {"num_healthy_workers": 2, "num_remote_worker_restarts": 0},
         "nonfinite": {"replay_chunks_dropped": 0.0},
@@ -73,7 +74,8 @@ class SyntheticRun:
         self._thread.start()
 
     def step(self) -> None:
-        self.exporter.publish(self._health.judge(synthetic_result(self.iteration, self.diverge_from)))
+        result = synthetic_result(self.iteration, self.diverge_from)
+        self.exporter.publish(self._health.judge(result))
         self.iteration += 1
 
     def diverge(self) -> None:

@@ -30,7 +30,12 @@ def _running_sum_pendulum(**kwargs):
     return RunningSumRewards(gym.make("Pendulum-v1", **kwargs))
 
 
-gym.register("RunningSumPendulum-v0", entry_point=_running_sum_pendulum)
+def _register(env_id, entry_point):
+    if env_id not in gym.registry:  # imported again (a worker, a reload): already there
+        gym.register(env_id, entry_point=entry_point)
+
+
+_register("RunningSumPendulum-v0", _running_sum_pendulum)
 
 
 class RewardGlitch(gym.Wrapper):
@@ -54,4 +59,4 @@ def _glitchy_pendulum(**kwargs):
     return RewardGlitch(gym.make("Pendulum-v1", **kwargs))
 
 
-gym.register("GlitchyPendulum-v0", entry_point=_glitchy_pendulum)
+_register("GlitchyPendulum-v0", _glitchy_pendulum)

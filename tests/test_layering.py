@@ -21,7 +21,8 @@ LAYERS = (
     ("rllib_av.health",),
     ("rllib_av.replay",),
     ("rllib_av.envs",),
-    ("rllib_av.config_schema", "rllib_av.checkpoints", "rllib_av"),
+    ("rllib_av.config_schema", "rllib_av.checkpoints", "rllib_av.progress",
+     "rllib_av.dependency_noise", "rllib_av"),
 )
 
 

@@ -17,8 +17,7 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from rllib_av.monitoring.callbacks import publish
-from rllib_av.monitoring.iteration_metrics import from_result
+from rllib_av.health.iteration_metrics import from_result
 from rllib_av.monitoring.local_stack import http_json
 from rllib_av.monitoring.run_history import run_history
 from rllib_av.monitoring.synthetic_results import SyntheticRun, synthetic_result
@@ -57,14 +56,14 @@ def families(parsed):
 def test_history_carries_the_live_exporters_names_and_labels(tmp_path):
     feed = SyntheticRun("synth", period=3600)
     try:
-        publish(synthetic_result(1), 2, feed._health, feed.exporter)
+        feed.exporter.publish(feed._health.judge(synthetic_result(1)))
         feed.exporter.set_overestimation_bias("default_policy", 1.0)
         with urllib.request.urlopen(f"http://{feed.target}/metrics") as r:
             live = families(text_string_to_metric_families(r.read().decode()))
     finally:
         feed.close()
     run = write_run(str(tmp_path / "synth-20260101-000000"), 5)
-    text = run_history(run, {"run": "synth"}).openmetrics()
+    text = run_history(run, {"run": "synth", "config": "synthetic"}).openmetrics()
     history = families(parse_openmetrics(text))  # strict: what promtool reads
     assert len(history) >= 15
     for name, labels in history.items():
@@ -72,7 +71,8 @@ def test_history_carries_the_live_exporters_names_and_labels(tmp_path):
         assert labels == live[name], (name, labels, live[name])
     # Values at the times they were written: the last record's env steps.
     last = json.loads(open(os.path.join(run, "metrics.jsonl")).read().splitlines()[-1])
-    assert re.search(rf'^rllib_av_env_steps_total\{{run="synth"\}} {last["env_steps"]:.1f} '
+    assert re.search(rf'^rllib_av_env_steps_total\{{config="synthetic",run="synth"\}} '
+                     rf'{last["env_steps"]:.1f} '
                      rf'{last["time_s"]:.3f}$', text, re.M), text[:2000]
 
 

@@ -18,8 +18,10 @@ from collections import defaultdict
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 from rllib_av.health.guard import GUARD_FILE
+from rllib_av.health.iteration_metrics import NUM_UPDATES_LIFETIME
 from rllib_av.health.probes import PROBES_FILE
-from rllib_av.monitoring.exporter import GRAD_NORM_NETWORKS, GUARD_ACTIONS, LEARNER_GAUGES, PREFIX
+from rllib_av.health.statistics import BY_KEY
+from rllib_av.monitoring.exporter import GUARD_ACTIONS, PREFIX
 
 Series = Tuple[str, Tuple[Tuple[str, str], ...]]  # (sample name, sorted labels)
 
@@ -120,11 +122,10 @@ def run_history(run_dir: str, labels: Mapping[str, str]) -> History:
 
 
 def _add_module_stat(h: History, module: str, stat: str, value, t: float) -> None:
-    if stat in LEARNER_GAUGES:
-        h.add(stat, "gauge", value, t, module=module)
-    elif stat.startswith("grad_norm_") and stat[len("grad_norm_"):] in GRAD_NORM_NETWORKS:
-        h.add("grad_norm", "gauge", value, t, module=module, network=stat[len("grad_norm_"):])
-    elif stat == "num_updates_lifetime":
+    spec = BY_KEY.get(stat)  # the statistics spec names each one's family and labels
+    if spec is not None:
+        h.add(spec.family, "gauge", value, t, module=module, **dict(spec.labels))
+    elif stat == NUM_UPDATES_LIFETIME:
         h.add("learner_updates", "counter", value, t, module=module)
 
 

@@ -10,6 +10,7 @@ import time
 import urllib.request
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from tensorboardX.proto import event_pb2
 
@@ -59,9 +60,16 @@ def feed(exporter, results, num_env_runners=2):
 
 
 def scrape(e):
-    with urllib.request.urlopen(f"http://127.0.0.1:{e.port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    return {f.name: f for f in text_string_to_metric_families(text)}
+    """The served page once the server process has the latest one (publish hands
+    it over a pipe and returns: a scrape right after may still get the one before)."""
+    latest = generate_latest(e.registry).decode()
+    deadline = time.monotonic() + 10
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{e.port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        if text == latest or time.monotonic() > deadline:
+            return {f.name: f for f in text_string_to_metric_families(text)}
+        time.sleep(0.02)
 
 
 def value(fams, name, **labels):

@@ -78,7 +78,7 @@ def main() -> None:
             print(json.dumps(rounds[-1]), flush=True)
         journal_bytes = sum(os.path.getsize(os.path.join(journal_dir, f))
                             for f in os.listdir(journal_dir))
-        journal_steps = algos["journal"].replay_buffer.num_transitions_added
+        journal_steps = algos["journal"].num_replay_transitions
     finally:
         for algo in algos.values():
             algo.stop()

@@ -1,12 +1,14 @@
 """The critic probes of one moment of a run, run on the live algorithm and
 appended to ``probes.jsonl`` (read back by rllib_av/health/probes.py).
 
-One record: the reward pipeline check on the replay buffer
-(health/replay_checks.py), the terminal-masking check (the critic on terminal
-transitions, in the Learner) and the overestimation probe of the TD3 paper
-(evaluation rollouts of the deterministic policy, in the Learner, where the
-full module with its critic lives, local or remote alike; the math is
-health/overestimation.py), with the bias also relative to the Q bound.
+One record: the reward pipeline check on the replay (health/replay_checks.py,
+on the newest transitions of every learner's shard), the terminal-masking
+check (the critic on its shard's terminal transitions, in the Learner) and the
+overestimation probe of the TD3 paper (evaluation rollouts of the
+deterministic policy through the run's own connector pipelines, in the
+Learner, where the full module with its critic lives, local or remote alike;
+the math is health/overestimation.py), with the bias also relative to the Q
+bound. Rewards are in training units by the run's one reward processor.
 Training runs them every ``health.probe_every_iters`` iterations and at its
 end; preflight at its end; the loop hands the bias to the exporter.
 """
@@ -18,21 +20,22 @@ import json
 import logging
 import os
 import time
-from collections import deque
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict
 
 import numpy as np
 import torch
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
+from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
 from rllib_av.algorithms.td3.td3_rl_module import Q1_PREDS
 from rllib_av.health.overestimation import discounted_returns, usable_steps
 from rllib_av.health.probes import PROBES_FILE
 from rllib_av.health.q_bound import declared_reward_range, q_bound, training_reward_range
 from rllib_av.health.replay_checks import (
-    MASK_FIT_RATIO, _map, reward_pipeline_check, terminal_transitions,
+    MASK_FIT_RATIO, RECENT, TERMINAL_BATCH, reward_pipeline_check,
 )
+from rllib_av.replay.sampling import DISCOUNTS
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ def _run_probes(algo, rc, run_dir: str, result: Dict) -> Dict:
                                         scale=algo.reward_processor.scale)
         bound = q_bound(*r_range, rc.training.gamma)
         record["q_bound"] = bound
-        record.update(reward_pipeline_check(algo.replay_buffer, r_range))
+        record.update(reward_pipeline_check(*algo.recent_training_rewards(RECENT), r_range))
     record.update(terminal_masking_check(algo))
     if rc.health.probe_episodes and not (rc.env.id == "driving" and rc.env.backend == "carla"):
         record.update(overestimation_probe(algo, rc, rc.health.probe_episodes))
@@ -72,27 +75,29 @@ def _run_probes(algo, rc, run_dir: str, result: Dict) -> Dict:
 
 # -- terminal masking --------------------------------------------------------------
 def terminal_masking_check(algo) -> Dict:
-    batch = terminal_transitions(algo.replay_buffer)
-    if batch is None:
-        return {}
+    """Fits the critic's Q1 on the (first) learner's newest terminal transitions,
+    taken from its replay shard where it lives."""
+    scale = algo.reward_processor.scale
 
     def fit(learner):
+        batch = learner.replay_terminal_batch(TERMINAL_BATCH, scale)
+        if batch is None:
+            return {}
         module = learner.module[DEFAULT_MODULE_ID].unwrapped()
-        device = next(module.parameters()).device
-        b = _map(batch, lambda x: torch.as_tensor(x, device=device))
         with torch.no_grad():
-            q1 = module.forward_train(b)[Q1_PREDS].reshape(-1)
-            q_next = module.forward_target(b)["q_next"].reshape(-1)
-            r, disc = b[Columns.REWARDS].float(), b["discounts"].float()
+            q1 = module.forward_train(batch)[Q1_PREDS].reshape(-1)
+            q_next = module.forward_target(batch)["q_next"].reshape(-1)
+            r, disc = batch[Columns.REWARDS].float(), batch[DISCOUNTS].float()
             masked = (q1 - r).abs().mean().item()
             unmasked = (q1 - (r + disc * q_next)).abs().mean().item()
         return {"terminal_transitions": int(len(r)), "terminal_residual_masked": masked,
                 "terminal_residual_unmasked": unmasked}
 
     out = first_result(algo.learner_group.foreach_learner(fit))
-    out["terminal_masking"] = (
-        "unmasked" if out["terminal_residual_unmasked"]
-        < MASK_FIT_RATIO * out["terminal_residual_masked"] else "ok")
+    if out:
+        out["terminal_masking"] = (
+            "unmasked" if out["terminal_residual_unmasked"]
+            < MASK_FIT_RATIO * out["terminal_residual_masked"] else "ok")
     return out
 
 
@@ -113,43 +118,45 @@ def make_env_factory(rc) -> Callable[[], object]:
     return make
 
 
-def rollout_bias(module, make_env, *, gamma: float, episodes: int, frame_stack: int,
-                 reward_clip: Optional[float], reward_scale: float, seed: int = 12345) -> Dict:
-    """Q1(s, mu(s)) vs discounted MC return over ``episodes`` rollouts."""
+def rollout_bias(module, make_env, *, config, gamma: float, episodes: int, reward_processor,
+                 seed: int = 12345) -> Dict:
+    """Q1(s, mu(s)) vs discounted MC return over ``episodes`` rollouts.
+
+    Observations reach the module and actions the env through the run's own
+    RLlib connector pipelines (``config``'s: frame stacking, action unsquashing),
+    exactly as on an EnvRunner; returns are in training units (``reward_processor``).
+    """
     env = make_env()
-    low, high = env.action_space.low, env.action_space.high
     device = next(module.parameters()).device
+    env_to_module = config.build_env_to_module_connector(env=env, device=device)
+    module_to_env = config.build_module_to_env_connector(env=env)
     q_all, g_all = [], []
     try:
         for i in range(episodes):
-            obs, _ = env.reset(seed=seed + i)
-            frames = None
-            qs, rewards, terminated, truncated = [], [], False, False
-            while not (terminated or truncated):
-                # The module sees (frame_stack, 84, 84) image stacks, even of 1 frame.
-                if isinstance(obs, dict) and "image" in obs:
-                    if frames is None:  # zero frames before the start, as the connector pads
-                        frames = deque([np.zeros_like(obs["image"])] * frame_stack,
-                                       maxlen=frame_stack)
-                    frames.append(obs["image"])
-                    obs_in = {**obs, "image": np.stack(frames)}
-                else:
-                    obs_in = obs
-                batch = _to_batch(obs_in, device)
+            obs, info = env.reset(seed=seed + i)
+            episode = SingleAgentEpisode(observation_space=env.observation_space,
+                                         action_space=env.action_space)
+            episode.add_env_reset(observation=obs, infos=info)
+            qs, rewards = [], []
+            while not episode.is_done:
+                shared = {}
+                batch = env_to_module(rl_module=module, episodes=[episode], explore=False,
+                                      shared_data=shared)
                 with torch.no_grad():
-                    features = module.encoder(batch)
+                    features = module.encoder(batch[Columns.OBS])
                     action = module.actor(features)
                     qs.append(float(module.critic.q1(features, action).reshape(-1)[0]))
-                a = action[0].cpu().numpy()
-                env_action = low + (a + 1.0) * 0.5 * (high - low)  # [-1, 1] -> env bounds
-                obs, reward, terminated, truncated, _ = env.step(env_action)
-                r = float(reward)
-                if reward_clip is not None:
-                    r = min(max(r, -reward_clip), reward_clip)
-                rewards.append(r * reward_scale)
-            keep = usable_steps(len(rewards), terminated, gamma)
+                out = module_to_env(rl_module=module, batch={Columns.ACTIONS: action},
+                                    episodes=[episode], explore=False, shared_data=shared)
+                obs, reward, terminated, truncated, info = env.step(out[Columns.ACTIONS_FOR_ENV][0])
+                episode.add_env_step(observation=obs, action=out[Columns.ACTIONS][0],
+                                     reward=reward, infos=info, terminated=terminated,
+                                     truncated=truncated)
+                rewards.append(reward)
+            train_rewards = reward_processor.process(np.asarray(rewards, np.float64))
+            keep = usable_steps(len(rewards), episode.is_terminated, gamma)
             q_all.extend(qs[:keep])
-            g_all.extend(discounted_returns(rewards, gamma)[:keep])
+            g_all.extend(discounted_returns(train_rewards.tolist(), gamma)[:keep])
     finally:
         env.close()
     if not q_all:
@@ -159,20 +166,15 @@ def rollout_bias(module, make_env, *, gamma: float, episodes: int, frame_stack: 
             "probe_mc_return_mean": float(g.mean()), "overestimation_bias": float((q - g).mean())}
 
 
-def _to_batch(obs, device):
-    if isinstance(obs, dict):
-        return {k: torch.as_tensor(np.asarray(v)[None], device=device) for k, v in obs.items()}
-    return torch.as_tensor(np.asarray(obs, np.float32)[None], device=device)
-
-
 def overestimation_probe(algo, rc, episodes: int) -> Dict:
     """Run the probe on the (first) Learner's module."""
     make_env = make_env_factory(rc)
-    kwargs = dict(gamma=rc.training.gamma, episodes=episodes, frame_stack=rc.training.frame_stack,
-                  reward_clip=rc.training.reward_clip, reward_scale=algo.reward_processor.scale)
+    kwargs = dict(gamma=rc.training.gamma, episodes=episodes,
+                  reward_processor=algo.reward_processor)
 
     def probe(learner):
-        return rollout_bias(learner.module[DEFAULT_MODULE_ID].unwrapped(), make_env, **kwargs)
+        return rollout_bias(learner.module[DEFAULT_MODULE_ID].unwrapped(), make_env,
+                            config=learner.config, **kwargs)
 
     return first_result(algo.learner_group.foreach_learner(probe))
 

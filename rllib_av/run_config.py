@@ -70,6 +70,12 @@ class RunConfig:
             raise ConfigError(f"resources.num_envs_per_env_runner: {envs} is not allowed with "
                               "env.carla.mode: attach; expected 1 (one env per attached server), "
                               "or env.carla.mode: launch for a server per env")
+        n, batch = self.resources.num_learners, self.training.batch_size
+        if n > 1 and batch % n:
+            raise ConfigError(
+                f"training.batch_size: {batch} is not allowed with resources.num_learners={n}; "
+                f"expected a multiple of {n} (each learner samples batch_size / num_learners "
+                "transitions per update from its own replay shard)")
 
 
 def load_run_config(path: Optional[str] = None, overrides: List[str] = ()) -> RunConfig:

@@ -61,7 +61,9 @@ def build_td3_config(rc: RunConfig, run_dir: Optional[str] = None) -> TD3Config:
     td3_settings = {k: v for k, v in dataclasses.asdict(t).items()
                     if k in TD3Config.TD3_SETTINGS and k != "reward_range"}
     (config
-     .training(gamma=t.gamma, train_batch_size_per_learner=t.batch_size,
+     # training.batch_size is the batch of one update, split evenly over the
+     # learners (run_config.py checks that it divides).
+     .training(gamma=t.gamma, train_batch_size_per_learner=t.batch_size // max(1, res.num_learners),
                reward_range=declared_reward_range(rc.env, rc.training.reward_range),
                debug_bootstrap_scale=DEBUG_BOOTSTRAP_SCALE if t.debug_diverge else 1.0,
                **td3_settings)

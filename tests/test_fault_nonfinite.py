@@ -56,13 +56,14 @@ def test_nonfinite_env_values_never_reach_buffer_or_weights(ray_local, tmp_path)
         port = health_callbacks(algo).exporter.port
         dropped = results[-1]["nonfinite"]["replay_chunks_dropped"]
         assert 6 <= dropped <= 11, dropped
-        buf = algo.replay_buffer
-        kept = buf.num_transitions_added
+        storage = algo.learner_group._learner.replay_storage  # the replay lives in the learner
+        kept = storage.num_transitions_added
         sampled = results[-1]["env_runners"]["num_env_steps_sampled_lifetime"]
         assert 0 < kept <= sampled - dropped  # each dropped chunk held >= 1 step
-        for name, arr in {**buf._obs, "reward": buf._reward, "action": buf._action}.items():
-            if arr.dtype.kind == "f":
-                assert np.isfinite(arr).all(), name
+        assert storage.num_nonfinite_dropped == dropped
+        for name, t in {**storage.obs, "reward": storage.reward, "action": storage.action}.items():
+            if t.is_floating_point():
+                assert torch.isfinite(t).all(), name
         weights = algo.learner_group._learner.module["default_policy"].state_dict()
         assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
         assert by_label(scrape(port)["rllib_av_nonfinite_total"], "where")["replay"] == dropped

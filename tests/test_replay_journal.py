@@ -7,41 +7,51 @@ import os
 import numpy as np
 import pytest
 
-from rllib_av.algorithms.td3.replay_buffer import EpisodeChunk, TransitionReplayBuffer
-from rllib_av.algorithms.td3.replay_journal import ReplayJournal
+from rllib_av.replay.episode_chunk import EpisodeChunk
+from rllib_av.replay.journal import ReplayJournal
 
-from test_replay_buffer import episode
+from test_replay_storage import Buffer, episode
 
 
 def chunks(ep, steps, **kw):
     return [EpisodeChunk.from_episode(episode(ep=ep, steps=steps, **kw))]
 
 
-def buffer_state(buf):
-    state = buf.get_state()
-    arrays = state.pop("arrays")
-    return state, arrays
+def buffer_state(storage):
+    """(counters, arrays) of a storage's state."""
+    state = storage.get_state()
+    return state, state.pop("arrays")
+
+
+def shard_state(algo):
+    """buffer_state of the (only) learner's replay shard, where it lives."""
+    results = algo.learner_group.foreach_learner(buffer_state_of_learner)
+    return next(iter(results)).get()
+
+
+def buffer_state_of_learner(learner):
+    return buffer_state(learner.replay_storage)
 
 
 def test_replayed_entries_rebuild_the_buffer_exactly(tmp_path):
     journal = ReplayJournal(str(tmp_path))
-    direct = TransitionReplayBuffer(64, frame_stack=3, seed=0)
+    direct = Buffer(64, frame_stack=3, seed=0)
     pieces = [chunks(1, 4), chunks(2, 3, terminated=True), chunks(3, 5, truncated=True)]
     pieces[0][0].rewards[1] = np.nan  # a dropped chunk replays as dropped
     for i, piece in enumerate(pieces):
         journal.append(piece, env_steps_lifetime=10 * (i + 1))
-        direct.add_chunks(piece)
+        direct.storage.add_chunks(piece)
 
     reopened = ReplayJournal(str(tmp_path))
     reopened.restored(0)  # a checkpoint taken before any entry
-    replayed = TransitionReplayBuffer(64, frame_stack=3, seed=0)
+    replayed = Buffer(64, frame_stack=3, seed=0)
     lifetimes = []
     for piece, lifetime in reopened.replay():
-        replayed.add_chunks(piece)
+        replayed.storage.add_chunks(piece)
         lifetimes.append(lifetime)
     assert lifetimes == [10, 20, 30]
     assert reopened.head == 3
-    (s1, a1), (s2, a2) = buffer_state(direct), buffer_state(replayed)
+    (s1, a1), (s2, a2) = buffer_state(direct.storage), buffer_state(replayed.storage)
     assert s1 == s2 and s1["num_nonfinite_dropped"] == 1 and s1["num_transitions_added"] == 8
     assert a1.keys() == a2.keys()
     for key in a1:
@@ -74,6 +84,44 @@ def test_replay_follows_the_restored_lineage_only(tmp_path):
     j.restored(3)
     j.append(chunks(3, 1), 5)
     assert sorted(os.listdir(tmp_path)) == ["000000003.npz", "000000004.npz"]
+
+
+def test_new_entries_after_a_resume_follow_the_checkpoint_head(tmp_path):
+    """Issue 13.2: a checkpoint deletes the entries it holds; a run resumed from
+    it must still number new entries above its head, or a second kill loses them."""
+    journal = ReplayJournal(str(tmp_path))
+    for steps in (2, 4, 6):
+        journal.append(chunks(1, 2), steps)
+    journal.forget_through(3)  # the checkpoint holding entries 1-3 is complete
+    assert os.listdir(tmp_path) == []
+
+    resumed = ReplayJournal(str(tmp_path))  # the run, resumed after a kill
+    resumed.restored(3)
+    resumed.append(chunks(2, 2), 8)
+    resumed.append(chunks(2, 2), 10)
+
+    again = ReplayJournal(str(tmp_path))  # killed again, resumed again
+    again.restored(3)
+    assert [lifetime for _, lifetime in again.replay()] == [8, 10]
+
+
+def test_new_entries_after_a_resume_follow_the_checkpoint_head(tmp_path):
+    """Issue 13.2: a checkpoint deletes the entries it holds; a run resumed from
+    it must still number new entries above its head, or a second kill loses them."""
+    journal = ReplayJournal(str(tmp_path))
+    for steps in (2, 4, 6):
+        journal.append(chunks(1, 2), steps)
+    journal.forget_through(3)  # the checkpoint holding entries 1-3 is complete
+    assert os.listdir(tmp_path) == []
+
+    resumed = ReplayJournal(str(tmp_path))  # the run, resumed after a kill
+    resumed.restored(3)
+    resumed.append(chunks(2, 2), 8)
+    resumed.append(chunks(2, 2), 10)
+
+    again = ReplayJournal(str(tmp_path))  # killed again, resumed again
+    again.restored(3)
+    assert [lifetime for _, lifetime in again.replay()] == [8, 10]
 
 
 def test_a_half_written_entry_is_never_read(tmp_path):
@@ -115,7 +163,7 @@ def test_restore_plus_journal_tail_recovers_every_step_after_the_checkpoint(tmp_
             result = algo.train()
         steps = result[ENV_RUNNER_RESULTS][NUM_ENV_STEPS_SAMPLED_LIFETIME]
         updates = result["learners"]["default_policy"]["num_updates_lifetime"]
-        before = buffer_state(algo.replay_buffer)
+        before = shard_state(algo)
     finally:
         algo.stop()
     assert steps == 350 and updates > 0
@@ -123,9 +171,10 @@ def test_restore_plus_journal_tail_recovers_every_step_after_the_checkpoint(tmp_
     resumed = build()
     try:
         resumed.restore_from_path(ckpt)
-        assert resumed.replay_buffer.num_transitions_added == 200
+        assert resumed.num_replay_transitions == 200
+        assert shard_state(resumed)[0]["num_transitions_added"] == 200
         assert resumed.replay_journal_tail() == 150
-        after = buffer_state(resumed.replay_buffer)
+        after = shard_state(resumed)
         assert before[0]["num_transitions_added"] == after[0]["num_transitions_added"] == 350
         for key in before[1]:
             np.testing.assert_array_equal(before[1][key], after[1][key], err_msg=key)

@@ -61,9 +61,11 @@ def test_dict_observation_trains_through_cnn_and_frame_stacks(ray_local):
         module = algo.get_module()
         assert module.observation_space["image"].shape == (4, 84, 84)
         assert module.encoder.cnn is not None
-        # Frames are stored once: the buffer holds (84, 84) frames, not stacks.
-        assert algo.replay_buffer._obs["image"].shape[1:] == (84, 84)
-        assert algo.replay_buffer._obs["image"].dtype == np.uint8
+        # Frames are stored once, in the learner: (84, 84) uint8 frames, not stacks.
+        storage = algo.learner_group._learner.replay_storage
+        assert storage.obs["image"].shape[1:] == (84, 84)
+        assert storage.obs["image"].dtype == torch.uint8
+        assert storage.num_transitions_added == algo.num_replay_transitions == 4 * 32
     finally:
         algo.stop()
 

@@ -10,7 +10,8 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 
 from rllib_av.algorithms.td3 import TD3Config
-from rllib_av.algorithms.td3.td3_learner import DISCOUNTS, polyak_update, td3_targets
+from rllib_av.algorithms.td3.td3_learner import polyak_update, td3_targets
+from rllib_av.replay.sampling import DISCOUNTS
 
 OBS = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
 ACT = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
@@ -27,7 +28,7 @@ def make_learner(obs_space=OBS, **training):
     config = (TD3Config()
               .environment(observation_space=obs_space, action_space=ACT)
               .training(train_batch_size_per_learner=B, actor_hiddens=[16], critic_hiddens=[16],
-                        **training))
+                        buffer_size=1000, **training))
     learner = config.build_learner()
     return learner, learner.module["default_policy"].unwrapped()
 

@@ -14,7 +14,7 @@ from typing import Dict, Iterable, List
 
 import numpy as np
 
-from rllib_av.algorithms.td3.replay_buffer import EpisodeChunk
+from rllib_av.replay.episode_chunk import EpisodeChunk
 
 # "blown_up": a reward scale nobody declared (the Q bound still uses the env's range).
 BLOWN_UP_SCALE = 1e4

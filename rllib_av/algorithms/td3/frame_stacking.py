@@ -5,7 +5,7 @@ channel of 1. The driving env emits ``{"image": (84, 84) uint8, "state": ...}``
 per step; this piece hands the RLModule ``{"image": (frames, 84, 84) uint8,
 "state": latest}``, padding with zero frames before the episode start just as
 RLlib's does. Episodes keep single frames, and the replay buffer rebuilds the
-same stacks by index (replay_buffer.py), so each frame is stored once.
+same stacks by index (rllib_av/replay/sampling.py), so each frame is stored once.
 """
 
 from __future__ import annotations

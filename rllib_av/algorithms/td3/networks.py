@@ -10,7 +10,7 @@ cost ~4x the compute for no gain in a TD3 that learns from pixels.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import FrozenSet, Optional, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -19,6 +19,14 @@ from torch import nn
 
 IMAGE_KEY = "image"
 STATE_KEY = "state"
+
+
+def encoder_inputs(obs_space: gym.Space, image_encoder: str) -> Optional[FrozenSet[str]]:
+    """The Dict observation leaves the encoder reads (None: a Box, read whole).
+    Only these are shipped to the learner, journaled, stored and checkpointed."""
+    if not isinstance(obs_space, gym.spaces.Dict):
+        return None
+    return frozenset({STATE_KEY} | ({IMAGE_KEY} if image_encoder != "none" else set()))
 
 
 def mlp(in_dim: int, hiddens: Sequence[int], out_dim: int = 0) -> nn.Sequential:
@@ -69,7 +77,7 @@ class ObsEncoder(nn.Module):
             state_dim = int(np.prod(obs_space[STATE_KEY].shape))
             self.state_mlp = mlp(state_dim, state_hiddens)
             raw_dim = state_hiddens[-1]
-            if image_encoder == "nature_cnn":
+            if IMAGE_KEY in encoder_inputs(obs_space, image_encoder):
                 self.cnn = NatureCNN(obs_space[IMAGE_KEY].shape[0])
                 raw_dim += self.cnn.out_dim
             self.trunk = nn.Sequential(nn.Linear(raw_dim, feature_dim), nn.LayerNorm(feature_dim),

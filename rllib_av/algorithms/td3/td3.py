@@ -4,10 +4,13 @@
     algo = config.build_algo()        # or tune.Tuner("TD3", param_space=config)
 
 RLlib provides the EnvRunners, RLModule, Learner, optimizers, metrics and
-fault tolerance; the replay buffer is this project's own (replay_buffer.py).
-One ``training_step``: sample ``rollout_fragment_length`` env steps per
-EnvRunner, journal and store them, then make as many gradient updates as the
-update-to-data ratio owes, in one Learner call.
+fault tolerance; the replay is this project's own (rllib_av/replay/) and lives
+in the Learner(s), on the learner's device. One ``training_step``: sample
+``rollout_fragment_length`` env steps per EnvRunner, journal them as compact
+episode chunks, then one call per learner stores its shard's chunks and makes
+as many gradient updates as the update-to-data ratio owes on batches it
+samples itself. The driver keeps the bookkeeping only: counts, the journal,
+the reward statistics, which shard holds which episode.
 """
 
 from __future__ import annotations
@@ -15,15 +18,18 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import os
-from typing import Optional
+from typing import Callable, List, Optional, Tuple
+
+import numpy as np
+import ray
 
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
-from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
     ENV_RUNNER_SAMPLING_TIMER,
@@ -31,7 +37,6 @@ from ray.rllib.utils.metrics import (
     LEARNER_UPDATE_TIMER,
     NUM_ENV_STEPS_SAMPLED_LIFETIME,
     REPLAY_BUFFER_ADD_DATA_TIMER,
-    REPLAY_BUFFER_SAMPLE_TIMER,
     SYNCH_WORKER_WEIGHTS_TIMER,
     TIMERS,
 )
@@ -39,14 +44,19 @@ from ray.tune.registry import register_trainable
 
 from rllib_av.algorithms.td3.debug_faults import DebugRewardFault
 from rllib_av.algorithms.td3.frame_stacking import DictImageFrameStacking, stacks_frames
-from rllib_av.algorithms.td3.replay_buffer import (
-    EpisodeChunk, TransitionReplayBuffer, load_buffer, save_buffer,
-)
-from rllib_av.algorithms.td3.replay_journal import ReplayJournal
-from rllib_av.algorithms.td3.reward_scaling import RewardProcessor
+from rllib_av.algorithms.td3.learner_resources import check_learner_resources
+from rllib_av.algorithms.td3.networks import encoder_inputs
+from rllib_av.algorithms.td3.replay_shards import load_shards, save_shards
 from rllib_av.algorithms.td3.training_settings import TrainingSettings
+from rllib_av.config_schema import ConfigError
 from rllib_av.health.q_bound import q_bound_ratio, training_q_bound
 from rllib_av.health.statistics import Q_VALUES
+from rllib_av.replay.episode_chunk import EpisodeChunk
+from rllib_av.replay.journal import ReplayJournal
+from rllib_av.replay.reward_processing import RewardProcessor
+from rllib_av.replay.sharding import ShardAssignment
+
+logger = logging.getLogger(__name__)
 
 # TD3Config's own settings (also `training(...)` keyword arguments). Their
 # defaults are the run config's (training_settings.py), the one place they live;
@@ -117,6 +127,11 @@ class TD3Config(AlgorithmConfig):
         if self.replay_journal_dir and not self.checkpoint_replay_buffer:
             raise ValueError("TD3Config.replay_journal_dir needs checkpoint_replay_buffer: "
                              "the journal only holds what came after a checkpoint's buffer")
+        shards = max(1, self.num_learners)
+        if self.buffer_size // shards < self.train_batch_size_per_learner:
+            raise ValueError(f"TD3Config.buffer_size {self.buffer_size} split into {shards} "
+                             f"learner shards holds fewer than train_batch_size_per_learner "
+                             f"({self.train_batch_size_per_learner}) transitions each")
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         from rllib_av.algorithms.td3.td3_rl_module import TD3TorchRLModule
@@ -148,8 +163,9 @@ class TD3Config(AlgorithmConfig):
 
 
 BUFFER_DIR = "replay_buffer"
-# In a checkpoint: the newest replay journal entry its buffer holds.
-JOURNAL_HEAD_FILE = "replay_journal_head.json"
+# In a checkpoint: the driver's replay bookkeeping (journal head, reward
+# statistics, shard assignment) as of its buffer.
+REPLAY_STATE_FILE = "replay_state.json"
 REPLAY_JOURNAL_TIMER = "replay_journal_append"
 
 
@@ -159,15 +175,27 @@ class TD3(Algorithm):
         return TD3Config()
 
     def setup(self, config: TD3Config) -> None:
-        super().setup(config)
+        if config.num_learners or config.num_gpus_per_learner:  # before any actor starts
+            if not ray.is_initialized():
+                ray.init()
+            check_learner_resources(config, ray.cluster_resources())
+        try:
+            super().setup(config)
+        except ray.exceptions.RayTaskError as e:  # a remote learner refused its settings
+            if isinstance(e.cause, ConfigError):
+                raise e.cause from None
+            raise
+        # Every learner shard trains in the units of one set of reward statistics.
         self.reward_processor = RewardProcessor(
             gamma=config.gamma, clip=config.reward_clip, scale_by_return_std=config.reward_scaling)
-        self.replay_buffer = TransitionReplayBuffer(
-            config.buffer_size, frame_stack=config.frame_stack, gamma=config.gamma,
-            reward_processor=self.reward_processor, seed=config.seed)
+        self.replay_shards = ShardAssignment(config.num_learners)
+        obs_space = self.env_runner_group.get_spaces()[DEFAULT_MODULE_ID][0]
+        self._chunk_leaves = encoder_inputs(obs_space, config.image_encoder)
         self._updates_owed = 0.0
         self.replay_journal = (ReplayJournal(config.replay_journal_dir)
                                if config.replay_journal_dir else None)
+        self._last_checkpoint: Optional[str] = None
+        self._recovering = False
         self._debug_reward_fault = (DebugRewardFault(config.debug_reward_mode)
                                     if config.debug_reward_mode != "none" else None)
 
@@ -180,7 +208,7 @@ class TD3(Algorithm):
                 _uses_new_env_runners=True, _return_metrics=True)
         self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
 
-        chunks = [EpisodeChunk.from_episode(ep) for ep in episodes]
+        chunks = [EpisodeChunk.from_episode(ep, self._chunk_leaves) for ep in episodes]
         if self._debug_reward_fault is not None:  # TEST ONLY
             chunks = self._debug_reward_fault.apply(chunks)
         if self.replay_journal is not None:
@@ -192,58 +220,116 @@ class TD3(Algorithm):
         return int(self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME),
                                      default=0))
 
-    def _store_and_learn(self, chunks) -> None:
-        """Store the chunks, then make the gradient updates the ratio owes."""
+    @property
+    def num_replay_transitions(self) -> int:
+        """Transitions ever stored, over all learner shards (driver-side count)."""
+        return sum(self.replay_shards.transitions)
+
+    def recent_training_rewards(self, limit: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Every shard's newest (up to ``limit``) stored transitions: rewards in
+        training units, and each one's step index within its episode."""
+        parts = self._foreach_learner(lambda l: l.replay_storage.recent_transitions(limit))
+        raw = np.concatenate([rewards for rewards, _ in parts])
+        return self.reward_processor.process(raw), np.concatenate([pos for _, pos in parts])
+
+    def _store_and_learn(self, chunks: List[EpisodeChunk]) -> None:
+        """Hand each learner its shard's chunks and the gradient updates the ratio
+        owes, in one call per learner; each samples its batches from its shard."""
         cfg = self.config
         with self.metrics.log_time((TIMERS, REPLAY_BUFFER_ADD_DATA_TIMER)):
-            dropped_before = self.replay_buffer.num_nonfinite_dropped
-            new_steps = self.replay_buffer.add_chunks(chunks)
-            self.metrics.log_value(("nonfinite", "replay_chunks_dropped"),
-                                   self.replay_buffer.num_nonfinite_dropped - dropped_before,
-                                   reduce="lifetime_sum")
-
-        sampled = self._env_steps_sampled()
-        if sampled < cfg.learning_starts:
-            return
-        self._updates_owed += new_steps * cfg.updates_per_env_step
-        num_updates = int(self._updates_owed)
-        if num_updates == 0 or self.replay_buffer.num_transitions_added < cfg.train_batch_size_per_learner:
-            return
-        self._updates_owed -= num_updates
-
-        with self.metrics.log_time((TIMERS, REPLAY_BUFFER_SAMPLE_TIMER)):
-            batch = self.replay_buffer.sample(
-                num_updates * cfg.train_batch_size_per_learner, n_step=cfg.n_step)
-        module_id = DEFAULT_MODULE_ID
+            finite = [c for c in chunks if c.is_finite()]  # the rest never enters a shard
+            for chunk in finite:
+                self.reward_processor.observe(chunk.id, chunk.rewards, chunk.done)
+            shards = self.replay_shards.deal(chunks)
+        self.metrics.log_value(("nonfinite", "replay_chunks_dropped"), len(chunks) - len(finite),
+                               reduce="lifetime_sum")
+        num_updates = self._updates_due(sum(c.num_steps for c in finite))
+        store_and_update = _store_and_update_call(
+            shards, remote=self.learner_group.is_remote, num_updates=num_updates,
+            reward_scale=self.reward_processor.scale,
+            timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: self._env_steps_sampled()})
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
-            learner_results = self.learner_group.update(
-                batch=MultiAgentBatch({module_id: SampleBatch(batch)},
-                                      env_steps=len(batch["rewards"])),
-                timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: sampled})
+            try:
+                learner_results = self._foreach_learner(store_and_update)
+            except ray.exceptions.RayActorError as e:
+                self._replace_lost_learners(e)
+                return
+        if not num_updates:
+            return
+        module_id = DEFAULT_MODULE_ID
         self._log_q_bound(learner_results[0][module_id], module_id)
         self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
-
         with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
             self.env_runner_group.sync_weights(
                 from_worker_or_learner_group=self.learner_group,
                 policies=[module_id], inference_only=True)
 
+    def _updates_due(self, new_steps: int) -> int:
+        """Gradient updates owed for ``new_steps`` new transitions: none before
+        ``learning_starts`` or before every shard can fill a batch."""
+        cfg = self.config
+        if (self._env_steps_sampled() < cfg.learning_starts
+                or min(self.replay_shards.transitions) < cfg.train_batch_size_per_learner):
+            return 0
+        self._updates_owed += new_steps * cfg.updates_per_env_step
+        num_updates = int(self._updates_owed)
+        self._updates_owed -= num_updates
+        return num_updates
+
+    def _foreach_learner(self, fn: Callable) -> list:
+        """``fn(learner)`` on every learner; a lost learner actor raises RayActorError."""
+        results = list(self.learner_group.foreach_learner(fn))
+        for r in results:
+            if not r.ok:
+                raise r.get()
+        if len(results) < max(1, self.config.num_learners):
+            raise ray.exceptions.RayActorError()  # one already marked unhealthy
+        return [r.get() for r in results]
+
+    def _replace_lost_learners(self, error: Exception) -> None:
+        """A learner actor died, and its replay shard with it: start new learners
+        and restore the newest checkpoint plus the journal, as a resumed run does."""
+        if self._recovering or self._last_checkpoint is None:
+            raise error
+        logger.warning("a learner actor was lost (%s); restoring %s plus the replay journal",
+                       error, self._last_checkpoint)
+        args, kwargs = self.learner_group.get_ctor_args_and_kwargs()
+        self.learner_group.shutdown()
+        self.learner_group = type(self.learner_group)(*args, **kwargs)
+        self._recovering = True
+        try:
+            self.restore_from_path(self._last_checkpoint)
+            self.replay_journal_tail()
+        finally:
+            self._recovering = False
+        self.metrics.log_value("learner_restarts", 1, reduce="lifetime_sum")
+
     def save_to_path(self, path=None, **kwargs) -> str:
         path = super().save_to_path(path, **kwargs)
         if self.config.checkpoint_replay_buffer:
-            save_buffer(self.replay_buffer, os.path.join(path, BUFFER_DIR))
-        if self.replay_journal is not None:
-            with open(os.path.join(path, JOURNAL_HEAD_FILE), "w") as f:
-                json.dump({"head": self.replay_journal.head}, f)
+            save_shards(self._foreach_learner, os.path.join(path, BUFFER_DIR))
+            with open(os.path.join(path, REPLAY_STATE_FILE), "w") as f:
+                json.dump({"journal_head": self.replay_journal.head if self.replay_journal else -1,
+                           "reward_statistics": self.reward_processor.get_state(),
+                           "shards": self.replay_shards.get_state(),
+                           "updates_owed": self._updates_owed}, f)
         return path
 
     def restore_from_path(self, path, *args, component=None, **kwargs) -> None:
         super().restore_from_path(path, *args, component=component, **kwargs)
-        buffer_path = os.path.join(path, BUFFER_DIR)
-        if component is None and os.path.isdir(buffer_path):
-            load_buffer(self.replay_buffer, buffer_path)
-            if self.replay_journal is not None:
-                self.replay_journal.restored(_journal_head(path))
+        if component is not None:
+            return
+        self._last_checkpoint = str(path)
+        if not os.path.isdir(os.path.join(path, BUFFER_DIR)):
+            return
+        with open(os.path.join(path, REPLAY_STATE_FILE)) as f:
+            state = json.load(f)
+        self.replay_shards.set_state(state["shards"])
+        load_shards(self._foreach_learner, os.path.join(path, BUFFER_DIR))
+        self.reward_processor.set_state(state["reward_statistics"])
+        self._updates_owed = state["updates_owed"]
+        if self.replay_journal is not None:
+            self.replay_journal.restored(state["journal_head"])
 
     def replay_journal_tail(self) -> int:
         """After a restore: re-add the env steps the journal holds beyond the
@@ -259,7 +345,9 @@ class TD3(Algorithm):
         return recovered
 
     def checkpoint_complete(self, path: str) -> None:
-        """The checkpoint at ``path`` is in place: older journal entries can go."""
+        """The checkpoint at ``path`` is in place: it is what a lost learner is
+        restored from, and older journal entries can go."""
+        self._last_checkpoint = path
         if self.replay_journal is not None:
             self.replay_journal.forget_through(_journal_head(path))
 
@@ -278,14 +366,33 @@ class TD3(Algorithm):
         self.metrics.log_value((LEARNER_RESULTS, module_id, "q_bound_ratio"), ratio, reduce="max")
 
 
+def _store_and_update_call(shards: List[List[EpisodeChunk]], *, remote: bool, num_updates: int,
+                           reward_scale: float, timesteps: dict) -> Callable:
+    """What each learner runs: store its shard's chunks, then make ``num_updates``
+    updates (returning RLlib's reduced results; None without updates). For
+    remote learners each shard travels as its own object ref, fetched only by
+    the learner that owns it."""
+    payload = [ray.put(s) for s in shards] if remote else shards
+
+    def store_and_update(learner):
+        chunks = payload[learner.shard_index]
+        learner.add_chunks(ray.get(chunks) if remote else chunks)
+        if not num_updates:
+            return None
+        return learner.update_from_replay(num_updates, reward_scale=reward_scale,
+                                          timesteps=timesteps)
+
+    return store_and_update
+
+
 def _journal_head(checkpoint: str) -> int:
     """The journal head a checkpoint holds; -1 (no entry follows it) for one
-    saved without a journal."""
-    path = os.path.join(checkpoint, JOURNAL_HEAD_FILE)
+    saved without a journal or without its buffer."""
+    path = os.path.join(checkpoint, REPLAY_STATE_FILE)
     if not os.path.exists(path):
         return -1
     with open(path) as f:
-        return int(json.load(f)["head"])
+        return int(json.load(f)["journal_head"])
 
 
 register_trainable("TD3", TD3)

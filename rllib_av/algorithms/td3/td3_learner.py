@@ -1,9 +1,14 @@
 """TD3's torch Learner (Fujimoto et al. 2018), with critic health on every update.
 
-One ``update`` call receives ``n * train_batch_size`` transitions sampled by the
-algorithm's replay buffer and makes ``n`` gradient steps on consecutive slices:
-one RLlib call for many updates keeps the update-to-data ratio at 1 without
-paying RLlib's per-call overhead per gradient step.
+The learner owns its replay shard, on its own device (rllib_av/replay/): the
+driver hands it compact episode chunks (``add_chunks``), and
+``update_from_replay(n)`` makes ``n`` gradient steps, each on a batch sampled
+right there (index gathers on the GPU when the learner has one). One call for
+many updates keeps the update-to-data ratio without paying RLlib's per-call
+overhead per gradient step. RLlib's ``update(batch=...)`` still works for a
+batch built elsewhere: ``n * train_batch_size`` rows, consecutive slices.
+With several learners each samples its own shard and gradients are averaged
+(data_parallel.py).
 
 Each gradient step:
   1. y = r + gamma^n * min(Q1', Q2')(s', clip(mu'(s') + clip(eps, -c, c), -1, 1)) * (1 - terminated)
@@ -17,23 +22,40 @@ the actor loss never writes into the critic's gradients.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 import torch.nn.functional as F
 
+from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.core.rl_module.apis import TargetNetworkAPI
-from ray.rllib.utils.typing import ModuleID
+from ray.rllib.utils.metrics import (
+    ALL_MODULES,
+    MODULE_TRAIN_BATCH_SIZE_MEAN,
+    NUM_ENV_STEPS_TRAINED,
+    NUM_ENV_STEPS_TRAINED_LIFETIME,
+    NUM_MODULE_STEPS_TRAINED,
+    NUM_MODULE_STEPS_TRAINED_LIFETIME,
+    WEIGHTS_SEQ_NO,
+)
+from ray.rllib.utils.typing import ModuleID, ResultDict
 
+from rllib_av.algorithms.td3 import data_parallel
+from rllib_av.algorithms.td3.networks import IMAGE_KEY, encoder_inputs
 from rllib_av.algorithms.td3.td3_rl_module import FEATURES, Q1_PREDS, Q2_PREDS
+from rllib_av.config_schema import ConfigError
 # The per-update statistics (in stacking order) and their per-iteration
 # reductions come from the one spec.
 from rllib_av.health.statistics import ACTOR_STATS, CRITIC_STATS
+from rllib_av.replay.episode_chunk import BOX_KEY, EpisodeChunk
+from rllib_av.replay.sampling import DISCOUNTS, TransitionSampler
+from rllib_av.replay.storage import (
+    ReplayStorage, device_free_bytes, load_state, save_state, slot_bytes,
+)
 
 TERMINATEDS = Columns.TERMINATEDS
-DISCOUNTS = "discounts"  # gamma^m per transition (m = steps actually bootstrapped over)
 
 ACTOR, CRITIC = "actor", "critic"
 
@@ -63,12 +85,73 @@ class TD3TorchLearner(TorchLearner):
         self.module.foreach_module(
             lambda mid, mod: mod.make_target_networks() if isinstance(mod, TargetNetworkAPI) else None
         )
+        self._data_parallel = data_parallel.world_size() > 1
+        if self._data_parallel:
+            self.module.foreach_module(lambda mid, mod: data_parallel.broadcast_from_first(mod))
         # Critic gradient steps per module; decides the delayed actor/target updates.
         # Part of the learner state, so a restored run keeps its phase.
         self._critic_steps: Dict[ModuleID, int] = {mid: 0 for mid in self.module.keys()}
         # Target policy smoothing noise, when the divergence guard has raised it
         # (None: the config's policy_noise).
         self.policy_noise_override: Optional[float] = None
+        self._build_replay()
+
+    def _make_modules_ddp_if_necessary(self) -> None:
+        """No DDP wrapper: gradients are averaged per optimizer step (data_parallel.py)."""
+
+    # -- the replay shard ----------------------------------------------------------
+
+    def _build_replay(self) -> None:
+        """This learner's replay shard, preallocated on its device (an oversized
+        buffer fails here, at start, not hours into a run)."""
+        config = self.config
+        module = self.module[DEFAULT_MODULE_ID].unwrapped()
+        space, action_dim = module.observation_space, int(module.action_space.shape[0])
+        keys = encoder_inputs(space, config.image_encoder)
+        if keys is None:
+            leaves = {BOX_KEY: (space.shape, space.dtype)}
+        else:  # stacked leaves keep single frames: (frames, H, W) -> (H, W)
+            leaves = {k: (space[k].shape[1:] if k == IMAGE_KEY else space[k].shape, space[k].dtype)
+                      for k in keys}
+        capacity = config.buffer_size // max(1, config.num_learners)
+        per_slot = slot_bytes(leaves, action_dim)
+        free = device_free_bytes(torch.device(self._device))
+        if capacity * per_slot > free:
+            raise ConfigError(
+                f"training.buffer_size: {config.buffer_size} is not allowed; a replay shard of "
+                f"{capacity} transitions x {per_slot} B needs {capacity * per_slot / 2**30:.1f} GiB "
+                f"on the learner's {self._device}, which has {free / 2**30:.1f} GiB free; expected "
+                f"<= {free // per_slot * max(1, config.num_learners)}")
+        self.replay_storage = ReplayStorage(capacity, device=self._device,
+                                            padded_keys={IMAGE_KEY} & set(leaves))
+        self.replay_storage.allocate(leaves, action_dim)
+        seed = None if config.seed is None else config.seed + self._learner_index
+        self.replay_sampler = TransitionSampler(
+            self.replay_storage, gamma=config.gamma, frame_stack=config.frame_stack,
+            reward_clip=config.reward_clip, seed=seed)
+
+    @property
+    def shard_index(self) -> int:
+        """Which replay shard this learner owns."""
+        return self._learner_index
+
+    def add_chunks(self, chunks: Iterable[EpisodeChunk]) -> int:
+        """Store episode chunks in this learner's shard; returns transitions stored."""
+        return self.replay_storage.add_chunks(chunks)
+
+    def save_replay(self, path: str) -> None:
+        save_state({**self.replay_storage.get_state(),
+                    "sampler_rng": self.replay_sampler.get_state()}, path)
+
+    def load_replay(self, path: str) -> None:
+        state = load_state(path)
+        self.replay_sampler.set_state(state.pop("sampler_rng"))
+        self.replay_storage.set_state(state)
+
+    def replay_terminal_batch(self, limit: int, reward_scale: float) -> Optional[Dict[str, Any]]:
+        """Up to ``limit`` of the newest terminal transitions, as a training batch."""
+        slots = self.replay_storage.terminal_slots(limit)
+        return self.replay_sampler.transitions(slots, 1, reward_scale) if len(slots) else None
 
     def configure_optimizers_for_module(self, module_id: ModuleID, config=None) -> None:
         module = self._module[module_id]
@@ -106,20 +189,55 @@ class TD3TorchLearner(TorchLearner):
         override = self.policy_noise_override
         return config.policy_noise if override is None else override
 
+    def update_from_replay(self, num_updates: int, *, reward_scale: float = 1.0,
+                           timesteps: Optional[Dict[str, Any]] = None) -> ResultDict:
+        """``num_updates`` gradient steps, each on a batch sampled from this
+        learner's shard, rewards in training units at ``reward_scale``. RLlib's
+        ``update`` for data that is already here; returns the reduced metrics."""
+        self._check_is_built()
+        timesteps = timesteps or {}
+        self.before_gradient_based_update(timesteps=timesteps)
+        self._weights_seq_no += 1
+        for module_id in self.module.keys():
+            config = self.config.get_config_for_module(module_id)
+            size = config.train_batch_size_per_learner
+            batches = (self.replay_sampler.sample(size, config.n_step, reward_scale)
+                       for _ in range(num_updates))
+            loss = self._update_module(module_id, batches)
+            self.metrics.log_value((module_id, self.TOTAL_LOSS_KEY), loss, window=1)
+            self._log_steps_trained(module_id, num_updates * size)
+        self.after_gradient_based_update(timesteps=timesteps)
+        return self.metrics.reduce()
+
+    def _log_steps_trained(self, module_id: ModuleID, steps: int) -> None:
+        """RLlib's steps-trained counters (Learner._log_steps_trained_metrics) for
+        ``steps`` transitions sampled here."""
+        self.metrics.log_value((module_id, WEIGHTS_SEQ_NO), self._weights_seq_no, window=1)
+        self.metrics.log_value((module_id, MODULE_TRAIN_BATCH_SIZE_MEAN), steps, reduce="mean")
+        for key in (module_id, ALL_MODULES):
+            self.metrics.log_value((key, NUM_MODULE_STEPS_TRAINED), steps, reduce="sum")
+            self.metrics.log_value((key, NUM_MODULE_STEPS_TRAINED_LIFETIME), steps,
+                                   reduce="lifetime_sum")
+        self.metrics.log_value((ALL_MODULES, NUM_ENV_STEPS_TRAINED), steps, reduce="sum")
+        self.metrics.log_value((ALL_MODULES, NUM_ENV_STEPS_TRAINED_LIFETIME), steps,
+                               reduce="lifetime_sum")
+
     def _update(self, batch: Dict[ModuleID, Any], **kwargs):
+        """RLlib's update path: a batch built elsewhere, in consecutive slices."""
         loss_per_module = {}
         for module_id, module_batch in batch.items():
-            loss_per_module[module_id] = self._update_module(module_id, module_batch)
+            size = self.config.get_config_for_module(module_id).train_batch_size_per_learner
+            n = len(module_batch[Columns.REWARDS]) // size
+            slices = (_slice(module_batch, i * size, (i + 1) * size) for i in range(n))
+            loss_per_module[module_id] = self._update_module(module_id, slices)
         return {}, loss_per_module, {}
 
-    def _update_module(self, module_id: ModuleID, batch) -> torch.Tensor:
+    def _update_module(self, module_id: ModuleID, batches: Iterable) -> torch.Tensor:
+        """One gradient step per batch of ``batches``; returns the last critic loss."""
         config = self.config.get_config_for_module(module_id)
-        size = config.train_batch_size_per_learner
-        n = len(batch[Columns.REWARDS]) // size
         critic_rows: List[torch.Tensor] = []
         actor_rows: List[torch.Tensor] = []
-        for i in range(n):
-            minibatch = _slice(batch, i * size, (i + 1) * size)
+        for minibatch in batches:
             features, stats = self._critic_step(module_id, config, minibatch)
             critic_rows.append(stats)
             self._critic_steps[module_id] += 1
@@ -130,10 +248,12 @@ class TD3TorchLearner(TorchLearner):
                     polyak_update(source, target, config.tau)
         self._log_stats(module_id, CRITIC_STATS, critic_rows)
         self._log_stats(module_id, ACTOR_STATS, actor_rows)
-        self.metrics.log_value((module_id, NUM_UPDATES_LIFETIME), n, reduce="lifetime_sum")
         self.metrics.log_value((module_id, POLICY_NOISE), self.policy_noise(config), window=1)
-        self.metrics.log_value((module_id, NUM_ACTOR_UPDATES_LIFETIME), len(actor_rows),
-                               reduce="lifetime_sum")
+        if self._learner_index == 0:  # data-parallel learners make the same updates together
+            self.metrics.log_value((module_id, NUM_UPDATES_LIFETIME), len(critic_rows),
+                                   reduce="lifetime_sum")
+            self.metrics.log_value((module_id, NUM_ACTOR_UPDATES_LIFETIME), len(actor_rows),
+                                   reduce="lifetime_sum")
         return (critic_rows[-1][CRITIC_STATS_INDEX["critic_loss"]] if critic_rows
                 else torch.zeros((), device=self._device))
 
@@ -175,8 +295,13 @@ class TD3TorchLearner(TorchLearner):
         optim.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             self.metrics.log_value((module_id, NONFINITE_LOSS), 1, reduce="lifetime_sum")
+            if self._data_parallel:  # the other learners wait for this one's gradients
+                data_parallel.average_gradients(params, poison=True)
+                optim.zero_grad(set_to_none=True)
             return torch.full_like(loss.detach(), float("nan"))
         loss.backward(inputs=params)
+        if self._data_parallel:
+            data_parallel.average_gradients(params)
         norm = torch.nn.utils.clip_grad_norm_(params, grad_clip or float("inf"), foreach=True)
         if not torch.isfinite(norm):
             self.metrics.log_value((module_id, NONFINITE_GRADS), 1, reduce="lifetime_sum")

@@ -1,15 +1,20 @@
-"""The flat replay buffer against real RLlib SingleAgentEpisode chunks."""
+"""Replay storage and sampling (torch tensors, here on the CPU) against real
+RLlib SingleAgentEpisode chunks."""
 
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
+import tree
 
 from ray.rllib.core.columns import Columns
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
-from rllib_av.algorithms.td3.replay_buffer import TransitionReplayBuffer
-from rllib_av.algorithms.td3.reward_scaling import RewardProcessor
-from rllib_av.algorithms.td3.td3_learner import DISCOUNTS
+from rllib_av.replay.episode_chunk import EpisodeChunk
+from rllib_av.replay.reward_processing import RewardProcessor
+from rllib_av.replay.sampling import DISCOUNTS, TransitionSampler
+from rllib_av.replay.sharding import ShardAssignment
+from rllib_av.replay.storage import ReplayStorage, slot_bytes
 
 DICT_OBS = gym.spaces.Dict({
     "image": gym.spaces.Box(0, 255, (4, 4), np.uint8),
@@ -38,13 +43,29 @@ def episode(ep, steps, terminated=False, truncated=False, start=0, prev=None, re
     return e
 
 
+class Buffer:
+    """Storage + sampler as the learner holds them; batches come back as numpy."""
+
+    def __init__(self, capacity, frame_stack=1, gamma=0.99, reward_clip=None, seed=0):
+        self.storage = ReplayStorage(capacity, padded_keys={"image"})
+        self.sampler = TransitionSampler(self.storage, gamma=gamma, frame_stack=frame_stack,
+                                         reward_clip=reward_clip, seed=seed)
+
+    def add_episodes(self, episodes):
+        return self.storage.add_chunks([EpisodeChunk.from_episode(e) for e in episodes])
+
+    def sample(self, n, n_step=1, reward_scale=1.0):
+        batch = self.sampler.sample(n, n_step, reward_scale)
+        return tree.map_structure(lambda t: t.cpu().numpy(), batch)
+
+
 def frames_of(stack):
     """Episode-step ids of a (B, F, 4, 4) image stack."""
     return stack[:, :, 0, 0].astype(int)
 
 
 def test_transitions_round_trip_with_frame_stacks_and_zero_padding():
-    buf = TransitionReplayBuffer(100, frame_stack=4, gamma=0.9, seed=0)
+    buf = Buffer(100, frame_stack=4, gamma=0.9, seed=0)
     buf.add_episodes([episode(ep=1, steps=6, terminated=True)])
     b = buf.sample(500)
     t = b[Columns.OBS]["state"][:, 1].astype(int)
@@ -60,7 +81,7 @@ def test_transitions_round_trip_with_frame_stacks_and_zero_padding():
 
 
 def test_truncated_episode_bootstraps_and_terminated_does_not():
-    buf = TransitionReplayBuffer(100, gamma=0.9, seed=0)
+    buf = Buffer(100, gamma=0.9, seed=0)
     buf.add_episodes([episode(ep=1, steps=3, truncated=True), episode(ep=2, steps=3, terminated=True)])
     b = buf.sample(400)
     last = b[Columns.OBS]["state"][:, 1] == 2
@@ -71,14 +92,14 @@ def test_truncated_episode_bootstraps_and_terminated_does_not():
 
 
 def test_chunks_continue_across_cuts_and_interleave_between_runners():
-    buf = TransitionReplayBuffer(100, frame_stack=4, seed=0)
+    buf = Buffer(100, frame_stack=4, seed=0)
     a1, b1 = episode(ep=1, steps=2), episode(ep=2, steps=2)
     a2 = episode(ep=1, steps=3, start=2, prev=a1)
     b2 = episode(ep=2, steps=1, start=2, prev=b1, terminated=True)
     buf.add_episodes([a1, b1])
     buf.add_episodes([b2, a2])
     # Each observation stored once: (2+1) + (2+1) + 3 + 1.
-    assert buf.num_added == 10
+    assert buf.storage.num_added == 10
     b = buf.sample(1000)
     ep, t = b[Columns.OBS]["state"][:, 0].astype(int), b[Columns.OBS]["state"][:, 1].astype(int)
     assert (b[Columns.NEXT_OBS]["state"][:, 0] == ep).all()
@@ -89,7 +110,7 @@ def test_chunks_continue_across_cuts_and_interleave_between_runners():
 
 
 def test_n_step_returns_stop_at_episode_end():
-    buf = TransitionReplayBuffer(100, gamma=0.5, seed=0)
+    buf = Buffer(100, gamma=0.5, seed=0)
     buf.add_episodes([episode(ep=1, steps=4, terminated=True, reward=1.0)])
     b = buf.sample(400, n_step=3)
     t = b[Columns.OBS]["state"][:, 1].astype(int)
@@ -101,12 +122,12 @@ def test_n_step_returns_stop_at_episode_end():
 
 
 def test_ring_overwrites_oldest_and_stays_consistent():
-    buf = TransitionReplayBuffer(16, frame_stack=4, seed=0)
+    buf = Buffer(16, frame_stack=4, seed=0)
     prev = None
     for k in range(10):
         prev = episode(ep=1, steps=3, start=3 * k, prev=prev)
         buf.add_episodes([prev])
-    assert len(buf) == 16
+    assert len(buf.storage) == 16
     b = buf.sample(500)
     t = b[Columns.OBS]["state"][:, 1].astype(int)
     assert t.min() >= 31 - 16
@@ -117,10 +138,10 @@ def test_ring_overwrites_oldest_and_stays_consistent():
 
 
 def test_nonfinite_chunks_never_enter_the_buffer():
-    buf = TransitionReplayBuffer(100, seed=0)
+    buf = Buffer(100, seed=0)
     bad = episode(ep=1, steps=3, reward=float("nan"))
     buf.add_episodes([bad, episode(ep=2, steps=3, terminated=True)])
-    assert buf.num_nonfinite_dropped == 1
+    assert buf.storage.num_nonfinite_dropped == 1
     b = buf.sample(200)
     assert (b[Columns.OBS]["state"][:, 0] == 2).all()
     assert np.isfinite(b[Columns.REWARDS]).all()
@@ -128,41 +149,87 @@ def test_nonfinite_chunks_never_enter_the_buffer():
 
 def test_reward_clipping_and_scaling_apply_at_sample_time_only():
     proc = RewardProcessor(gamma=0.9, clip=2.0, scale_by_return_std=True)
-    buf = TransitionReplayBuffer(100, gamma=0.9, reward_processor=proc, seed=0)
-    buf.add_episodes([episode(ep=1, steps=6, terminated=True)])  # rewards 1..6
-    assert buf._reward[:6].tolist() == [1, 2, 3, 4, 5, 6]  # raw in the buffer
-    b = buf.sample(300)
-    assert 0 < proc.scale < 1e6
+    buf = Buffer(100, gamma=0.9, reward_clip=2.0, seed=0)
+    ep = episode(ep=1, steps=6, terminated=True)  # rewards 1..6
+    buf.add_episodes([ep])
+    proc.observe(ep.id_, ep.get_rewards(), True)  # the driver's statistics
+    assert buf.storage.reward[:6].tolist() == [1, 2, 3, 4, 5, 6]  # raw in the storage
+    b = buf.sample(300, reward_scale=proc.scale)
+    assert 0 < proc.scale < 1e6 and proc.scale != 1.0
     assert np.allclose(np.unique(b[Columns.REWARDS]), np.array([1.0, 2.0]) * proc.scale)
+    # The driver's processor and the learner's sampler agree on training units.
+    assert np.allclose(proc.process(np.arange(1.0, 7.0)), np.minimum(np.arange(1, 7), 2) * proc.scale)
 
 
 def test_state_round_trip():
-    buf = TransitionReplayBuffer(50, frame_stack=4, seed=3)
+    buf = Buffer(50, frame_stack=4, seed=3)
     first = episode(ep=1, steps=5)
     buf.add_episodes([first])
-    state = buf.get_state()
-    assert len(state["arrays"]["obs/image"]) == len(buf) == 6  # filled slots only
-    restored = TransitionReplayBuffer(50, frame_stack=4, seed=99)
-    restored.set_state(state)
+    state = buf.storage.get_state()
+    assert len(state["arrays"]["obs/image"]) == len(buf.storage) == 6  # filled slots only
+    restored = Buffer(50, frame_stack=4, seed=99)
+    restored.storage.set_state(state)
+    restored.sampler.set_state(buf.sampler.get_state())
     a, b = buf.sample(64), restored.sample(64)
     assert np.array_equal(a[Columns.OBS]["image"], b[Columns.OBS]["image"])
     # The open episode continues after restore.
     restored.add_episodes([episode(ep=1, steps=2, start=5, prev=first)])
-    assert restored.num_added == 6 + 2
+    assert restored.storage.num_added == 6 + 2
 
 
 def test_memory_per_image_transition_is_one_frame():
-    buf = TransitionReplayBuffer(1000, frame_stack=4)
+    buf = Buffer(1000, frame_stack=4)
     full = gym.spaces.Dict({"image": gym.spaces.Box(0, 255, (84, 84), np.uint8),
                             "state": gym.spaces.Box(-np.inf, np.inf, (23,), np.float32)})
     e = SingleAgentEpisode(observation_space=full, action_space=ACT)
     e.add_env_reset(full.sample())
     e.add_env_step(full.sample(), ACT.sample(), 0.0, terminated=True)
     buf.add_episodes([e])
-    per_slot = buf.nbytes() / buf.capacity
+    per_slot = buf.storage.nbytes() / buf.storage.capacity
     assert 84 * 84 <= per_slot <= 8 * 1024
+    leaves = {"image": ((84, 84), np.uint8), "state": ((23,), np.float32)}
+    assert slot_bytes(leaves, 2) == pytest.approx(per_slot, abs=8)  # + the pad row
+    # A state-only encoder: no frame is shipped, stored or checkpointed.
+    chunk = EpisodeChunk.from_episode(e, leaves={"state"})
+    assert set(chunk.obs) == {"state"}
+    assert slot_bytes({"state": leaves["state"]}, 2) < 150
 
 
 def test_empty_buffer_refuses_to_sample():
     with pytest.raises(ValueError, match="empty"):
-        TransitionReplayBuffer(10).sample(4)
+        Buffer(10).sample(4)
+
+
+def test_recent_transitions_know_their_episode_step():
+    buf = Buffer(100)
+    a1 = episode(ep=1, steps=3)
+    buf.add_episodes([a1, episode(ep=2, steps=2, terminated=True)])
+    buf.add_episodes([episode(ep=1, steps=2, start=3, prev=a1, terminated=True)])
+    rewards, positions = buf.storage.recent_transitions(100)
+    # In storage order: ep 1 steps 0-3 (obs 3 links to the next chunk), ep 2
+    # steps 0-1, ep 1 step 4; rewards are t + 1. A window that cuts an episode
+    # counts from its first observation in the window.
+    assert positions.tolist() == [0, 1, 2, 3, 0, 1, 4]
+    assert rewards.tolist() == [1, 2, 3, 4, 1, 2, 5]
+    assert buf.storage.recent_transitions(3)[1].tolist() == [0]
+    terminal = buf.sampler.transitions(buf.storage.terminal_slots(10))
+    assert sorted(terminal[Columns.OBS]["state"][:, 0].tolist()) == [1, 2]
+    assert terminal[Columns.TERMINATEDS].all()
+
+
+def test_shards_keep_episodes_whole_and_fill_evenly():
+    shards = ShardAssignment(2)
+    long1, short = episode(ep=1, steps=10), episode(ep=2, steps=2, terminated=True)
+    dealt = shards.deal([EpisodeChunk.from_episode(e) for e in (long1, short)])
+    assert [[c.id for c in s] for s in dealt] == [[long1.id_], [short.id_]]
+    # ep 1 continues on shard 0; the next new episode goes to the emptier shard 1.
+    more = [EpisodeChunk.from_episode(episode(ep=1, steps=3, start=10, prev=long1)),
+            EpisodeChunk.from_episode(episode(ep=3, steps=4))]
+    dealt = shards.deal(more)
+    assert [[c.id for c in s] for s in dealt] == [[more[0].id], [more[1].id]]
+    assert shards.transitions == [13, 6]
+    restored = ShardAssignment(2)
+    restored.set_state(shards.get_state())
+    assert restored.deal([more[1]])[1] == [more[1]]  # open episodes stay where they were
+    with pytest.raises(ValueError, match="num_learners"):
+        ShardAssignment(3).set_state(shards.get_state())

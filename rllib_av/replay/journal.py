@@ -19,13 +19,13 @@ from typing import Iterator, List, Tuple
 
 import numpy as np
 
-from rllib_av.algorithms.td3.replay_buffer import EpisodeChunk
+from rllib_av.replay.episode_chunk import EpisodeChunk
 
 SUFFIX = ".npz"
 
 
 class ReplayJournal:
-    """Entries get increasing ids, never reused in a directory, and name their
+    """Entries get increasing ids, never reused in a run, and name their
     parent: the entry before them, or the last one the restored checkpoint
     holds. Replay follows that chain, so after a guard rollback the entries of
     the abandoned future are never mistaken for the restored one's."""
@@ -58,8 +58,13 @@ class ReplayJournal:
         self.head, self._next_id = self._next_id, self._next_id + 1
 
     def restored(self, head: int) -> None:
-        """The buffer was restored from a checkpoint holding entries up to ``head``."""
+        """The buffer was restored from a checkpoint holding entries up to ``head``.
+
+        New ids go on above ``head`` too: a checkpoint deletes the entries it
+        holds, so the directory alone may no longer show how far ids went, and
+        an entry numbered below the head would never be replayed."""
         self.head = head
+        self._next_id = max(self._next_id, head + 1)
 
     def replay(self) -> Iterator[Tuple[List[EpisodeChunk], int]]:
         """The entries that follow the restored checkpoint, oldest first, as

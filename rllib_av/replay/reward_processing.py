@@ -1,9 +1,11 @@
 """Reward processing for training: optional clipping, then optional scaling by
 a running standard deviation of discounted returns.
 
-Applied when batches are sampled, so raw rewards stay in the replay buffer and
-the scale can keep adapting. ``scale`` (the current factor) also converts the
-env's declared reward range into training units for the Q bound.
+Raw rewards stay in the replay; ``training_rewards`` is applied where they are
+sampled (numpy or torch, on any device), so the scale can keep adapting. The
+statistics live in one ``RewardProcessor`` (the driver's: every learner shard
+trains in the same units), and ``scale`` (the current factor) also converts
+the env's declared reward range into training units for the Q bound.
 """
 
 from __future__ import annotations
@@ -11,6 +13,14 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 import numpy as np
+
+
+def training_rewards(raw, clip: Optional[float], scale: float):
+    """Raw per-step rewards -> the units the critic trains on: clipped to
+    [-clip, clip] (when set), then times ``scale``. numpy arrays and torch
+    tensors alike."""
+    rewards = raw if clip is None else raw.clip(-clip, clip)
+    return rewards * scale
 
 
 class RewardProcessor:
@@ -32,10 +42,10 @@ class RewardProcessor:
 
     def observe(self, episode_id, rewards: np.ndarray, done: bool) -> None:
         """Track the discounted returns of arriving (raw) rewards."""
-        if not self.scale_by_return_std:
+        if not self.scale_by_return_std or not len(rewards):
             return
         g = self._returns.pop(episode_id, 0.0)
-        for r in self._clip(rewards).tolist():
+        for r in training_rewards(np.asarray(rewards, np.float64), self.clip, 1.0).tolist():
             g = self.gamma * g + r
             self._count += 1
             delta = g - self._mean
@@ -44,11 +54,9 @@ class RewardProcessor:
         if not done:
             self._returns[episode_id] = g
 
-    def process(self, rewards: np.ndarray) -> np.ndarray:
-        return (self._clip(rewards) * self.scale).astype(np.float32, copy=False)
-
-    def _clip(self, rewards: np.ndarray) -> np.ndarray:
-        return rewards if self.clip is None else np.clip(rewards, -self.clip, self.clip)
+    def process(self, rewards):
+        """Raw rewards in training units, at the current scale."""
+        return training_rewards(rewards, self.clip, self.scale)
 
     def get_state(self) -> Dict[str, Any]:
         return {"count": self._count, "mean": self._mean, "m2": self._m2,

@@ -1,6 +1,6 @@
 """Replay memory per image transition, measured on the real buffer.
 
-Fills TransitionReplayBuffer with 100k transitions of DrivingEnv-shaped
+Fills the learner's ReplayStorage with 100k transitions of DrivingEnv-shaped
 observations (uint8 84x84 frame + 23-float state, 200-step episodes, as RLlib
 SingleAgentEpisode chunks) and reports the buffer's bytes per transition and
 the process RSS growth, beside the reference design that stores 4 float32
@@ -19,7 +19,9 @@ import numpy as np
 
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
-from rllib_av.algorithms.td3.replay_buffer import TransitionReplayBuffer
+from rllib_av.replay.episode_chunk import EpisodeChunk
+from rllib_av.replay.sampling import TransitionSampler
+from rllib_av.replay.storage import ReplayStorage
 
 OBS = gym.spaces.Dict({
     "image": gym.spaces.Box(0, 255, (84, 84), np.uint8),
@@ -56,10 +58,10 @@ def main():
     rss0 = rss_bytes()
     # Capacity = observations stored: T transitions of an episode use T + 1 slots.
     capacity = args.transitions + args.transitions // EPISODE_STEPS
-    buffer = TransitionReplayBuffer(capacity, frame_stack=4)
+    buffer = ReplayStorage(capacity, padded_keys={"image"})
     while buffer.num_transitions_added < args.transitions:
-        buffer.add_episodes([episode(rng, EPISODE_STEPS)])
-    batch = buffer.sample(256)  # and it samples 4-frame stacks
+        buffer.add_chunks([EpisodeChunk.from_episode(episode(rng, EPISODE_STEPS))])
+    batch = TransitionSampler(buffer, gamma=0.99, frame_stack=4).sample(256)  # 4-frame stacks
     per_transition = buffer.nbytes() / buffer.num_transitions_added
     reference = 2 * 4 * 84 * 84 * 4 + 2 * 23 * 4 + 2 * 4 + 4 + 1  # 4 float32 frames, s and s'
     out = {

@@ -5,7 +5,8 @@ Gaussian exploration 0.1, target smoothing 0.2 / 0.5, policy delay 2,
 uniform-random warm-up and learning start at 1000 steps, one gradient update
 per env step, one torch thread. Reports env steps/s (whole run, warm-up
 included), the deterministic eval return (10 episodes) after the budget, their
-ratios, and where our wall time went (sampling, batch building, torch update).
+ratios, and where our wall time went (sampling, replay add, batch building,
+torch update; the update's figure includes the batch building inside it).
 The two advance in alternating 1000-step slices so machine noise hits both alike.
 
     python benchmarks/td3_vs_sb3.py [--steps 10000] [--seeds 0 1 2]
@@ -99,9 +100,10 @@ class OursRun:
         self.algo = config.build_algo()
         self.split: dict = {}
         Timed(self.algo.env_runner, "sample", self.split, "sampling (EnvRunner)")
-        Timed(self.algo.replay_buffer, "add_chunks", self.split, "replay add")
-        Timed(self.algo.replay_buffer, "sample", self.split, "batch building (replay sample)")
-        Timed(self.algo.learner_group, "update", self.split, "learner update (torch)")
+        learner = self.algo.learner_group._learner  # in this process: num_learners=0
+        Timed(learner, "add_chunks", self.split, "replay add (learner)")
+        Timed(learner.replay_sampler, "sample", self.split, "batch building (replay sample)")
+        Timed(learner, "update_from_replay", self.split, "learner update (torch, sampling included)")
 
     def advance(self, until: int) -> None:
         t0 = time.perf_counter()

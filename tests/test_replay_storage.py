@@ -233,3 +233,20 @@ def test_shards_keep_episodes_whole_and_fill_evenly():
     assert restored.deal([more[1]])[1] == [more[1]]  # open episodes stay where they were
     with pytest.raises(ValueError, match="num_learners"):
         ShardAssignment(3).set_state(shards.get_state())
+
+
+def test_batches_come_in_gathers_bounded_in_bytes(monkeypatch):
+    from rllib_av.replay import sampling
+
+    buf = Buffer(100, frame_stack=4)
+    buf.add_episodes([episode(ep=1, steps=20)])
+    per = buf.sampler.transition_bytes()
+    assert per == 2 * (4 * 16 + 8) + 8 + 9  # 4-frame stacks of 4x4 + 2 floats, obs and next
+    monkeypatch.setattr(sampling, "GATHER_BYTES", 3 * 8 * per)  # three batches of 8 a gather
+    gathered = []
+    sample = buf.sampler.sample
+    monkeypatch.setattr(buf.sampler, "sample", lambda n, *a: gathered.append(n) or sample(n, *a))
+    batches = list(buf.sampler.batches(7, 8))
+    assert gathered == [24, 24, 8]
+    assert len(batches) == 7 and all(len(b[Columns.REWARDS]) == 8 for b in batches)
+    assert all(b[Columns.OBS]["image"].shape == (8, 4, 4, 4) for b in batches)

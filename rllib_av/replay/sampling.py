@@ -13,7 +13,7 @@ frame-stacking connectors do on the EnvRunner side.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 import numpy as np
 import torch
@@ -24,6 +24,10 @@ from rllib_av.replay.reward_processing import training_rewards
 from rllib_av.replay.storage import ReplayStorage
 
 DISCOUNTS = "discounts"  # gamma^m per transition (m = steps actually bootstrapped over)
+# Batches drawn by one gather hold at most this many bytes: one gather for many
+# small (state-only) batches saves per-call overhead and syncs, a few big
+# (camera) batches at a time keep device memory bounded.
+GATHER_BYTES = 64 * 2**20
 
 
 class TransitionSampler:
@@ -52,6 +56,26 @@ class TransitionSampler:
             head = torch.where(bad, self._draw(num_items), head)
             bad = s.next[head] < 0
         return self.transitions(head, n_step, reward_scale)
+
+    def batches(self, num_batches: int, size: int, n_step: int = 1,
+                reward_scale: float = 1.0) -> Iterator[Dict[str, Any]]:
+        """``num_batches`` independent batches of ``size`` transitions, gathered
+        as many at a time as fit in GATHER_BYTES."""
+        per_gather = max(1, GATHER_BYTES // (size * self.transition_bytes()))
+        done = 0
+        while done < num_batches:
+            k = min(per_gather, num_batches - done)
+            group = self.sample(k * size, n_step, reward_scale)
+            for i in range(k):
+                yield rows_of(group, i * size, (i + 1) * size)
+            done += k
+
+    def transition_bytes(self) -> int:
+        """Bytes one sampled transition takes in a batch (obs and next obs, stacks built)."""
+        s = self.storage
+        obs = sum(v[0].numel() * v.element_size() * (self.frame_stack if k in s.padded_keys else 1)
+                  for k, v in s.obs.items())
+        return 2 * obs + s.action[0].numel() * 4 + 4 + 1 + 4
 
     def _draw(self, n: int) -> torch.Tensor:
         return torch.randint(0, len(self.storage), (n,), generator=self.generator,
@@ -109,3 +133,10 @@ class TransitionSampler:
 
     def set_state(self, state: np.ndarray) -> None:
         self.generator.set_state(torch.from_numpy(np.asarray(state, np.uint8)))
+
+
+def rows_of(batch, start: int, stop: int):
+    """A view of rows [start, stop) of a (nested) tensor batch."""
+    if isinstance(batch, torch.Tensor):
+        return batch[start:stop]
+    return {k: rows_of(v, start, stop) for k, v in batch.items()}

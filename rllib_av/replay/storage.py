@@ -64,17 +64,22 @@ class ReplayStorage:
         self.is_dict = False
 
     def allocate(self, leaves: LeafSpecs, action_dim: int) -> None:
+        """Slot tensors for the whole ring. Only slots below ``len(self)`` are
+        ever read, so the rest stays uninitialized (on a CPU the OS then commits
+        pages as the ring fills); the pad rows are zero."""
         c, dev = self.capacity, self.device
         self.is_dict = BOX_KEY not in leaves
-        self.obs = {
-            k: torch.zeros((c + (k in self.padded_keys),) + tuple(shape),
-                           dtype=torch.from_numpy(np.zeros(0, dtype)).dtype, device=dev)
-            for k, (shape, dtype) in leaves.items()
-        }
+        self.obs = {}
+        for k, (shape, dtype) in leaves.items():
+            torch_dtype = torch.from_numpy(np.empty(0, dtype)).dtype
+            self.obs[k] = torch.empty((c + (k in self.padded_keys),) + tuple(shape),
+                                      dtype=torch_dtype, device=dev)
+            if k in self.padded_keys:
+                self.obs[k][c] = 0
         self.prev = torch.full((c + 1,), -1, dtype=torch.int64, device=dev)  # prev[c]: pad -> pad
         self.next = torch.full((c,), -1, dtype=torch.int64, device=dev)
-        self.action = torch.zeros((c, action_dim), dtype=torch.float32, device=dev)
-        self.reward = torch.zeros(c, dtype=torch.float32, device=dev)
+        self.action = torch.empty((c, action_dim), dtype=torch.float32, device=dev)
+        self.reward = torch.empty(c, dtype=torch.float32, device=dev)
         self.terminated = torch.zeros(c, dtype=torch.bool, device=dev)
 
     def __len__(self) -> int:

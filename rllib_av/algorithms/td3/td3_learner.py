@@ -50,7 +50,7 @@ from rllib_av.config_schema import ConfigError
 # reductions come from the one spec.
 from rllib_av.health.statistics import ACTOR_STATS, CRITIC_STATS
 from rllib_av.replay.episode_chunk import BOX_KEY, EpisodeChunk
-from rllib_av.replay.sampling import DISCOUNTS, TransitionSampler
+from rllib_av.replay.sampling import DISCOUNTS, TransitionSampler, rows_of
 from rllib_av.replay.storage import (
     ReplayStorage, device_free_bytes, load_state, save_state, slot_bytes,
 )
@@ -201,8 +201,7 @@ class TD3TorchLearner(TorchLearner):
         for module_id in self.module.keys():
             config = self.config.get_config_for_module(module_id)
             size = config.train_batch_size_per_learner
-            batches = (self.replay_sampler.sample(size, config.n_step, reward_scale)
-                       for _ in range(num_updates))
+            batches = self.replay_sampler.batches(num_updates, size, config.n_step, reward_scale)
             loss = self._update_module(module_id, batches)
             self.metrics.log_value((module_id, self.TOTAL_LOSS_KEY), loss, window=1)
             self._log_steps_trained(module_id, num_updates * size)
@@ -228,7 +227,7 @@ class TD3TorchLearner(TorchLearner):
         for module_id, module_batch in batch.items():
             size = self.config.get_config_for_module(module_id).train_batch_size_per_learner
             n = len(module_batch[Columns.REWARDS]) // size
-            slices = (_slice(module_batch, i * size, (i + 1) * size) for i in range(n))
+            slices = (rows_of(module_batch, i * size, (i + 1) * size) for i in range(n))
             loss_per_module[module_id] = self._update_module(module_id, slices)
         return {}, loss_per_module, {}
 
@@ -356,9 +355,3 @@ class TD3TorchLearner(TorchLearner):
 
 CRITIC_STATS_INDEX = {name: i for i, name in enumerate(CRITIC_STATS)}
 
-
-def _slice(batch, start: int, stop: int):
-    """A view of rows [start, stop) of a (nested) tensor batch."""
-    if isinstance(batch, torch.Tensor):
-        return batch[start:stop]
-    return {k: _slice(v, start, stop) for k, v in batch.items()}

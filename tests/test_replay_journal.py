@@ -105,25 +105,6 @@ def test_new_entries_after_a_resume_follow_the_checkpoint_head(tmp_path):
     assert [lifetime for _, lifetime in again.replay()] == [8, 10]
 
 
-def test_new_entries_after_a_resume_follow_the_checkpoint_head(tmp_path):
-    """Issue 13.2: a checkpoint deletes the entries it holds; a run resumed from
-    it must still number new entries above its head, or a second kill loses them."""
-    journal = ReplayJournal(str(tmp_path))
-    for steps in (2, 4, 6):
-        journal.append(chunks(1, 2), steps)
-    journal.forget_through(3)  # the checkpoint holding entries 1-3 is complete
-    assert os.listdir(tmp_path) == []
-
-    resumed = ReplayJournal(str(tmp_path))  # the run, resumed after a kill
-    resumed.restored(3)
-    resumed.append(chunks(2, 2), 8)
-    resumed.append(chunks(2, 2), 10)
-
-    again = ReplayJournal(str(tmp_path))  # killed again, resumed again
-    again.restored(3)
-    assert [lifetime for _, lifetime in again.replay()] == [8, 10]
-
-
 def test_a_half_written_entry_is_never_read(tmp_path):
     journal = ReplayJournal(str(tmp_path))
     journal.append(chunks(1, 2), 2)

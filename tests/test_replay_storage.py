@@ -4,7 +4,6 @@ RLlib SingleAgentEpisode chunks."""
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 import tree
 
 from ray.rllib.core.columns import Columns

@@ -9,7 +9,6 @@ RLlib does for the learner state of its own checkpoints.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from typing import Callable, List
 
@@ -22,37 +21,37 @@ def shard_dir(path: str, index: int) -> str:
 
 
 def save_shards(foreach_learner: Callable, path: str) -> None:
-    """Every learner's shard into ``path``."""
-    driver_ip = ray.util.get_node_ip_address()
-
-    def save(learner, _path=path, _driver_ip=driver_ip):
-        target = shard_dir(_path, learner.shard_index)
-        here = ray.util.get_node_ip_address()
-        if here == _driver_ip:
-            learner.save_replay(target)
-            return None
-        local = tempfile.mkdtemp(prefix="rllib_av_shard_")
-        learner.save_replay(local)
-        sync_dir_between_nodes(here, local, _driver_ip, target, max_size_bytes=None)
-        shutil.rmtree(local)
-        return None
-
-    foreach_learner(save)
+    """Every learner's shard into ``path`` (on the driver's node)."""
+    _each_shard(foreach_learner, path, save=True)
 
 
 def load_shards(foreach_learner: Callable, path: str) -> List[int]:
     """Every learner reads its shard from ``path``; returns the shard indices read."""
+    return _each_shard(foreach_learner, path, save=False)
+
+
+def _each_shard(foreach_learner: Callable, path: str, save: bool) -> List[int]:
     driver_ip = ray.util.get_node_ip_address()
 
-    def load(learner, _path=path, _driver_ip=driver_ip):
-        source = shard_dir(_path, learner.shard_index)
+    def shard_io(learner):
+        shard = shard_dir(path, learner.shard_index)
         here = ray.util.get_node_ip_address()
-        if here == _driver_ip:
-            learner.load_replay(source)
+        if here == driver_ip and save:
+            learner.save_replay(shard)
+        elif here == driver_ip:
+            learner.load_replay(shard)
         else:
-            with tempfile.TemporaryDirectory(prefix="rllib_av_shard_") as local:
-                sync_dir_between_nodes(_driver_ip, source, here, local, max_size_bytes=None)
-                learner.load_replay(local)
+            _across_nodes(learner, shard, here, driver_ip, save)
         return learner.shard_index
+    return foreach_learner(shard_io)
 
-    return foreach_learner(load)
+
+def _across_nodes(learner, shard: str, here: str, driver_ip: str, save: bool) -> None:
+    """Save or load through a temporary folder on the learner's node."""
+    with tempfile.TemporaryDirectory(prefix="rllib_av_shard_") as local:
+        if save:
+            learner.save_replay(local)
+            sync_dir_between_nodes(here, local, driver_ip, shard, max_size_bytes=None)
+        else:
+            sync_dir_between_nodes(driver_ip, shard, here, local, max_size_bytes=None)
+            learner.load_replay(local)

@@ -235,7 +235,6 @@ class TD3(Algorithm):
     def _store_and_learn(self, chunks: List[EpisodeChunk]) -> None:
         """Hand each learner its shard's chunks and the gradient updates the ratio
         owes, in one call per learner; each samples its batches from its shard."""
-        cfg = self.config
         with self.metrics.log_time((TIMERS, REPLAY_BUFFER_ADD_DATA_TIMER)):
             finite = [c for c in chunks if c.is_finite()]  # the rest never enters a shard
             for chunk in finite:

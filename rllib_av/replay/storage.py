@@ -64,9 +64,9 @@ class ReplayStorage:
         self.is_dict = False
 
     def allocate(self, leaves: LeafSpecs, action_dim: int) -> None:
-        """Slot tensors for the whole ring. Only slots below ``len(self)`` are
-        ever read, so the rest stays uninitialized (on a CPU the OS then commits
-        pages as the ring fills); the pad rows are zero."""
+        """Slot tensors for the whole ring. A slot is written in full when an
+        observation first takes it, so the rest stays uninitialized (on a CPU
+        the OS then commits pages as the ring fills); the pad rows are zero."""
         c, dev = self.capacity, self.device
         self.is_dict = BOX_KEY not in leaves
         self.obs = {}
@@ -130,15 +130,17 @@ class ReplayStorage:
         # Each new observation's predecessor; -1 marks an episode start.
         prev = nums[:-1] if continuing else np.concatenate([[-1], nums[:-1]])
         self.prev[slots] = self._tensor(prev)
+        # A reused slot forgets its old transition (a final observation has none).
         self.next[slots] = -1
+        self.action[slots] = 0.0
+        self.reward[slots] = 0.0
+        self.terminated[slots] = False
         if steps:
             src = self._index(nums[:-1] % self.capacity)
             self.next[src] = self._tensor(nums[1:])
             self.action[src] = self._tensor(chunk.actions)
             self.reward[src] = self._tensor(chunk.rewards)
-            terminated = np.zeros(steps, bool)
-            terminated[-1] = chunk.terminated
-            self.terminated[src] = self._tensor(terminated)
+            self.terminated[src[-1]] = chunk.terminated
         self.num_added += n_new
         self.num_transitions_added += steps
         if not chunk.done:

@@ -4,8 +4,8 @@ one process (the machine's noise hits both alike).
 
     python benchmarks/replay_journal.py [--rounds 4] [--seconds 10]
 
-The quickstart's observations carry the 84x84 camera frame (stored, though its
-policy reads the state vector), so the journal's bytes per step are a frame's.
+The quickstart's policy reads the state vector only, so its journal (like its
+replay) holds no camera frames: about 125 bytes per step instead of a frame's 7 KB.
 Writes benchmarks/results/replay_journal.json.
 """
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import pickle
-import resource
 import statistics
 import time
 
@@ -93,20 +92,28 @@ def timed(fn, seconds: float = 2.0, sync=lambda: None) -> float:
     return (time.perf_counter() - t0) / n
 
 
+def _rss_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
 def _peak_rss_child(path: str, transitions: int, queue) -> None:
-    """A fresh 'driver' process: peak RSS before and after one training step."""
+    """A fresh 'driver' process (Linux): peak RSS over one training step, and
+    how much it rose during the step (the peak is reset just before it)."""
     torch.set_num_threads(1)
     if path == "old":
         storage = storage_for(transitions, "cpu")
         fill(storage, transitions)
         sampler = TransitionSampler(storage, gamma=0.99, frame_stack=FRAME_STACK, seed=0)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # VmHWM := VmRSS
+    before = _rss_kb("VmRSS")
     if path == "old":  # the old training step: one 64 x 256 batch, built here
         sampler.sample(STEP_ENV_STEPS * BATCH)
     else:
         driver_share_of_a_step(step_chunks(), RewardProcessor(0.99), ShardAssignment(1))
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    queue.put({"peak_rss_mb": after / 2**20, "step_growth_mb": (after - before) / 2**20})
+    peak = _rss_kb("VmHWM")
+    queue.put({"peak_rss_mb": peak / 1024, "step_growth_mb": (peak - before) / 1024})
 
 
 def peak_rss(path: str, transitions: int) -> dict:

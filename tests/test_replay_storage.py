@@ -4,6 +4,7 @@ RLlib SingleAgentEpisode chunks."""
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 import tree
 
 from ray.rllib.core.columns import Columns
@@ -249,3 +250,13 @@ def test_batches_come_in_gathers_bounded_in_bytes(monkeypatch):
     assert gathered == [24, 24, 8]
     assert len(batches) == 7 and all(len(b[Columns.REWARDS]) == 8 for b in batches)
     assert all(b[Columns.OBS]["image"].shape == (8, 4, 4, 4) for b in batches)
+
+
+def test_observations_are_stored_in_the_space_dtype():
+    storage = ReplayStorage(10)
+    storage.allocate({"": ((2,), np.float32)}, action_dim=1)
+    chunk = EpisodeChunk(id="a", obs={"": np.ones((3, 2), np.float64)},  # an env's float64
+                         actions=np.zeros((2, 1), np.float32), rewards=np.ones(2, np.float32),
+                         terminated=True, done=True)
+    assert storage.add_chunks([chunk]) == 2
+    assert storage.obs[""].dtype == torch.float32 and storage.obs[""][:3].sum() == 6

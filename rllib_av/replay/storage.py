@@ -126,10 +126,9 @@ class ReplayStorage:
         nums = np.concatenate([[last], new_nums]) if continuing else new_nums
         slots = self._index(new_nums % self.capacity)
         for k, v in chunk.obs.items():
-            self.obs[k][slots] = self._tensor(v[first_new:])
+            _put(self.obs[k], slots, v[first_new:])
         # Each new observation's predecessor; -1 marks an episode start.
-        prev = nums[:-1] if continuing else np.concatenate([[-1], nums[:-1]])
-        self.prev[slots] = self._tensor(prev)
+        _put(self.prev, slots, nums[:-1] if continuing else np.concatenate([[-1], nums[:-1]]))
         # A reused slot forgets its old transition (a final observation has none).
         self.next[slots] = -1
         self.action[slots] = 0.0
@@ -137,9 +136,9 @@ class ReplayStorage:
         self.terminated[slots] = False
         if steps:
             src = self._index(nums[:-1] % self.capacity)
-            self.next[src] = self._tensor(nums[1:])
-            self.action[src] = self._tensor(chunk.actions)
-            self.reward[src] = self._tensor(chunk.rewards)
+            _put(self.next, src, nums[1:])
+            _put(self.action, src, chunk.actions)
+            _put(self.reward, src, chunk.rewards)
             self.terminated[src[-1]] = chunk.terminated
         self.num_added += n_new
         self.num_transitions_added += steps
@@ -147,11 +146,8 @@ class ReplayStorage:
             self._open[chunk.id] = int(nums[-1])
         return steps
 
-    def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
-
     def _index(self, slots: np.ndarray) -> torch.Tensor:
-        return self._tensor(slots.astype(np.int64))
+        return torch.from_numpy(slots.astype(np.int64)).to(self.device)
 
     # -- what the critic probes read ---------------------------------------------
 
@@ -222,9 +218,14 @@ class ReplayStorage:
                               arrays["action"].shape[1])
             n = len(arrays["reward"])
             for k, v in leaves.items():
-                self.obs[k][:n] = self._tensor(v)
+                _put(self.obs[k], slice(0, n), v)
             for name in ("prev", "next", "action", "reward", "terminated"):
-                getattr(self, name)[:n] = self._tensor(arrays[name])
+                _put(getattr(self, name), slice(0, n), arrays[name])
+
+
+def _put(target: torch.Tensor, index, values: np.ndarray) -> None:
+    """target[index] = values, converted to the target's dtype and device."""
+    target[index] = torch.from_numpy(np.ascontiguousarray(values)).to(target.device, target.dtype)
 
 
 def save_state(state: Dict[str, Any], path: str) -> None:

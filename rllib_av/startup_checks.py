@@ -13,7 +13,8 @@ Before a run builds its algorithm (Ray is up, no run directory exists yet),
 deep inside:
 
 - every actor the config asks for can be placed: RLlib waits without a
-  time-out for an EnvRunner or learner actor whose resources no node offers;
+  time-out for an EnvRunner or learner actor whose resources no node offers,
+  or for learners beyond what all nodes together offer;
 - a learner in the driver that asks for a GPU finds one in this process;
 - a CARLA server the envs attach to on this machine answers.
 
@@ -57,6 +58,9 @@ def check_before_build(rc: RunConfig) -> None:
             asks["GPU"] = res.num_gpus_per_learner
         _require_offered("resources.learner_resources", asks, nodes,
                          "or set resources.num_gpus_per_learner: 0")
+        # RLlib's rule: a learner without a GPU takes one CPU.
+        _require_room_for_learners(res.num_learners, {
+            **asks, "CPU": 0 if res.num_gpus_per_learner > 0 else 1}, nodes)
     elif res.num_gpus_per_learner > 0:
         _require_local_gpu(res.num_gpus_per_learner)
     carla = rc.env.carla
@@ -77,6 +81,18 @@ def _require_offered(key: str, asks: Dict[str, float], nodes: List[dict], other:
                 f"wait for one forever; expected nodes started with "
                 f"`ray start ... --resources='{{\"{name}\": N}}'` (`ray status` lists what "
                 f"joined), {other}")
+
+
+def _require_room_for_learners(count: int, asks: Dict[str, float], nodes: List[dict]) -> None:
+    """All ``count`` learner actors together fit in what the nodes offer."""
+    for name, amount in asks.items():
+        need, have = count * amount, sum(node.get(name, 0) for node in nodes)
+        if need > have:
+            raise ConfigError(
+                f"resources.num_learners: {count} is not allowed on this cluster; {count} "
+                f"learners x {amount:g} {name} need {need:g} {name}, its nodes offer {have:g}, "
+                f"and RLlib would wait for the rest forever; expected at most "
+                f"{int(have // amount)} learners, or fewer {name} each")
 
 
 def _require_local_gpu(gpus: float) -> None:

@@ -5,53 +5,33 @@ actor left waiting for resources that never come."""
 import os
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 
-from rllib_av.algorithms.td3.learner_resources import check_learner_resources, learner_demand
 from rllib_av.config_schema import ConfigError
 from rllib_av.run_config import load_run_config
+from rllib_av.startup_checks import check_before_build
 
-CLUSTER = {"CPU": 16.0, "GPU": 2.0, "carla_slot": 4.0}
-
-
-def learners(n, gpus=0.0, cpus="auto", custom=None):
-    return SimpleNamespace(num_learners=n, num_gpus_per_learner=gpus, num_cpus_per_learner=cpus,
-                           custom_resources_per_learner=custom or {})
+QUICKSTART = "configs/quickstart.yaml"
 
 
-def test_learner_demand_follows_rllib_placement():
-    assert learner_demand(learners(0, gpus=1)) == {}  # in the driver: no actor
-    assert learner_demand(learners(2)) == {"CPU": 2}
-    assert learner_demand(learners(2, gpus=1)) == {"GPU": 2}  # "auto": no CPU slot
-    assert learner_demand(learners(3, gpus=0.5, custom={"learner_gpu": 1})) == {
-        "GPU": 1.5, "learner_gpu": 3}
-
-
-@pytest.mark.parametrize("config, message", [
-    (learners(3, gpus=1), "3 learner(s) x 1 GPU need 3 GPU, the Ray cluster has 2; expected at most 2"),
-    (learners(17), "need 17 CPU, the Ray cluster has 16"),
-    (learners(1, custom={"learner_gpu": 1}), "need 1 learner_gpu, the Ray cluster has 0"),
-])
-def test_learners_beyond_the_cluster_are_refused(config, message):
-    with pytest.raises(ConfigError, match="^resources.num_learners: ") as e:
-        check_learner_resources(config, CLUSTER)
-    assert message in str(e.value) and "\n" not in str(e.value)
-
-
-def test_learners_the_cluster_holds_pass():
-    check_learner_resources(learners(2, gpus=1), CLUSTER)
-    check_learner_resources(learners(4, custom={"carla_slot": 1}), CLUSTER)
-    check_learner_resources(learners(0), {})
+def test_learners_beyond_what_all_nodes_offer_together_are_refused(ray_local):
+    """Each learner fits on a node, but not all of them on the cluster: RLlib
+    would place two and wait for the third forever (ray_local has 2 CPUs)."""
+    rc = load_run_config(QUICKSTART, ["resources.num_learners=3", "training.batch_size=255"])
+    with pytest.raises(ConfigError, match=r"^resources.num_learners: 3 is not allowed on this "
+                                          r"cluster; 3 learners x 1 CPU need 3 CPU, its nodes "
+                                          r"offer 2, .*expected at most 2 learners") as e:
+        check_before_build(rc)
+    assert "\n" not in str(e.value)
+    check_before_build(load_run_config(QUICKSTART, ["resources.num_learners=2"]))
 
 
 def test_a_batch_the_learners_cannot_split_is_refused():
     with pytest.raises(ConfigError, match="training.batch_size: 255 is not allowed with "
                                           "resources.num_learners=2; expected a multiple of 2"):
-        load_run_config("configs/quickstart.yaml",
-                        ["resources.num_learners=2", "training.batch_size=255"])
-    load_run_config("configs/quickstart.yaml", ["resources.num_learners=2", "training.batch_size=256"])
+        load_run_config(QUICKSTART, ["resources.num_learners=2", "training.batch_size=255"])
+    load_run_config(QUICKSTART, ["resources.num_learners=2", "training.batch_size=256"])
 
 
 def _train(tmp_path, *overrides):
@@ -59,22 +39,22 @@ def _train(tmp_path, *overrides):
                         "monitoring.exporter_port=0", "monitoring.tensorboard=false", *overrides)
             for a in ("--set", o)]
     return subprocess.run([sys.executable, "-m", "rllib_av.cli", "train", "--quiet",
-                           "--config", "configs/quickstart.yaml", *args],
+                           "--config", QUICKSTART, *args],
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "RAY_ADDRESS": "local"})
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("overrides, key", [
-    # A custom resource no node declares: the learner actor would wait forever.
-    (["resources.num_learners=1", "resources.learner_resources={learner_gpu: 1}"],
-     "resources.num_learners: 1 is not allowed"),
+    # More learners than any test machine has CPUs for.
+    (["resources.num_learners=1000", "training.batch_size=1000"],
+     "resources.num_learners: 1000 is not allowed"),
     # 1e10 camera transitions (~70 TB) in the learner's memory.
     (["training.buffer_size=10000000000", "training.image_encoder=nature_cnn"],
      "training.buffer_size: 10000000000 is not allowed"),
     (["resources.num_learners=2", "training.batch_size=255"],
      "training.batch_size: 255 is not allowed"),
-], ids=["learner_resources", "buffer_beyond_memory", "unshardable_batch"])
+], ids=["learners_beyond_cluster", "buffer_beyond_memory", "unshardable_batch"])
 def test_cli_refuses_learner_settings_with_one_line(tmp_path, overrides, key):
     proc = _train(tmp_path, *overrides)
     assert proc.returncode == 2, proc.stderr[-3000:]

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from rllib_av.algorithms.td3 import TD3Config
-from rllib_av.health.overestimation import discounted_returns, rollout_bias
+from rllib_av.critic_probes import rollout_bias
+from rllib_av.health.overestimation import discounted_returns
 from rllib_av.replay.reward_processing import RewardProcessor
 
 STEPS, GAMMA, CLIP = 6, 0.9, 0.5

@@ -44,7 +44,6 @@ from ray.tune.registry import register_trainable
 
 from rllib_av.algorithms.td3.debug_faults import DebugRewardFault
 from rllib_av.algorithms.td3.frame_stacking import DictImageFrameStacking, stacks_frames
-from rllib_av.algorithms.td3.learner_resources import check_learner_resources
 from rllib_av.algorithms.td3.networks import encoder_inputs
 from rllib_av.algorithms.td3.replay_shards import load_shards, save_shards
 from rllib_av.algorithms.td3.training_settings import TrainingSettings
@@ -175,10 +174,6 @@ class TD3(Algorithm):
         return TD3Config()
 
     def setup(self, config: TD3Config) -> None:
-        if config.num_learners or config.num_gpus_per_learner:  # before any actor starts
-            if not ray.is_initialized():
-                ray.init()
-            check_learner_resources(config, ray.cluster_resources())
         try:
             super().setup(config)
         except ray.exceptions.RayTaskError as e:  # a remote learner refused its settings

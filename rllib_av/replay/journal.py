@@ -1,11 +1,13 @@
-"""Write-ahead journal of the replay buffer: nothing sampled dies with the driver.
+"""Write-ahead journal of the replay: nothing sampled dies with the driver, or
+with a learner actor and the replay shard it holds.
 
-A checkpoint holds the buffer as of its iteration; every env step sampled after
-it would be lost with a killed driver. So each training step writes the episode
-chunks it hands the buffer to ``<dir>/<seq>.npz`` *before* any gradient update
-(a temp file renamed into place: an entry is whole or absent). A resumed run
-restores the newest checkpoint and replays the entries that follow it; a
-completed checkpoint makes every older entry deletable.
+A checkpoint holds the replay as of its iteration; every env step sampled after
+it would be lost with a killed driver or learner. So each training step writes
+the episode chunks it hands the learners to ``<dir>/<seq>.npz`` *before* any
+gradient update (a temp file renamed into place: an entry is whole or absent).
+A resumed run (or new learners replacing a lost one) restores the newest
+checkpoint and replays the entries that follow it; a completed checkpoint
+makes every older entry deletable.
 
 Survives a killed process (the kernel's page cache keeps the file), not a power
 cut: entries are not fsynced, which would cost a disk flush per training step.

@@ -11,17 +11,42 @@ carry their constraints in ``field(metadata=...)``:
 ``ConfigError`` naming the dotted key, the value and what is allowed, for the
 first problem it meets: unknown keys, wrong types, out-of-range values,
 missing files. Cross-field rules live in a section's ``check()`` method.
+
+``load_yaml`` is the one YAML reader for run configs (files and ``--set``
+values): PyYAML follows YAML 1.1, which reads ``1e-4`` as a string; this one
+reads it as the number every user of learning rates means.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import types
 import typing
-from typing import Any, Dict, Literal, Mapping, Optional, Type, TypeVar, Union
+from typing import IO, Any, Dict, Literal, Mapping, Optional, Type, TypeVar, Union
+
+import yaml
 
 T = TypeVar("T")
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader whose floats follow YAML 1.2: an exponent needs no dot and no
+    sign (``1e-4``, ``3E5``); YAML 1.1's forms still read as before."""
+
+
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(source: Union[str, IO[str]]) -> Any:
+    """Parse run-config YAML (a string or an open file); raises yaml.YAMLError."""
+    return yaml.load(source, Loader=_ConfigLoader)
 
 
 class ConfigError(ValueError):
@@ -64,7 +89,7 @@ def _describe(tp) -> str:
         return f"a mapping of {_describe(k)} to {_describe(v)}"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+    return {int: "an integer", float: "a finite number", bool: "true or false", str: "a string",
             type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
@@ -74,7 +99,8 @@ def _fail(key: str, value: Any, allowed: str) -> ConfigError:
 
 def _convert(tp, value: Any, key: str) -> Any:
     """Return ``value`` as type ``tp`` or raise ConfigError. No silent coercion
-    except int -> float (YAML writes 1 for 1.0)."""
+    except int -> float (YAML writes 1 for 1.0) and a whole float -> int
+    (``total_env_steps: 1e6``)."""
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
@@ -114,14 +140,15 @@ def _convert(tp, value: Any, key: str) -> Any:
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        if isinstance(value, float) and value.is_integer() and abs(value) <= 2 ** 53:
+            return int(value)
         raise _fail(key, value, "an integer")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = float(value)
-            if value != value or value in (float("inf"), float("-inf")):
-                raise _fail(key, value, "a finite number")
-            return value
-        raise _fail(key, value, "a number")
+            if math.isfinite(value):
+                return value
+        raise _fail(key, value, _describe(float))
     if tp is str:
         if isinstance(value, str):
             return value
@@ -183,8 +210,6 @@ def to_dict(obj: Any) -> Dict[str, Any]:
 
 def override(data: Dict[str, Any], dotted: str) -> None:
     """Apply one ``a.b.c=value`` command-line override (value parsed as YAML)."""
-    import yaml
-
     if "=" not in dotted:
         raise ConfigError(f"--set {dotted!r}: expected KEY=VALUE, e.g. training.gamma=0.98")
     key, raw = dotted.split("=", 1)
@@ -195,6 +220,6 @@ def override(data: Dict[str, Any], dotted: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: {p!r} is not a section")
     try:
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = load_yaml(raw)
     except yaml.YAMLError:
         raise ConfigError(f"--set {key}: {raw!r} is not a valid YAML value")

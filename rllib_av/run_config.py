@@ -14,7 +14,7 @@ from typing import List, Optional
 import yaml
 
 from rllib_av.algorithms.td3.training_settings import TrainingSettings
-from rllib_av.config_schema import ConfigError, bounds, from_dict, override
+from rllib_av.config_schema import ConfigError, bounds, from_dict, load_yaml, override
 from rllib_av.envs.env_settings import EnvSettings
 from rllib_av.health.health_settings import HealthSettings
 from rllib_av.monitoring.monitoring_settings import MonitoringSettings
@@ -88,7 +88,7 @@ def load_run_config(path: Optional[str] = None, overrides: List[str] = ()) -> Ru
             raise ConfigError(f"--config: {path!r} does not exist; expected a YAML file")
         try:
             with open(path) as f:
-                data = yaml.safe_load(f) or {}
+                data = load_yaml(f) or {}
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" (line {mark.line + 1})" if mark else ""

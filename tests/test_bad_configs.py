@@ -1,8 +1,9 @@
 """Bad run configs (issue 8.5): invalid configs generated from the RunConfig
 dataclass schema (wrong types, out-of-range values, unknown keys, missing
 files, contradictory settings) each give ConfigError with ONE line naming the
-key, the value and what is allowed; through the real CLI: exit 2, that line
-on stderr, no traceback."""
+key, the value and what is allowed (the "expected ..." part is checked against
+the schema: the type, the bound, the choices, the keys of the section); through
+the real CLI: exit 2, that line on stderr, no traceback."""
 
 import dataclasses
 import json
@@ -17,8 +18,9 @@ import yaml
 from rllib_av.config_schema import ConfigError
 from rllib_av.run_config import RunConfig, load_run_config
 
-# Words a message uses to say what is allowed.
+# Words a message uses to introduce what is allowed.
 ALLOWED_WORDS = ("expected", "allowed")
+TYPE_WORDS = {int: "integer", float: "number", bool: "true or false", str: "string"}
 
 
 def _leaves(cls, prefix=""):
@@ -45,17 +47,37 @@ def _base(tp):
     return args[0] if typing.get_origin(tp) is typing.Union and len(args) == 1 else tp
 
 
+def _type_words(tp):
+    """Words the "expected ..." part must hold for a value of the wrong type."""
+    tp = _base(tp)
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        return ("list",)
+    if origin is dict:
+        return ("mapping",)
+    if origin is typing.Union:
+        return tuple(w for arg in typing.get_args(tp) for w in _type_words(arg))
+    if origin is typing.Literal:
+        return tuple(repr(a) for a in typing.get_args(tp))
+    return (TYPE_WORDS[tp],)
+
+
 def _wrong_types(tp):
     tp = _base(tp)
     origin = typing.get_origin(tp)
     if origin in (list, tuple):
-        return ["not-a-list", {"a": 1}]
-    if origin is dict:
-        return [[1, 2], "not-a-mapping"]
-    if origin is typing.Union:  # int or "auto"
-        return ["manual", 1.5]
-    return {int: ["three", 2.5, True], float: ["fast", True, [1.0]],
-            bool: ["yes", 1], str: [123, ["a"]]}[tp]
+        values = ["not-a-list", {"a": 1}]
+    elif origin is dict:
+        values = [[1, 2], "not-a-mapping"]
+    elif origin is typing.Union:  # int or "auto"
+        values = ["manual", 1.5]
+    else:
+        values = {int: ["three", 2.5, True], float: ["fast", True, [1.0]],
+                  bool: ["yes", 1], str: [123, ["a"]]}[tp]
+    return [(v, _type_words(tp)) for v in values]
+
+
+_SYMBOLS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 
 
 def _out_of_range(tp, meta):
@@ -64,40 +86,55 @@ def _out_of_range(tp, meta):
     for op, b in meta.get("bounds", {}).items():
         step = 1 if is_int else max(abs(b) * 0.5, 0.01)
         bad = {"ge": b - step, "gt": b, "le": b + step, "lt": b}[op]
-        values.append([bad] if typing.get_origin(_base(tp)) is list else bad)
+        bad = [bad] if typing.get_origin(_base(tp)) is list else bad
+        values.append((bad, (f"{_SYMBOLS[op]} {b}",)))
     if _base(tp) is float:
-        values.append(math.inf)
+        values.append((math.inf, ("finite",)))
     if "choices" in meta:
-        values += ["bogus", meta["choices"][0].upper() + "x"]
+        values += [(v, meta["choices"]) for v in ("bogus", meta["choices"][0].upper() + "x")]
     return values
 
 
+def _section_keys(section):
+    cls = RunConfig
+    for name in filter(None, section.split(".")):
+        cls = typing.get_type_hints(cls)[name]
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def generated_cases():
-    """(override key, value) pairs, each invalid on its own."""
+    """(override key, value, words the "expected ..." part must hold), each
+    invalid on its own."""
     cases = []
     for key, tp, meta in _leaves(RunConfig):
-        cases += [(key, v) for v in _wrong_types(tp)]
-        cases += [(key, v) for v in _out_of_range(tp, meta)]
+        cases += [(key, v, allowed) for v, allowed in _wrong_types(tp)]
+        cases += [(key, v, allowed) for v, allowed in _out_of_range(tp, meta)]
         if meta.get("existing_path"):
-            cases.append((key, "/no/such/dir/carla"))
-    cases += [(f"{section}.no_such_key" if section else "no_such_section", 1)
-              for section in _sections(RunConfig)]
+            cases.append((key, "/no/such/dir/carla", ("existing path",)))
+    cases += [(f"{section}.no_such_key" if section else "no_such_section", 1,
+               _section_keys(section)) for section in _sections(RunConfig)]
     return cases
 
 
-# Settings valid alone, contradictory together: (overrides, the key named).
+# Settings valid alone, contradictory together: (overrides, the keys named: the
+# first is the one reported, the others the side it contradicts).
 CONTRADICTIONS = [
-    (["env.target_speed_mps=20", "env.max_speed_mps=10"], "env.target_speed_mps"),
-    (["health.q_bound_warn_ratio=2", "health.q_bound_diverge_ratio=1.5"], "health.q_bound_warn_ratio"),
-    (["health.grad_norm_warn=1e7"], "health.grad_norm_warn"),
-    (["training.batch_size=512", "training.buffer_size=256"], "training.batch_size"),
-    (["training.reward_range=[5, -5]"], "training.reward_range"),
-    (["training.reward_range=[1, 2, 3]"], "training.reward_range"),
-    (["env.highway.npc_speed_fraction=[0.9, 0.6]"], "env.highway.npc_speed_fraction"),
-    (["env.highway.npc_speed_fraction=[0.5]"], "env.highway.npc_speed_fraction"),
-    (["env.carla.port_range_start=3000", "env.carla.port_range_end=2000"], "env.carla.port_range"),
+    (["env.target_speed_mps=20", "env.max_speed_mps=10"],
+     ("env.target_speed_mps", "env.max_speed_mps")),
+    (["health.q_bound_warn_ratio=2", "health.q_bound_diverge_ratio=1.5"],
+     ("health.q_bound_warn_ratio", "health.q_bound_diverge_ratio")),
+    # Scientific notation, as users write it: 1e7 > the default grad_norm_diverge 1e6.
+    (["health.grad_norm_warn=1e7"], ("health.grad_norm_warn", "health.grad_norm_diverge")),
+    (["training.batch_size=512", "training.buffer_size=256"],
+     ("training.batch_size", "training.buffer_size")),
+    (["training.reward_range=[5, -5]"], ("training.reward_range",)),
+    (["training.reward_range=[1, 2, 3]"], ("training.reward_range",)),
+    (["env.highway.npc_speed_fraction=[0.9, 0.6]"], ("env.highway.npc_speed_fraction",)),
+    (["env.highway.npc_speed_fraction=[0.5]"], ("env.highway.npc_speed_fraction",)),
+    (["env.carla.port_range_start=3000", "env.carla.port_range_end=2000"],
+     ("env.carla.port_range_end", "port_range_start")),
     (["health.preflight_episode_len_min=30", "health.preflight_episode_len_max=20"],
-     "health.preflight_episode_len_min"),
+     ("health.preflight_episode_len_min", "health.preflight_episode_len_max")),
 ]
 
 
@@ -120,6 +157,15 @@ def _assert_one_clear_line(message, key):
     assert any(w in message for w in ALLOWED_WORDS + ("unknown key", "missing")), message
 
 
+def _allowed_part(message):
+    """What the message says is allowed: the text after "expected" or after
+    "allowed keys here:"."""
+    for intro in ("allowed keys here:", "expected "):
+        if intro in message:
+            return message.split(intro, 1)[1]
+    raise AssertionError(f"no 'expected ...' part: {message}")
+
+
 CASES = generated_cases()
 
 
@@ -127,24 +173,28 @@ def test_at_least_200_generated_invalid_configs():
     assert len(CASES) + len(CONTRADICTIONS) >= 200
 
 
-@pytest.mark.parametrize("key,value", CASES, ids=[f"{k}={v!r}" for k, v in CASES])
-def test_generated_invalid_config_names_key_value_and_allowed(key, value):
+@pytest.mark.parametrize("key,value,allowed", CASES, ids=[f"{k}={v!r}" for k, v, _ in CASES])
+def test_generated_invalid_config_names_key_value_and_allowed(key, value, allowed):
     with pytest.raises(ConfigError) as e:
         load_run_config(None, [_override(key, value)])
     message = str(e.value)
-    if "no_such" in key:
-        _assert_one_clear_line(message, key)
-        assert "allowed keys here" in message
-    else:
-        _assert_one_clear_line(message, key)
+    _assert_one_clear_line(message, key)
+    if "no_such" not in key:
         assert _value_named(message, value), message
+    part = _allowed_part(message)
+    missing = [w for w in allowed if w not in part]
+    assert not missing, f"{message!r} does not name {missing} as allowed"
 
 
-@pytest.mark.parametrize("overrides,key", CONTRADICTIONS, ids=[c[1] for c in CONTRADICTIONS])
-def test_contradictory_settings_name_both_sides(overrides, key):
+@pytest.mark.parametrize("overrides,keys", CONTRADICTIONS, ids=[c[1][0] for c in CONTRADICTIONS])
+def test_contradictory_settings_name_both_sides(overrides, keys):
     with pytest.raises(ConfigError) as e:
         load_run_config(None, overrides)
-    _assert_one_clear_line(str(e.value), key)
+    message = str(e.value)
+    _assert_one_clear_line(message, keys[0])
+    # The cross-field rule was reached: what is allowed is said in terms of the other side.
+    other_sides = _allowed_part(message)
+    assert all(k in other_sides for k in keys[1:]), message
 
 
 def test_bad_files_are_one_line(tmp_path):
@@ -160,7 +210,7 @@ def test_bad_files_are_one_line(tmp_path):
 
 
 # ~20 of the cases through the real command line (a process each: slow).
-CLI_SAMPLE = CASES[:: max(1, len(CASES) // 16)] + [
+CLI_SAMPLE = [(k, v) for k, v, _ in CASES[:: max(1, len(CASES) // 16)]] + [
     (None, ["--config", "/no/such/config.yaml"]),
     (None, ["--resume", "/no/such/run_dir"]),
     (None, ["--set", "training.gamma"]),

@@ -22,7 +22,9 @@ def _env(mode="crash"):
                                    "debug_fail_mode": mode, "debug_hang_s": 0.05}})
 
 
-@pytest.mark.parametrize("mode", ["crash", "hang"])
+# Only "crash": the injected "hang" sleeps, then raises the same failure, so it
+# exercised no watchdog. A real hang: test_fault_simulator_hang.py.
+@pytest.mark.parametrize("mode", ["crash"])
 def test_failure_truncates_and_reset_recovers(mode):
     env = _env(mode)
     obs, info = env.reset(seed=1)

@@ -1,6 +1,7 @@
 """Real short training runs scraped by a real Prometheus: a run made to
-diverge on purpose (training.debug_diverge) pages through Alertmanager; a
-healthy run raises no alert and every Grafana panel query returns data.
+diverge on purpose (training.debug_diverge) pages through Alertmanager, while a
+healthy run trained beside it raises no alert and every Grafana panel query
+returns data for it.
 
 Needs the lead's entry point ``rllib_av.training.train`` (skipped until then).
 """
@@ -44,31 +45,35 @@ def start_training(tmp_path, name, *extra):
         os.path.dirname(port_file))
 
 
+def of_run(alerts, run, instance):
+    """The alerts about one run: labelled with it, or with its exporter's address."""
+    return [a for a in alerts
+            if a["labels"].get("run") == run or a["labels"].get("instance") == instance]
+
+
 @pytest.mark.slow
 def test_diverging_training_run_pages_healthy_run_stays_silent(ray_local, tmp_path):
-    t, outcome, target, run = start_training(tmp_path, "diverging", "training.debug_diverge=true")
-    with LocalStack([target]) as stack:
+    """Two real runs side by side, scraped by one Prometheus: the run made to
+    diverge pages; the healthy one fills every Grafana panel and raises nothing."""
+    t_div, out_div, diverging, div_run = start_training(tmp_path, "diverging",
+                                                        "training.debug_diverge=true")
+    # Probes every 3 iterations: the overestimation panel has data early in the run.
+    t_ok, out_ok, healthy, run = start_training(tmp_path, "healthy", "health.probe_every_iters=3")
+    with LocalStack([diverging, healthy]) as stack:
         page = wait_until(lambda: [a for a in stack.webhook.alerts()
                                    if a["labels"]["alertname"] == "RllibAvQBeyondBound"],
                           300, "RllibAvQBeyondBound from a real run")[0]
-        samples = stack.query(f'rllib_av_q_bound_ratio{{run="{run}"}}[30m]')[0]["values"]
+        samples = stack.query(f'rllib_av_q_bound_ratio{{run="{div_run}"}}[30m]')[0]["values"]
         first = min(float(ts) for ts, v in samples if float(v) > 1)
         print(f"real run: first scrape beyond bound -> webhook {page['t'] - first:.1f}s")
-        assert page["labels"]["run"] == run and page["labels"]["config"] == "diverging"
+        assert page["labels"]["run"] == div_run and page["labels"]["config"] == "diverging"
         assert page["path"] == "/page"
-    t.join(600)
-    assert "error" not in outcome, outcome.get("error")
 
-
-@pytest.mark.slow
-def test_healthy_training_run_serves_every_panel_and_no_alert(ray_local, tmp_path):
-    # Probes every 3 iterations: the overestimation panel has data early in the run.
-    t, outcome, target, run = start_training(tmp_path, "healthy", "health.probe_every_iters=3")
-    with LocalStack([target]) as stack:
+        # The healthy run learns (its updates and a probe are scraped) over the same time...
         wait_until(lambda: stack.query(f'rllib_av_q_bound{{run="{run}"}}') and
-                   stack.query(f'rllib_av_overestimation_bias{{run="{run}"}}') and
-                   stack.query("count_over_time(rllib_av_learner_updates_total[10s]) >= 5"),
-                   300, "learner metrics and a probe scraped")
+                   stack.query(f'rllib_av_overestimation_bias{{run="{run}"}}') and stack.query(
+                       f'count_over_time(rllib_av_learner_updates_total{{run="{run}"}}[10s]) >= 5'),
+                   300, "the healthy run's learner metrics and a probe scraped")
         empty = []
         for path in DASHBOARDS:
             for p in json.load(open(path))["panels"]:
@@ -77,8 +82,14 @@ def test_healthy_training_run_serves_every_panel_and_no_alert(ray_local, tmp_pat
                             .replace("$__rate_interval", "10s"))
                     if not stack.query(expr):
                         empty.append(f'{p["title"]}: {expr}')
+        # ...and nothing about it fires or pages.
         firing = stack.firing()
-    t.join(600)
-    assert "error" not in outcome, outcome.get("error")
+        sent = stack.webhook.alerts()
+    t_div.join(600)
+    t_ok.join(600)
+    assert "error" not in out_div, out_div.get("error")
+    assert "error" not in out_ok, out_ok.get("error")
     assert not empty, empty
-    assert not firing, [(a["labels"]["alertname"], a["annotations"]["description"]) for a in firing]
+    assert not of_run(firing, run, healthy), [
+        (a["labels"]["alertname"], a["annotations"]["description"]) for a in of_run(firing, run, healthy)]
+    assert not of_run(sent, run, healthy), of_run(sent, run, healthy)

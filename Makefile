@@ -12,7 +12,7 @@ ARGS ?=
 # The run `make monitor` watches: the newest run directory under runs/.
 RUN ?= $(shell ls -td runs/*/ 2>/dev/null | head -n 1)
 
-.PHONY: install system-deps run monitor test bench
+.PHONY: install system-deps run monitor test bench mutation
 
 install: $(VENV)/.installed
 
@@ -45,3 +45,15 @@ test: install system-deps
 
 bench: install
 	$(PY) benchmarks/td3_vs_sb3.py
+
+# Mutation testing (opt-in, not part of `make test`; see docs/mutation_testing.md):
+# the core modules listed in pyproject.toml's [tool.mutmut] against the fast
+# tests, then the alert rules against their promtool tests. MUTANTS narrows the
+# first, e.g.  make mutation MUTANTS='rllib_av.health.q_bound.*'
+# Scores: benchmarks/results/mutation_score.json, alert_rule_mutations.json.
+MUTANTS ?=
+mutation: install
+	$(PY) -m pip install -q -e ".[mutation]"
+	start=$$(date +%s); $(VENV)/bin/mutmut run $(MUTANTS); \
+		$(PY) benchmarks/mutation_score.py --elapsed-s $$(( $$(date +%s) - start ))
+	$(PY) benchmarks/mutate_alert_rules.py

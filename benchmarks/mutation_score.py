@@ -1,0 +1,75 @@
+"""Mutation score per core module, from mutmut's last run (``make mutation``).
+
+Reads ``mutmut results --all true`` (one ``name: status`` line per mutant) in
+the repository root and writes benchmarks/results/mutation_score.json: counts
+per module, the score, and the surviving mutants by name (``mutmut show NAME``
+prints one's diff). docs/mutation_testing.md says, for each survivor, which
+test now kills it or why it is equivalent.
+
+    python benchmarks/mutation_score.py [--elapsed-s SECONDS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from side_by_side import write_results
+
+ROOT = Path(__file__).resolve().parent.parent
+# Statuses that mean a test noticed the mutant.
+DETECTED = ("killed", "timeout", "caught by type check")
+# mutmut 3 names a mutant <module>.x_<function>__mutmut_<n> or
+# <module>.xǁ<Class>ǁ<method>__mutmut_<n>.
+NAME = re.compile(r"^(?P<module>[\w.]+?)\.x[_ǁ].*__mutmut_\d+$")
+
+
+def score(results: str) -> dict:
+    counts, survivors = defaultdict(Counter), defaultdict(list)
+    for line in results.splitlines():
+        if ": " not in line:
+            continue
+        name, status = (part.strip() for part in line.rsplit(": ", 1))
+        if status == "not checked":  # outside this run's MUTANTS
+            continue
+        module = NAME.match(name)["module"]
+        counts[module][status] += 1
+        if status not in DETECTED:
+            survivors[module].append(f"{name}: {status}")
+    modules = {}
+    for module, c in sorted(counts.items()):
+        total = sum(c.values())
+        detected = sum(c[s] for s in DETECTED)
+        modules[module] = {"mutants": total, "detected": detected,
+                           "score": round(detected / total, 4), "statuses": dict(c),
+                           "survivors": sorted(survivors[module])}
+    total = sum(m["mutants"] for m in modules.values())
+    detected = sum(m["detected"] for m in modules.values())
+    return {"modules": modules,
+            "summary": {"mutants": total, "detected": detected,
+                        "score": round(detected / total, 4) if total else None,
+                        **{m: f'{v["detected"]}/{v["mutants"]}' for m, v in modules.items()}}}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--elapsed-s", type=float, help="wall time of the mutmut run, recorded")
+    args = parser.parse_args()
+    mutmut = Path(sys.executable).with_name("mutmut")
+    results = subprocess.run([str(mutmut), "results", "--all", "true"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+    report = score(results)
+    if not report["modules"]:
+        print("no mutmut results: run `make mutation` first", file=sys.stderr)
+        return 1
+    report["elapsed_s"] = args.elapsed_s
+    write_results("mutation_score", report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,8 +13,9 @@ first problem it meets: unknown keys, wrong types, out-of-range values,
 missing files. Cross-field rules live in a section's ``check()`` method.
 
 ``load_yaml`` is the one YAML reader for run configs (files and ``--set``
-values): PyYAML follows YAML 1.1, which reads ``1e-4`` as a string; this one
-reads it as the number every user of learning rates means.
+values), ``dump_yaml`` its writer: PyYAML follows YAML 1.1, which reads
+``1e-4`` as a string; these read it as the number every user of learning rates
+means.
 """
 
 from __future__ import annotations
@@ -37,16 +38,27 @@ class _ConfigLoader(yaml.SafeLoader):
     sign (``1e-4``, ``3E5``); YAML 1.1's forms still read as before."""
 
 
-_ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
+class _ConfigDumper(yaml.SafeDumper):
+    """Quotes the strings ``_ConfigLoader`` would read as numbers (a run named
+    "1e5"), so what is written reads back the same."""
+
+
+for _cls in (_ConfigLoader, _ConfigDumper):
+    _cls.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+        list("-+0123456789."),
+    )
 
 
 def load_yaml(source: Union[str, IO[str]]) -> Any:
     """Parse run-config YAML (a string or an open file); raises yaml.YAMLError."""
     return yaml.load(source, Loader=_ConfigLoader)
+
+
+def dump_yaml(data: Any, stream: IO[str]) -> None:
+    """Write ``data`` as run-config YAML that ``load_yaml`` reads back unchanged."""
+    yaml.dump(data, stream, Dumper=_ConfigDumper, sort_keys=False)
 
 
 class ConfigError(ValueError):

@@ -23,12 +23,11 @@ import os
 import time
 from typing import Callable, Optional
 
-import yaml
-
 from ray.rllib.core import DEFAULT_MODULE_ID
 
 from rllib_av.algorithms.td3 import TD3, TD3Config
 from rllib_av.checkpoints import latest_checkpoint, read_meta, save_checkpoint
+from rllib_av.config_schema import dump_yaml
 from rllib_av.critic_probes import run_probes
 from rllib_av.guard_actions import carry_out, resume_remedy
 from rllib_av.health.guard import DivergenceGuard, GuardState
@@ -91,7 +90,7 @@ def new_run_dir(rc: RunConfig) -> str:
     run_dir = os.path.abspath(os.path.join(rc.run.output_dir, f"{rc.run.name}-{stamp}"))
     os.makedirs(run_dir, exist_ok=False)
     with open(os.path.join(run_dir, "config.yaml"), "w") as f:
-        yaml.safe_dump(dataclasses.asdict(rc), f, sort_keys=False)
+        dump_yaml(dataclasses.asdict(rc), f)
     return run_dir
 
 

@@ -50,3 +50,9 @@ def test_a_run_dirs_config_reads_back_the_same(tmp_path):
                                 "health.grad_norm_warn=1e19", "health.grad_norm_diverge=1e20"])
     run_dir = new_run_dir(rc)
     assert load_run_config(f"{run_dir}/config.yaml") == rc
+
+
+def test_a_string_that_looks_like_a_number_reads_back_as_written(tmp_path):
+    rc = load_run_config(None, [f"run.output_dir={tmp_path}", "run.name='1e5'"])
+    assert rc.run.name == "1e5"
+    assert load_run_config(f"{new_run_dir(rc)}/config.yaml") == rc

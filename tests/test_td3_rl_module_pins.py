@@ -9,14 +9,14 @@ import torch
 from ray.rllib.core.columns import Columns
 
 from rllib_av.algorithms.td3 import TD3Config
-from test_td3_semantics import ACT, OBS, ConstActor, ConstCritic
+from test_td3_semantics import ACT, DICT_OBS, OBS, ConstActor, ConstCritic, dict_batch
 
 WARMUP = 100
 N = 20_000  # rows per forward: enough for tight statistics
 
 
-def module(exploration_noise=0.1):
-    config = (TD3Config().environment(observation_space=OBS, action_space=ACT)
+def module(exploration_noise=0.1, obs_space=OBS):
+    config = (TD3Config().environment(observation_space=obs_space, action_space=ACT)
               .training(actor_hiddens=[16], critic_hiddens=[16], learning_starts=WARMUP,
                         exploration_noise=exploration_noise))
     return config.build_learner().module["default_policy"].unwrapped()
@@ -80,14 +80,17 @@ def test_smoothed_target_actions_stay_in_the_action_box_at_both_ends(target_acti
     assert min(a.min().item(), a.max().item(), key=lambda v: abs(v - far)) == pytest.approx(far)
 
 
-def test_env_runners_get_the_actor_and_nothing_else():
-    learner_module = module()
+@pytest.mark.parametrize("obs_space", [OBS, DICT_OBS], ids=["box", "dict"])
+def test_env_runners_get_the_actor_and_nothing_else(obs_space):
+    """With a Dict observation the target encoder (a CNN) has weights of its own."""
+    learner_module = module(obs_space=obs_space)
     state = learner_module.get_state(inference_only=True)
     assert not [k for k in state if k.startswith(("critic", "target_"))], list(state)
-    runner_module = type(learner_module)(observation_space=OBS, action_space=ACT,
+    runner_module = type(learner_module)(observation_space=obs_space, action_space=ACT,
                                          inference_only=True,
                                          model_config=learner_module.model_config)
     assert not hasattr(runner_module, "critic")
     runner_module.set_state(state)
-    batch = obs(8)
+    batch = {Columns.OBS: obs(8)[Columns.OBS] if obs_space is OBS else
+             {k: torch.as_tensor(v) for k, v in dict_batch(8)[Columns.OBS].items()}}
     torch.testing.assert_close(mu(runner_module, batch), mu(learner_module, batch))

@@ -16,7 +16,7 @@ from rllib_av.config_schema import ConfigError
 from rllib_av.dependency_noise import quiet_dependency_notices
 from rllib_av.evaluation.evaluation_plan import plan_evaluation
 from rllib_av.run_config import RunConfig, load_run_config
-from rllib_av.startup_checks import check_env_id, check_output_dir, run_dir_argument
+from rllib_av.startup_checks import check_env, check_output_dir, run_dir_argument
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 def _startable(config: Optional[str], overrides: List[str]) -> RunConfig:
     """The run config, checked for what would stop a run before its first iteration."""
     rc = load_run_config(config, overrides)
-    check_env_id(rc.env.id)
+    check_env(rc.env)
     check_output_dir(rc.run.output_dir)
     return rc
 

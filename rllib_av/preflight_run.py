@@ -1,8 +1,10 @@
 """`rllib-av preflight`: the short diagnostic run behind the GO / NO-GO gate.
 
 Trains ``--steps`` env steps as the run config says, but with the guard off
-(the gate judges the run as it is) and one probe at the end, then judges the
-run with the table in rllib_av/health/preflight.py.
+(the gate judges the run as it is) and ``health.preflight_probes`` critic
+probes spread evenly over its learning part (the last at its end: the overestimation
+trend needs several), then judges the run with the table in
+rllib_av/health/preflight.py.
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ def preflight(rc: RunConfig, steps: Optional[int] = None,
         run=dataclasses.replace(rc.run, name=f"{rc.run.name}-preflight",
                                 total_env_steps=steps or rc.health.preflight_steps),
         health=dataclasses.replace(rc.health, guard_action="off", probe_every_iters=0))
-    run_dir = train(rc, verbose=verbose)
-    probes = read_probes(run_dir)
-    checks = evaluate(read_records(run_dir), probes[-1] if probes else {}, rc.health,
+    # Evenly over the part of the run that learns.
+    start, total = rc.training.learning_starts, rc.run.total_env_steps
+    n = rc.health.preflight_probes
+    run_dir = train(rc, verbose=verbose, probe_at_steps=[start + (total - start) * k // n
+                                                         for k in range(1, n)])
+    checks = evaluate(read_records(run_dir), read_probes(run_dir), rc.health,
                       rc.training.learning_starts)
     return is_go(checks), checks, run_dir

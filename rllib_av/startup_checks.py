@@ -3,7 +3,8 @@
 Before Ray or torch is imported (the CLI calls these right after loading the
 config, so a mistake costs well under a second):
 
-- ``check_env_id``: the env id is one RLlib's EnvRunner can make;
+- ``check_env``: the env id is one RLlib's EnvRunner can make, and a
+  gymnasium env's constructor takes ``env.kwargs``;
 - ``check_output_dir``: ``run.output_dir`` can hold run directories;
 - ``run_dir_argument``: a RUN_DIR argument names a run directory (not a file,
   not a folder of runs).
@@ -25,20 +26,21 @@ first iteration was recorded: nothing half-made is left behind.
 
 from __future__ import annotations
 
-import importlib
+import inspect
 import os
 import shutil
 import sys
 from typing import Dict, List
 
 import gymnasium
-from gymnasium.envs.registration import find_highest_version, get_env_id, parse_env_id
+from gymnasium.envs.registration import load_env_creator
 
 from rllib_av.config_schema import ConfigError
+from rllib_av.envs.env_settings import DRIVING_ENV_ID, EnvSettings
+from rllib_av.envs.gymnasium_ids import gymnasium_spec
 from rllib_av.envs.carla_server import require_answering
 from rllib_av.run_config import RunConfig
 
-DRIVING_ENV_ID = "driving"
 _ENV_ID_ALLOWED = (f"expected {DRIVING_ENV_ID!r}, a gymnasium id such as 'Pendulum-v1' "
                    "('package:Id-v0' imports the package that registers it), or a name "
                    "registered with ray.tune.register_env")
@@ -105,28 +107,45 @@ def _require_local_gpu(gpus: float) -> None:
             "no CUDA GPU; expected 0, or a CUDA build of torch on a machine with a GPU")
 
 
-def check_env_id(env_id: str) -> None:
-    """Raise ConfigError unless ``env_id`` is DrivingEnv, a name registered with
-    ``ray.tune.register_env`` or a gymnasium id: the ids RLlib's
-    SingleAgentEnvRunner makes (it hands anything else to ``gymnasium.make``)."""
+def check_env(env: EnvSettings) -> None:
+    """Raise ConfigError unless ``env.id`` is DrivingEnv, a name registered with
+    ``ray.tune.register_env`` or a gymnasium id (the ids RLlib's
+    SingleAgentEnvRunner makes: it hands anything else to ``gymnasium.make``),
+    and a gymnasium env's constructor accepts ``env.kwargs`` (checked on its
+    signature: nothing is constructed)."""
+    env_id = env.id
     if env_id == DRIVING_ENV_ID or _tune_registered(env_id):
         return
-    module, _, name = env_id.rpartition(":")
-    if module:
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            raise ConfigError(f"env.id: {env_id!r} is not allowed (cannot import {module!r}: "
-                              f"{e}); {_ENV_ID_ALLOWED}") from None
     try:
-        ns, base, version = parse_env_id(name)
-        if version is None:  # gymnasium.make picks the highest registered version
-            version = find_highest_version(ns, base)
-        gymnasium.spec(get_env_id(ns, base, version))
+        spec = gymnasium_spec(env_id)
+    except ImportError as e:
+        raise ConfigError(f"env.id: {env_id!r} is not allowed (cannot import "
+                          f"{env_id.rpartition(':')[0]!r}: {e}); {_ENV_ID_ALLOWED}") from None
     except gymnasium.error.Error as e:
         reason = str(e).split(" Use `gymnasium.pprint_registry()`")[0].rstrip(".")
         raise ConfigError(f"env.id: {env_id!r} is not allowed ({reason}); "
                           f"{_ENV_ID_ALLOWED}") from None
+    _check_constructor_arguments(spec, env.kwargs)
+
+
+# gymnasium.make's own keyword arguments (the rest go to the env's constructor).
+_MAKE_ARGUMENTS = ("max_episode_steps", "disable_env_checker")
+
+
+def _check_constructor_arguments(spec, kwargs: Dict) -> None:
+    args = {k: v for k, v in kwargs.items() if k not in _MAKE_ARGUMENTS}
+    creator = spec.entry_point
+    if isinstance(creator, str):
+        creator = load_env_creator(creator)
+    try:
+        inspect.signature(creator).bind(**{**spec.kwargs, **args})
+    except TypeError as e:
+        raise ConfigError(f"env.kwargs: {kwargs!r} is not allowed for {spec.id!r} ({e}); "
+                          f"expected the arguments of {getattr(creator, '__name__', creator)}"
+                          f"{inspect.signature(creator)}, or gymnasium.make's "
+                          f"{', '.join(_MAKE_ARGUMENTS)}") from None
+    except ValueError:  # a builtin without a signature: gymnasium will tell at make time
+        pass
 
 
 def _tune_registered(env_id: str) -> bool:

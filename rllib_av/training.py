@@ -17,20 +17,24 @@ record (rllib_av/critic_probes.py) and the guard's action to the exporter.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import os
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from ray.rllib.core import DEFAULT_MODULE_ID
 
 from rllib_av.algorithms.td3 import TD3, TD3Config
+from rllib_av.algorithms.td3.td3_learner import TD3TorchLearner
 from rllib_av.checkpoints import latest_checkpoint, read_meta, save_checkpoint
-from rllib_av.config_schema import dump_yaml
-from rllib_av.critic_probes import run_probes
+from rllib_av.config_schema import ConfigError, dump_yaml
+from rllib_av.critic_probes import ProbeSchedule, run_probes
+from rllib_av.envs.env_settings import DRIVING_ENV_ID
 from rllib_av.guard_actions import carry_out, resume_remedy
 from rllib_av.health.guard import DivergenceGuard, GuardState
+from rllib_av.health.health_monitor import HEALTH_REASONS_KEY
 from rllib_av.health.iteration_metrics import from_result
 from rllib_av.health.q_bound import declared_reward_range
 from rllib_av.monitoring.callbacks import HealthCallbacks, check_exporter_port, health_callbacks
@@ -51,12 +55,14 @@ def build_td3_config(rc: RunConfig, run_dir: Optional[str] = None) -> TD3Config:
     run_config = dataclasses.asdict(rc)
     run_config["run"]["run_dir"] = run_dir
     config = TD3Config()
-    if rc.env.id == "driving":
+    if rc.env.id == DRIVING_ENV_ID:
         from rllib_av.envs.driving_env import DrivingEnv
 
         config.environment(DrivingEnv, env_config=dataclasses.asdict(rc.env))
-    else:
-        config.environment(rc.env.id)
+    else:  # gymnasium.make(id, **env.kwargs)
+        config.environment(rc.env.id, env_config=dict(rc.env.kwargs))
+    if t.learner_class is not None:
+        config.learners(learner_class=learner_class(t.learner_class))
     td3_settings = {k: v for k, v in dataclasses.asdict(t).items()
                     if k in TD3Config.TD3_SETTINGS and k != "reward_range"}
     (config
@@ -83,6 +89,20 @@ def build_td3_config(rc: RunConfig, run_dir: Optional[str] = None) -> TD3Config:
                replay_journal_dir=(os.path.join(run_dir, JOURNAL_DIR)
                                    if run_dir and rc.run.checkpoint_replay_buffer else None)))
     return config
+
+
+def learner_class(name: str) -> type:
+    """training.learner_class ("module:Class") imported and checked to be a TD3 learner."""
+    module, _, attr = name.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"training.learner_class: {name!r} is not allowed ({e}); expected "
+                          "'module:Class' importable here (PYTHONPATH)") from None
+    if not (isinstance(cls, type) and issubclass(cls, TD3TorchLearner)):
+        raise ConfigError(f"training.learner_class: {name!r} is not allowed; expected a "
+                          "subclass of rllib_av.algorithms.td3.td3_learner.TD3TorchLearner")
+    return cls
 
 
 def new_run_dir(rc: RunConfig) -> str:
@@ -130,10 +150,13 @@ def progress_line(result: dict, steps_per_s: float, total_env_steps: Optional[in
 
 
 def train(rc: RunConfig, run_dir: Optional[str] = None,
-          on_result: Optional[Callable[[dict], None]] = None, verbose: bool = True) -> str:
+          on_result: Optional[Callable[[dict], None]] = None, verbose: bool = True,
+          probe_at_steps: Sequence[int] = ()) -> str:
     """Train until ``run.total_env_steps``; returns the run directory.
 
     ``run_dir`` given and holding checkpoints: resume from the latest complete one.
+    The critic probes run every ``health.probe_every_iters`` iterations, once
+    past each of ``probe_at_steps`` env steps, and at the end.
     """
     import torch
 
@@ -163,7 +186,7 @@ def train(rc: RunConfig, run_dir: Optional[str] = None,
         logger.info("resumed from %s, plus %d env steps sampled after it (replay journal)",
                     checkpoint, recovered)
     try:
-        _loop(rc, algo, guard, run_dir, on_result, verbose)
+        _loop(rc, algo, guard, run_dir, on_result, verbose, probe_at_steps)
     finally:
         algo.stop()
         callbacks = health_callbacks(algo)
@@ -173,10 +196,11 @@ def train(rc: RunConfig, run_dir: Optional[str] = None,
 
 
 def _loop(rc, algo: TD3, guard: DivergenceGuard, run_dir: str, on_result,
-          verbose: bool) -> None:
+          verbose: bool, probe_at_steps: Sequence[int]) -> None:
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     exporter = getattr(health_callbacks(algo), "exporter", None)
     clock = ProgressClock(rc.run.total_env_steps)
+    schedule = ProbeSchedule(rc.health.probe_every_iters, probe_at_steps)
     with open(metrics_path, "a") as metrics_file:
         while True:
             result = algo.train()
@@ -196,10 +220,11 @@ def _loop(rc, algo: TD3, guard: DivergenceGuard, run_dir: str, on_result,
                     exporter.count_guard_action(action)
                 if report and verbose:
                     print(report, flush=True)
-            every = rc.health.probe_every_iters
-            if action != "rollback" and (done or action == "stop" or (
-                    every and result["training_iteration"] % every == 0)):
+            if action != "rollback" and (schedule.due(result["training_iteration"], m.step, done)
+                                         or action == "stop"):
                 probe = run_probes(algo, rc, run_dir, result)
+                # What the probes found wrong joins the verdict from the next iteration on.
+                health_callbacks(algo).health.note_probe(probe)
                 if exporter is not None and "overestimation_bias" in probe:
                     exporter.set_overestimation_bias(DEFAULT_MODULE_ID,
                                                      probe["overestimation_bias"])
@@ -244,7 +269,11 @@ def _flat_record(result: dict, m) -> dict:
     record.update({f"reward_components/{k}": v for k, v in m.reward_mean.items()})
     record.update({f"reward_share/{k}": v for k, v in m.reward_share.items()})
     record.update({f"nonfinite/{k}": v for k, v in m.nonfinite_lifetime.items()})
-    health = result.get("health", {}).get("divergence_state")
-    if health:
-        record["divergence_state"] = max(health.values())
+    health = result.get("health", {})
+    if health.get("divergence_state"):
+        record["divergence_state"] = max(health["divergence_state"].values())
+    # Why the verdict is not healthy, kept with the numbers (diagnose prints them).
+    reasons = {mid: r for mid, r in health.get("reasons", {}).items() if r}
+    if reasons:
+        record[HEALTH_REASONS_KEY] = reasons
     return record

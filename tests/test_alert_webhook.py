@@ -1,6 +1,7 @@
 """Alerts end to end on loopback: exporter -> Prometheus (the deployed rules)
 -> Alertmanager (the deployed routing) -> a webhook. A diverging run pages
-with the numbers; a healthy run scraped alongside raises nothing."""
+with the numbers and the health verdict's reasons; a healthy run scraped
+alongside raises nothing."""
 
 import pytest
 
@@ -28,6 +29,9 @@ def test_diverging_run_pages_through_alertmanager_healthy_run_stays_silent():
             assert page["labels"]["run"] == "diverging"
             assert page["labels"]["module"] == "default_policy"
             assert "x the bound q_bound = 20k" in page["annotations"]["description"]
+            # The verdict's reasons ride along (rllib_av_health_reason_info).
+            assert page["annotations"]["reasons"].startswith("diverged: q_bound: |Q| at ")
+            assert "(threshold warning > 0.9, diverged > 1; " in page["annotations"]["reasons"]
             # The healthy run was scraped and evaluated over the same time.
             assert stack.query('rllib_av_q_bound_ratio{run="healthy"} < 0.1')
             assert not [a for a in stack.firing() if a["labels"].get("run") == "healthy"]

@@ -12,7 +12,8 @@ import sys
 import pytest
 
 from rllib_av.config_schema import ConfigError
-from rllib_av.startup_checks import check_env_id, discard_unstarted_run
+from rllib_av.envs.env_settings import EnvSettings
+from rllib_av.startup_checks import check_env, discard_unstarted_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
@@ -44,8 +45,16 @@ def workdir(tmp_path):
 
 # (arguments, what the line must name, what it must not say)
 CASES = [
-    (["train", "--config", QUICKSTART, "--set", "env.id=NoSuchEnv-v0"], "env.id: 'NoSuchEnv-v0'", None),
-    (["preflight", "--config", QUICKSTART, "--set", "env.id=Pendulm-v1"], "Did you mean", None),
+    (["train", "--set", "env.id=NoSuchEnv-v0"], "env.id: 'NoSuchEnv-v0'", None),
+    (["preflight", "--set", "env.id=Pendulm-v1"], "Did you mean", None),
+    # A driving config's env keys do not apply to a gymnasium id: refused, not ignored.
+    (["train", "--config", QUICKSTART, "--set", "env.id=Pendulum-v1"],
+     "env.traffic: 'none' does not apply to env.id 'Pendulum-v1'", None),
+    (["train", "--set", "env.id=Pendulum-v1", "--set", "env.max_episode_steps=500"],
+     "env.max_episode_steps: 500 does not apply to env.id 'Pendulum-v1'", None),
+    (["train", "--set", "env.id=Pendulum-v1", "--set", "env.kwargs={gravity: 9.81}"],
+     "env.kwargs: {'gravity': 9.81} is not allowed for 'Pendulum-v1'", None),
+    (["train", "--set", "env.kwargs={lanes: 3}"], "env.kwargs: {'lanes': 3} does not apply", None),
     (["train", "--set", "env.id=no_such_package:Foo-v0"], "cannot import 'no_such_package'", None),
     (["train", "--set", "run.output_dir=a_file"], "run.output_dir: 'a_file'", None),
     (["train", "--set", "run.output_dir=a_file/runs"], "is a file", None),
@@ -77,6 +86,10 @@ def test_user_mistake_is_one_line_exit_2_before_heavy_imports(workdir, args, nam
     assert sorted(p.name for p in workdir.rglob("*")) == before  # nothing written
 
 
+def check_env_id(env_id, **kwargs):
+    check_env(EnvSettings(id=env_id, kwargs=kwargs))
+
+
 def test_env_ids_rllib_can_make_pass():
     check_env_id("driving")
     check_env_id("Pendulum-v1")
@@ -88,6 +101,13 @@ def test_env_ids_rllib_can_make_pass():
     check_env_id("rllib_av_test_env")
     with pytest.raises(ConfigError, match="Pendulum-v9"):
         check_env_id("Pendulum-v9")
+
+
+def test_env_kwargs_are_checked_against_the_constructor():
+    check_env_id("Pendulum-v1", g=9.81, max_episode_steps=500)  # gymnasium.make's own too
+    with pytest.raises(ConfigError, match=r"env.kwargs: \{'gravity': 9.81\} is not allowed for "
+                                          r"'Pendulum-v1' \(got an unexpected keyword"):
+        check_env_id("Pendulum-v1", gravity=9.81)
 
 
 def test_discard_unstarted_run_keeps_a_run_with_history(tmp_path):

@@ -1,6 +1,7 @@
-"""The diagnosis tree on hand-made run directories: each question fires on its
-own evidence, in the incident's order, and prints its numbers; the TensorBoard
-events of a run give the same walk as its metrics file."""
+"""The diagnosis tree on hand-made run directories: it explains the worst state
+the run reached and when it began; each question fires on its own evidence, in
+the incident's order, and prints its numbers, threshold and why; the
+TensorBoard events of a run give the same walk as its metrics file."""
 
 import dataclasses
 import math
@@ -32,13 +33,13 @@ HEALTHY_PROBE = {"env_steps": 1536, "q_bound": BOUND, "reward_train_min": -3.0,
                  "reward_train_max": 0.97, "reward_range_min": -14.55, "reward_range_max": 11.5,
                  "reward_beyond_frac": 0.0, "reward_first_step_beyond_frac": 0.0,
                  "reward_growth": 28.7, "reward_pipeline": "ok", "terminal_transitions": 256,
-                 "terminal_residual_masked": 0.86, "terminal_residual_unmasked": 1.54,
+                 "terminal_target_max_diff": 0.0, "terminal_bootstrap_abs_mean": 1.54,
                  "terminal_masking": "ok", "overestimation_states": 132, "probe_q_mean": 0.7,
                  "probe_mc_return_mean": -0.1, "overestimation_bias": 0.8,
-                 "overestimation_ratio": 0.8 / BOUND}
+                 "overestimation_return_scale": 3.0}
 
 
-def record(step, stats=None, rewards=None, state=0):
+def record(step, stats=None, rewards=None, state=0, reasons=None):
     stats = {**HEALTHY_STATS, **(stats or {})}
     rewards = {**HEALTHY_REWARDS, **(rewards or {})}
     total_abs = sum(abs(v) for v in rewards.values())
@@ -47,10 +48,13 @@ def record(step, stats=None, rewards=None, state=0):
     r.update({f"default_policy/{k}": v for k, v in stats.items()})
     r.update({f"reward_components/{k}": v for k, v in rewards.items()})
     r.update({f"reward_share/{k}": abs(v) / total_abs for k, v in rewards.items()})
+    if reasons:
+        r["health_reasons"] = {"default_policy": reasons}
     return r
 
 
 def run_dir(tmp_path, records, probe=None):
+    """``probe``: one probe record or a list of them (oldest first)."""
     rc = load_run_config(QUICKSTART)
     with open(tmp_path / "config.yaml", "w") as f:
         yaml.safe_dump(dataclasses.asdict(rc), f)
@@ -58,7 +62,8 @@ def run_dir(tmp_path, records, probe=None):
         f.writelines(json.dumps(r) + "\n" for r in records)
     if probe is not None:
         with open(tmp_path / "probes.jsonl", "w") as f:
-            f.write(json.dumps(probe) + "\n")
+            f.writelines(json.dumps(p) + "\n" for p in (probe if isinstance(probe, list)
+                                                        else [probe]))
     return str(tmp_path)
 
 
@@ -70,9 +75,16 @@ def test_healthy_run_walks_every_question_and_lands_healthy(tmp_path):
     d = diagnose(run_dir(tmp_path, healthy_run(), HEALTHY_PROBE))
     assert d.branch == "healthy" and len(d.steps) == 4 and not any(s.fired for s in d.steps)
     text = d.format()
-    assert "0.86 vs |Q - (r + gamma Q')| 1.54 -> ok" in text
-    assert "Q - MC return on 132 evaluation states: 0.8" in text
+    assert text.splitlines()[0].startswith("worst state: healthy throughout 5 iterations")
+    assert ("max |target - r| 0 on 256 terminal rows (bootstrap term there 1.54) at env step "
+            "1536, threshold target == r on every terminal row") in text
+    assert "overestimation: not measured: 1 of 1 probes scored states, the trend needs 3" in text
     assert "remedy" not in text
+
+
+def probes(*biases, scale=3.0):
+    return [dict(HEALTHY_PROBE, overestimation_bias=b, overestimation_return_scale=scale)
+            for b in biases]
 
 
 @pytest.mark.parametrize("records,probe,branch,evidence", [
@@ -85,26 +97,28 @@ def test_healthy_run_walks_every_question_and_lands_healthy(tmp_path):
     # 2. the critic's rewards scaled past the declared range
     (healthy_run(), {**HEALTHY_PROBE, "reward_train_min": -2.6e4, "reward_train_max": 4.8e3,
                      "reward_beyond_frac": 0.56, "reward_first_step_beyond_frac": 0.67,
-                     "reward_pipeline": "scale"}, "reward_scaling", "56.0% beyond, first steps 67.0% beyond -> scale"),
-    # 3. targets beyond the bound at the onset
-    (healthy_run(2) + [record(512, {"q_target_max": 3000.0, "q_actor_max": 2900.0,
-                                    "q_bound_ratio": 2.06}, state=2)], HEALTHY_PROBE,
-     "bootstrap", "2.06 x bound 1455"),
-    # 3. rewards accumulated along episodes
-    (healthy_run(), {**HEALTHY_PROBE, "reward_train_min": -35.9, "reward_beyond_frac": 0.03,
+                     "reward_pipeline": "scale"}, "reward_scaling",
+     "critic's rewards in [-2.6e+04, 4800], 56.0% beyond, scaled beyond it"),
+    # 2. rewards accumulated along episodes: a reward beyond its range is a reward
+    # problem (it used to be answered "bootstrap")
+    (healthy_run(), {**HEALTHY_PROBE, "reward_train_min": -35.9, "reward_beyond_frac": 0.82,
                      "reward_growth": 1084.0, "reward_pipeline": "accumulation"},
-     "bootstrap", "(rewards are running sums)"),
-    # 3. terminals bootstrapped
-    (healthy_run(), {**HEALTHY_PROBE, "terminal_residual_masked": 3.48,
-                     "terminal_residual_unmasked": 0.36, "terminal_masking": "unmasked"},
-     "bootstrap", "-> unmasked"),
-    # 4. Q past the bound while the targets are sane
+     "reward_scaling", "82.0% beyond, growing along episodes: running sums"),
+    # 3. the learner's targets on terminal rows are not r: bootstrapped through the end
+    (healthy_run(), {**HEALTHY_PROBE, "terminal_target_max_diff": 17.2,
+                     "terminal_masking": "unmasked"}, "bootstrap", "-> unmasked"),
+    # 4. Q past the bound while the rewards and the update are sane
     (healthy_run(2) + [record(512, {"q_actor_min": -1.9e6, "q_actor_mean": -5e4,
                                     "actor_loss": 5e4, "q_bound_ratio": 1316.0}, state=2)],
      HEALTHY_PROBE, "overestimation", "1.31e+03 x bound"),
-    # 4. Q far above the Monte-Carlo return
-    (healthy_run(), {**HEALTHY_PROBE, "overestimation_bias": 600.0,
-                     "overestimation_ratio": 600.0 / BOUND}, "overestimation", "600 (0.412 x bound)"),
+    # 4. targets beyond the bound with a correct update: the critic diverged
+    # (targets beyond the bound alone used to be answered "bootstrap")
+    (healthy_run(2) + [record(512, {"q_target_max": 3000.0, "q_actor_max": 2900.0,
+                                    "q_bound_ratio": 2.06}, state=2)], HEALTHY_PROBE,
+     "overestimation", "q_target in [-7.2, 3000], 2.06 x bound 1455 (running off upward)"),
+    # 4. an overestimation bias growing beyond twice the returns' scale
+    (healthy_run(), probes(0.8, 3.0, 7.0), "overestimation",
+     "Q - return 0.8 -> 3 -> 7 (last 2.33x the return scale 3"),
 ])
 def test_each_branch_fires_on_its_evidence(tmp_path, records, probe, branch, evidence):
     d = diagnose(run_dir(tmp_path, records, probe))
@@ -115,12 +129,52 @@ def test_each_branch_fires_on_its_evidence(tmp_path, records, probe, branch, evi
     assert f"branch: {branch}" in text and "remedy:" in text
 
 
-def test_onset_is_the_first_unhealthy_iteration(tmp_path):
-    records = healthy_run(2) + [record(512, {"q_target_max": 3000.0, "q_bound_ratio": 2.06}, state=2),
-                                record(576, {"q_actor_max": 9e4, "q_target_max": 1.0,
-                                             "q_bound_ratio": 61.9}, state=2)]
+def test_a_large_but_shrinking_bias_is_not_overestimation(tmp_path):
+    """Early in a negative-reward task Q ~ 0 sits a return's magnitude above
+    the returns, and shrinks as the critic learns: initialization, not
+    overestimation (one snapshot against 0.25 x bound used to call it that)."""
+    d = diagnose(run_dir(tmp_path, healthy_run(), probes(739.0, 728.6, 691.7, scale=717.0)))
+    assert d.branch == "healthy", d.format()
+
+
+def test_the_worst_state_is_explained_and_when_it_began_is_said(tmp_path):
+    """The first warning came from the gradient norm while Q was still ~0.1x
+    the bound; Q then went to thousands of times the bound. The tree must read
+    the worst iteration (reading the first one called this run healthy)."""
+    grad_warning = ("warning: grad_norm: critic grad norm 2e+04 (threshold > 1e+04; the driving "
+                    "preset (the driving incident's GO/NO-GO table))")
+    bound_reason = "diverged: q_bound: |Q| at 3.1e+03x the bound 1455 (...)"
+    records = healthy_run(2) + [
+        record(512, {"q_actor_max": 150.0, "q_bound_ratio": 0.1, "grad_norm_critic": 2e4},
+               state=1, reasons=[grad_warning]),
+        record(576, {"q_actor_max": 900.0, "q_bound_ratio": 0.62}, state=1,
+               reasons=[grad_warning]),
+        record(640, {"q_actor_max": 4.5e6, "q_actor_mean": 2e6, "actor_loss": -2e6,
+                     "q_target_max": 4.4e6, "q_bound_ratio": 3093.0}, state=2,
+               reasons=[bound_reason]),
+        record(704, {"q_actor_max": 2e6, "q_bound_ratio": 1375.0}, state=2,
+               reasons=[bound_reason])]
     d = diagnose(run_dir(tmp_path, records, HEALTHY_PROBE))
-    assert d.focus["env_steps"] == 512 and d.branch == "bootstrap"
+    lines = d.format().splitlines()
+    assert d.focus["env_steps"] == 640 and d.branch == "overestimation", d.format()
+    assert lines[0] == ("worst state: diverged at iteration 10 (env step 640): |Q| 3.09e+03x the "
+                        "bound 1455: q_actor_max 4.5e+06, running off upward")
+    assert lines[1] == f"  verdict: {bound_reason}"
+    assert lines[2] == ("began: warning from iteration 8 (env step 512); diverged from "
+                        "iteration 10 (env step 640)")
+    assert lines[3] == f"  first verdict: {grad_warning}"
+
+
+def test_a_run_that_was_not_healthy_is_never_diagnosed_healthy(tmp_path):
+    """NaN from the env made the verdict diverge; no branch of the tree is
+    about it: the answer is 'unexplained', with the verdict's reasons."""
+    reason = ("diverged: nonfinite: NaN/inf new in 3 consecutive iterations (4 in replay) "
+              "(threshold ...)")
+    records = healthy_run(3) + [record(448, state=2, reasons=[reason])]
+    d = diagnose(run_dir(tmp_path, records, HEALTHY_PROBE))
+    text = d.format()
+    assert d.branch == "unexplained", text
+    assert f"  verdict: {reason}" in text and "branch: unexplained" in text
 
 
 def write_tensorboard(run_dir, records, tamper=None):
@@ -151,7 +205,7 @@ def test_tensorboard_events_give_the_same_walk_as_the_metrics_file(tmp_path):
     os.remove(tb_dir / "metrics.jsonl")
     write_tensorboard(tb_dir, records)
     from_tb = diagnose(str(tb_dir))
-    assert from_tb.branch == from_metrics.branch == "bootstrap"
+    assert from_tb.branch == from_metrics.branch == "overestimation"
     assert from_tb.focus["env_steps"] == 512
     assert from_tb.focus["default_policy/q_target_max"] == pytest.approx(3000.0)
 
@@ -188,10 +242,11 @@ def test_q_running_off_downward_is_named(tmp_path):
                                              "q_bound_ratio": 213.0}, state=2)]
     d = diagnose(run_dir(tmp_path, records, HEALTHY_PROBE))
     text = d.format()
-    assert d.branch == "bootstrap", text
+    assert d.branch == "overestimation", text
     assert "q_target in [-3.1e+05, 2.7], 213 x bound 1455 (running off downward)" in text
-    assert text.splitlines()[0] == ("worst |Q|: 213x the bound 1455 at iteration 8 (env step 512): "
-                                    "q_target_min -3.1e+05, running off downward")
+    assert text.splitlines()[0] == ("worst state: diverged at iteration 8 (env step 512): |Q| "
+                                    "213x the bound 1455: q_target_min -3.1e+05, running off "
+                                    "downward")
 
 
 def test_diagnose_cli_refuses_a_non_run_dir_in_one_line(tmp_path, capsys):
@@ -203,7 +258,8 @@ def test_diagnose_cli_refuses_a_non_run_dir_in_one_line(tmp_path, capsys):
 def test_diagnose_cli_prints_the_walk(tmp_path, capsys):
     assert main(["diagnose", run_dir(tmp_path, healthy_run(), HEALTHY_PROBE)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("worst |Q|: 0.005x the bound 1455 at iteration")
+    assert out[0] == ("worst state: healthy throughout 5 iterations; worst |Q| at iteration 4 "
+                      "(env step 256): |Q| 0.005x the bound 1455: q_target_min -7.2")
     assert out[1].startswith("learner stats at iteration") and "branch: healthy" in out
 
 

@@ -48,14 +48,19 @@ def test_q_running_off_downward_is_seen_on_every_statistic(key):
     assert f.rule == "q_bound" and f"farthest: {key} -3e+04 (Q running off downward)" in f.measured
 
 
+DRIVING = HealthSettings(preset="driving")
+
+
 def test_every_finding_says_what_it_measured_the_threshold_and_why():
-    v = judge(dict(HEALTHY, q_target_min=-3e4, grad_norm_critic=2e4), S)
+    v = judge(dict(HEALTHY, q_target_min=-3e4, grad_norm_critic=2e4), DRIVING)
     assert [f.rule for f in v.findings] == ["q_bound", "grad_norm"]
-    bound = v.findings[0]
+    bound, grad = v.findings
     assert bound.threshold == "warning > 0.9, diverged > 1"
     assert "within +/- q_bound" in bound.why
     assert v.reasons[0].startswith("diverged: q_bound: |Q| at 1.5x the bound 2e+04")
-    assert v.findings[1].as_dict()["state"] == "warning"
+    assert grad.as_dict()["state"] == "warning"
+    assert grad.why == "the driving preset (the driving incident's GO/NO-GO table)"
+    assert v.reasons[1] == (f"warning: grad_norm: {grad.reason}")
 
 
 def test_reported_ratio_wins_over_computed():
@@ -133,11 +138,24 @@ def test_lifetime_counts_neither_stall_nor_double_count_after_a_restore():
     assert LifetimeCounts().advance(40, steps(4000)) == steps(0)
 
 
-def test_grad_norm_and_absolute_actor_loss_thresholds():
-    assert judge(dict(HEALTHY, grad_norm_critic=2e4), S).state is W
-    assert judge(dict(HEALTHY, grad_norm_actor=2e6), S).state is D
+def test_grad_norm_and_absolute_actor_loss_thresholds_come_from_a_preset_or_the_config():
+    assert judge(dict(HEALTHY, grad_norm_critic=2e4), DRIVING).state is W
+    assert judge(dict(HEALTHY, grad_norm_actor=2e6), DRIVING).state is D
     no_bound = {k: v for k, v in HEALTHY.items() if k != "q_bound"}
-    assert judge(dict(no_bound, actor_loss=-2e5), S).state is W
+    assert judge(dict(no_bound, actor_loss=-2e5), DRIVING).state is W
+    own = from_dict(HealthSettings, {"grad_norm_warn": 50.0}, "health")
+    (f,) = judge(dict(HEALTHY, grad_norm_critic=60.0), own).findings
+    assert f.why == "set in the config (health.grad_norm_warn)"
+
+
+def test_default_rules_hold_for_any_reward_scale():
+    """A healthy critic of an env with large rewards (per-step up to 1e3: bound
+    1e5) has gradient norms and an actor loss the driving incident's absolute
+    numbers called unhealthy; by default only the env's own bound judges."""
+    big = {k: 100 * v for k, v in HEALTHY.items()}  # rewards 100x, same shape
+    big.update(grad_norm_critic=3e4, grad_norm_actor=2e4, q_bound=2e6)
+    assert judge(big, S).state is H, judge(big, S).reasons
+    assert judge(big, DRIVING).state is W
 
 
 def test_settings_validate_thresholds_in_one_line():

@@ -172,8 +172,9 @@ def test_learner_gauges_are_absent_in_an_iteration_without_an_update(exporter):
 
 def test_help_says_exactly_what_each_number_is(exporter):
     fams = scrape(exporter)
-    for f in FAMILIES:
-        assert fams["rllib_av_" + f.name].documentation == f.help
+    for f in FAMILIES:  # the parser strips a counter's _total, not an info's _info
+        name = f.served_name if f.type == "info" else "rllib_av_" + f.name
+        assert fams[name].documentation == f.help
     assert fams["rllib_av_actor_loss"].documentation == (
         "Mean over the iteration's actor updates of the actor loss -mean Q1(s, mu(s)) on the batch")
     assert fams["rllib_av_q_actor_max"].documentation.startswith(
@@ -299,3 +300,36 @@ def test_a_taken_port_is_refused_before_ray_starts_or_a_run_dir_exists(exporter,
                       f"available (cannot listen on 127.0.0.1:{exporter.port}: Address already in "
                       "use); set monitoring.exporter_port=0 for any free port")
     assert not list(tmp_path.iterdir())
+
+
+def test_the_verdicts_reasons_are_served_while_it_is_not_healthy(exporter):
+    """Why the run is not healthy, on the exporter: one info series per rule
+    that fired (an alert annotation quotes it), gone once healthy again."""
+    monitor = HealthMonitor(HealthSettings(), 2)
+    exporter.publish(monitor.judge(synthetic_result(3, diverge_from=2)))
+    reasons = {s.labels["rule"]: s for s in scrape(exporter)["rllib_av_health_reason_info"].samples}
+    assert set(reasons) == {"q_bound", "actor_loss"}  # Q and the actor loss past the bound
+    reason = reasons["q_bound"]
+    assert reason.value == 1 and reason.labels["state"] == "diverged"
+    assert reason.labels["reason"].startswith("|Q| at 6x the bound 2e+04")
+    assert "within +/- q_bound" in reason.labels["reason"]  # why the threshold holds
+    assert reason.labels["run"] == "unit-20260101-000000" and reason.labels["module"] == (
+        "default_policy")
+    exporter.publish(monitor.judge(synthetic_result(4)))
+    assert not scrape(exporter)["rllib_av_health_reason_info"].samples
+
+
+def test_what_a_probe_found_wrong_stands_in_the_verdict_until_the_next_probe():
+    monitor = HealthMonitor(HealthSettings(), 2)
+    unmasked = {"terminal_masking": "unmasked", "terminal_transitions": 40,
+                "terminal_target_max_diff": 17.2, "terminal_bootstrap_abs_mean": 7.3}
+    monitor.note_probe(unmasked)
+    for i in range(2):
+        verdict = monitor.judge(synthetic_result(i)).verdicts["default_policy"]
+        assert verdict.state == 1 and verdict.reasons == [
+            "warning: terminal_masking: max |target - r| 17.2 on 40 terminal rows (bootstrap "
+            "term there 7.3) (threshold target == r on every terminal row; a terminal "
+            "transition has no next state: the Bellman target must be r alone, exactly, "
+            "whatever the critic has learned; anything else bootstraps through the end)"]
+    monitor.note_probe({**unmasked, "terminal_masking": "ok"})
+    assert monitor.judge(synthetic_result(2)).verdicts["default_policy"].state == 0

@@ -1,17 +1,13 @@
-"""`rllib-av preflight` and `rllib-av diagnose` on real short runs: a healthy
-quickstart gets GO and a healthy diagnosis; each deliberately broken set-up
-(test-only settings) gets NO-GO, fails the row that catches it, and the tree
-takes the matching branch."""
+"""`rllib-av preflight` and `rllib-av diagnose` from the command line on a real
+short run: a healthy quickstart gets GO (exit 0), a table that says why each
+threshold holds, and a healthy diagnosis. The broken set-ups and the other
+healthy ones are the set-up zoo's (tests/test_setup_zoo.py)."""
 
 import os
 import subprocess
 import sys
 
 import pytest
-
-from rllib_av.health.diagnosis import diagnose
-from rllib_av.preflight_run import preflight
-from rllib_av.run_config import load_run_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
@@ -39,31 +35,16 @@ def test_healthy_run_is_go_and_diagnosed_healthy(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     lines = out.stdout.splitlines()  # progress lines first (shown by default), then the table
     assert any(line.split() == ["check", "measured", "threshold", "result"] for line in lines)
-    for name in ("actor_loss", "episode_length", "q_bound", "reward_range", "terminal_masking"):
+    for name in ("actor_loss", "episode_length", "q_bound", "reward_range"):
         row = next(line for line in lines if line.startswith(name))
         assert row.rstrip().endswith("PASS"), row
+    assert "why each threshold holds:" in lines
+    assert any(line.startswith("  episode_length: ") and "the driving preset" in line
+               for line in lines)
     assert "GO" in lines[-1] and "NO-GO" not in lines[-1]
     run_dir = lines[-1].split("(run: ")[1].rstrip(")")
 
     diag = cli("diagnose", run_dir)
     assert diag.returncode == 0, diag.stderr[-2000:]
     assert "branch: healthy" in diag.stdout
-    assert "Q - MC return on" in diag.stdout  # the overestimation probe is part of the walk
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("setting,failing_row,branch", [
-    ("training.debug_reward_mode=running_sum", "reward_range", "bootstrap"),
-    ("training.debug_reward_mode=blown_up", "reward_range", "reward_scaling"),
-    ("training.critic_lr=3.0", "q_bound", "overestimation"),
-    ("training.debug_unmasked_bootstrap=true", "terminal_masking", "bootstrap"),
-])
-def test_broken_setup_is_no_go_with_matching_branch(ray_local, tmp_path, setting, failing_row,
-                                                     branch):
-    rc = load_run_config(QUICKSTART, short_run(tmp_path) + [setting])
-    go, checks, run_dir = preflight(rc, STEPS)
-    rows = {c.name: c for c in checks}
-    assert not go, [(c.name, c.measured, c.passed) for c in checks]
-    assert rows[failing_row].passed is False and rows[failing_row].required, rows[failing_row]
-    d = diagnose(run_dir)
-    assert d.branch == branch, d.format()
+    assert "overestimation: Q - return " in diag.stdout  # the probes' trend is part of the walk

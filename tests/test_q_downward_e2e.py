@@ -2,7 +2,7 @@
 set-up: Pendulum (all-negative rewards) whose env returns each episode's
 running reward sum instead of the step's reward (tests/broken_envs.py), with
 Pendulum's true per-step range declared. Nothing in the product is switched:
-the verdict turns warning then diverged, a real Prometheus scraping the run
+the verdict turns non-healthy then diverged, a real Prometheus scraping the run
 pages RllibAvQBeyondBound through a real Alertmanager, and `rllib-av diagnose`
 names the downward run and its cause."""
 
@@ -58,6 +58,9 @@ def test_q_running_off_downward_warns_diverges_pages_and_is_diagnosed(ray_local,
         assert page["path"] == "/page"
         assert page["labels"]["run"] == run_name and page["labels"]["config"] == "downward"
         assert "target Q in [-" in page["annotations"]["description"]
+        # ... and the verdict's reasons, from the run's own exporter.
+        assert "diverged: q_bound: |Q| at " in page["annotations"]["reasons"], page
+        assert "(Q running off downward)" in page["annotations"]["reasons"]
     t.join(180)
     assert "error" not in outcome, outcome.get("error")
     run_dir = outcome["run_dir"]
@@ -65,7 +68,10 @@ def test_q_running_off_downward_warns_diverges_pages_and_is_diagnosed(ray_local,
     records = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
     states = [r.get("divergence_state", 0) for r in records]
     first_bad = next(i for i, s in enumerate(states) if s)
-    assert states[first_bad] == 1 and 2 in states[first_bad:], states  # warning, then diverged
+    # Not healthy, then diverged (Q may cross the warning band within one
+    # iteration's updates), each such iteration with its reasons kept.
+    assert 2 in states[first_bad:], states
+    assert all(r["health_reasons"] for r in records if r.get("divergence_state")), records
     # What crosses the bound first is the targets' minimum: Q running off
     # downward, which a bound on Q's upper side or on the actor's Q alone does
     # not see yet.
@@ -82,5 +88,6 @@ def test_q_running_off_downward_warns_diverges_pages_and_is_diagnosed(ray_local,
     assert diag.returncode == 0, diag.stderr[-2000:]
     out = diag.stdout
     print(out)
-    assert out.splitlines()[0].startswith("worst |Q|: ") and "running off downward" in out
-    assert "rewards are running sums" in out
+    assert out.splitlines()[0].startswith("worst state: diverged at iteration ")
+    assert "running off downward" in out.splitlines()[0]
+    assert "growing along episodes: running sums" in out and "branch: reward_scaling" in out

@@ -35,8 +35,11 @@ README = os.path.join(ROOT, "README.md")
 _TRAIN_BUDGET = ("--set run.total_env_steps=192 --set training.learning_starts=64 "
                  "--set training.batch_size=32 --set env.max_episode_steps=50 "
                  "--set run.min_time_s_per_iteration=0 --set monitoring.exporter_port=0")
+# A gymnasium id refuses DrivingEnv's keys (env.max_episode_steps among them).
+_GYM_BUDGET = _TRAIN_BUDGET.replace(" --set env.max_episode_steps=50", "")
 BUDGET = [
     (r"^make run\b", f"ARGS='{_TRAIN_BUDGET}'"),
+    (r"^rllib-av preflight --config configs/custom_env\.yaml\b", f"--steps 192 {_GYM_BUDGET}"),
     (r"^rllib-av preflight\b", f"--steps 192 {_TRAIN_BUDGET}"),
     (r"^rllib-av train --resume\b", "--set run.total_env_steps=256 --set monitoring.exporter_port=0"),
     (r"^rllib-av evaluate\b", "--episodes 1 --videos 1"),

@@ -70,7 +70,7 @@ def _probes(n):
     for i in range(2, n + 1, 2):
         yield {"training_iteration": i, "env_steps": 64 * i, "probe_q_mean": 5.0 * i,
                "probe_mc_return_mean": 8.0, "overestimation_bias": 5.0 * i - 8.0,
-               "overestimation_ratio": (5.0 * i - 8.0) / 150.0}
+               "overestimation_return_scale": 8.0}
 
 
 def _plotted_pixels(path):

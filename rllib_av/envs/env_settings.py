@@ -1,6 +1,9 @@
-"""The `env:` section of a run config: the driving task, its reward, its backends."""
+"""The `env:` section of a run config: the driving task, its reward, its backends,
+or a gymnasium env and its constructor arguments."""
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
 
 from rllib_av.config_schema import ConfigError, bounds, choices
 from rllib_av.envs.carla_settings import CarlaSettings
@@ -65,11 +68,19 @@ class HighwaySettings:
                               "expected [low, high] with low <= high")
 
 
+DRIVING_ENV_ID = "driving"
+
+
 @dataclass
 class EnvSettings:
-    # "driving" = DrivingEnv (backend below); anything else is a gymnasium id
-    # such as "Pendulum-v1".
-    id: str = "driving"
+    # "driving" = DrivingEnv (configured by every key below but kwargs);
+    # anything else is a gymnasium id such as "Pendulum-v1", or
+    # "my_module:MyEnv-v0" (gymnasium imports my_module, which registers it).
+    id: str = DRIVING_ENV_ID
+    # A gymnasium env's constructor arguments (and gymnasium.make's own, e.g.
+    # max_episode_steps): gymnasium.make(id, **kwargs). The only key besides id
+    # a gymnasium id takes.
+    kwargs: Dict[str, Any] = field(default_factory=dict)
     backend: str = field(default="highway", metadata=choices("highway", "carla"))
     # NPC traffic around the ego vehicle.
     traffic: str = field(default="light", metadata=choices("none", "light", "medium", "heavy"))
@@ -93,8 +104,32 @@ class EnvSettings:
     carla: CarlaSettings = field(default_factory=CarlaSettings)
 
     def check(self) -> None:
+        if self.id != DRIVING_ENV_ID:
+            key = _first_difference(self, EnvSettings(id=self.id, kwargs=self.kwargs), "env")
+            if key is not None:
+                raise ConfigError(
+                    f"{key[0]}: {key[1]!r} does not apply to env.id {self.id!r} (a gymnasium "
+                    "id; DrivingEnv's keys are ignored by it); expected it unset, and the env's "
+                    "constructor arguments (or gymnasium.make's max_episode_steps) in env.kwargs")
+            return
+        if self.kwargs:
+            raise ConfigError(f"env.kwargs: {self.kwargs!r} does not apply to env.id "
+                              f"{DRIVING_ENV_ID!r}; expected {{}} (DrivingEnv is configured by "
+                              "the other env.* keys)")
         if self.target_speed_mps > self.max_speed_mps:
             raise ConfigError(
                 f"env.target_speed_mps: {self.target_speed_mps} is not allowed; expected "
                 f"<= env.max_speed_mps ({self.max_speed_mps})"
             )
+
+
+def _first_difference(value, default, key: str) -> Optional[tuple]:
+    """(dotted key, value) of the first leaf where ``value`` differs from ``default``."""
+    if dataclasses.is_dataclass(value):
+        for f in dataclasses.fields(value):
+            found = _first_difference(getattr(value, f.name), getattr(default, f.name),
+                                      f"{key}.{f.name}")
+            if found is not None:
+                return found
+        return None
+    return None if value == default else (key, value)

@@ -184,7 +184,8 @@ def _plot_grad_norms(records):
 
 def _plot_q_vs_mc(records, probes):
     """The probe's mean Q(s, mu(s)) beside the discounted Monte-Carlo return from
-    the same states, and their difference as a fraction of the Q bound."""
+    the same states, and their difference in units of the returns' own scale
+    (what preflight and diagnose judge, with its trend)."""
     fig, (ax_q, ax_bias) = _figure(2)
     rows = [p for p in probes if p.get("probe_q_mean") is not None]
     steps = _series(rows, "env_steps")
@@ -193,10 +194,11 @@ def _plot_q_vs_mc(records, probes):
               label="discounted Monte-Carlo return")
     ax_q.set_yscale("symlog", linthresh=1.0)
     _label_axis(ax_q, "mean over probe states")
-    ax_bias.plot(steps, _series(rows, "overestimation_ratio"), marker="o", color="tab:red",
-                 label="(Q - MC return) / q_bound")
+    ax_bias.plot(steps, _series(rows, "overestimation_bias")
+                 / _series(rows, "overestimation_return_scale"), marker="o", color="tab:red",
+                 label="(Q - MC return) / return scale")
     ax_bias.axhline(0.0, color="k", lw=1)
-    _label_axis(ax_bias, "overestimation / bound")
+    _label_axis(ax_bias, "overestimation / return scale")
     ax_bias.set_xlabel("env steps")
     if not rows:
         ax_q.text(0.5, 0.5, "no overestimation probe yet (probes.jsonl)", ha="center",

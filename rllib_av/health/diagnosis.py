@@ -1,21 +1,28 @@
 """`rllib-av diagnose RUN_DIR`: the incident's decision tree, walked automatically.
 
 Reads a finished or running run directory (metrics.jsonl, probes.jsonl,
-config.yaml, tensorboard/) and asks, in order, each question with the numbers
-behind it:
+config.yaml, tensorboard/) and explains the worst state the run reached: the
+iteration where the verdict was worst (then |Q| / bound highest), with the
+verdict's reasons there, and when that state began (the first iteration that
+was not healthy, and the first that diverged). It then asks, in order, each
+question with the numbers behind it, the threshold and why it holds:
 
   1. Does what TensorBoard shows differ from what the learner computed
      (metrics.jsonl)?                                -> logging / calculation error
-  2. Is a reward component beyond its declared range or dominating, or are the
-     rewards reaching the critic scaled beyond the declared range?  -> reward scaling
-  3. Are the Bellman targets unrealistic against the bound, the rewards summed
-     along episodes, or terminal transitions bootstrapped?  -> bootstrap error
-  4. Is Q beyond the bound (or far above the Monte-Carlo return) with sane
-     rewards and targets?  -> critic overestimation
-  else healthy.
+  2. Is a reward beyond its declared range (a component, or the rewards the
+     critic trains on: scaled, or summed along episodes), or one component
+     dominating?                                     -> reward scaling
+  3. Is the Bellman update itself wrong: targets on terminal transitions that
+     are not the reward alone (checked in the learner)? -> bootstrap error
+  4. Is Q beyond the bound with sane rewards and a correct update, or the
+     overestimation bias growing beyond the returns' scale?  -> critic
+     overestimation / divergence (the TD update is unstable)
+  else healthy, or "unexplained" when the verdict was not healthy but no
+  question accounts for it (its reasons are printed).
 
-Learner statistics are read at the onset: the first iteration that was not
-healthy (else the last one); the probes from the newest probe record.
+Targets beyond the bound are evidence, not a branch of their own: a critic
+that diverges drags its targets along, so only the structural checks of
+question 3 tell a wrong Bellman update from an unstable one.
 """
 
 from __future__ import annotations
@@ -29,9 +36,15 @@ import yaml
 from ray.rllib.core import DEFAULT_MODULE_ID
 
 from rllib_av.config_schema import from_dict
-from rllib_av.envs.env_settings import EnvSettings
+from rllib_av.envs.env_settings import DRIVING_ENV_ID, EnvSettings
 from rllib_av.envs.reward import raw_ranges
+from rllib_av.health.divergence import (
+    TERMINAL_THRESHOLD, WHY_BOUND, WHY_REWARDS, WHY_TERMINAL, DivergenceState, rewards_measured,
+    rewards_threshold, terminal_measured,
+)
+from rllib_av.health.health_monitor import HEALTH_REASONS_KEY
 from rllib_av.health.health_settings import HealthSettings
+from rllib_av.health.overestimation import judge_overestimation
 from rllib_av.health.preflight import read_records
 from rllib_av.health.probes import read_probes
 from rllib_av.health.q_bound import largest_q
@@ -39,24 +52,31 @@ from rllib_av.health.statistics import BY_KEY
 from rllib_av.health.tensorboard_records import record_key, tensorboard_scalars
 
 DOMINANT_SHARE = 0.9
+WHY_DOMINANT = (f"a component with more than {DOMINANT_SHARE:.0%} of the reward magnitude leaves "
+                "the others no say in the policy")
+WHY_COMPONENT = "each component is bounded by construction (envs/reward.py); outside it is a bug"
 # TensorBoard keeps float32: a published value matches the learner's within this.
 PUBLISHED_REL_TOL = 1e-5
+WHY_PUBLISHED = ("TensorBoard stores float32; a larger difference means the writer published "
+                 "another number than the learner computed")
 
 REMEDIES = {
     "logging": ["check the TensorBoard writer's tags against the statistics spec "
                 "(rllib_av/health/statistics.py)",
                 "check the reductions (mean vs max, per update vs per iteration) of logged stats"],
-    "reward_scaling": ["bring the per-step reward into its declared range: fix the scale, or set "
+    "reward_scaling": ["return per-step rewards from the env, not running sums",
+                       "bring the per-step reward into its declared range: fix the scale, or set "
                        "training.reward_clip / training.reward_scaling",
-                       "rebalance env.reward.weights so no component dominates",
-                       "declare the range the critic really trains on (training.reward_range)"],
+                       "declare the range the critic really trains on (training.reward_range)",
+                       "rebalance env.reward.weights so no component dominates"],
     "bootstrap": ["mask the bootstrap with (1 - terminated) only (truncation must not mask it)",
-                  "check gamma (and gamma^n for n-step) in the target",
-                  "return per-step rewards, not running sums, from the env"],
+                  "check gamma (and gamma^n for n-step) in the target"],
     "overestimation": ["lower training.critic_lr", "set training.critic_grad_clip",
                        "stronger target smoothing: raise training.policy_noise, lower training.tau",
                        "keep health.guard_action: rollback for long runs"],
+    "unexplained": ["read the verdict's reasons above: each names what it measured"],
 }
+STATE_NAMES = {int(s): s.name.lower() for s in DivergenceState}
 
 
 @dataclass
@@ -68,17 +88,18 @@ class Step:
 
 @dataclass
 class Diagnosis:
-    branch: str  # healthy | logging | reward_scaling | bootstrap | overestimation
+    # healthy | logging | reward_scaling | bootstrap | overestimation | unexplained
+    branch: str
     steps: List[Step]
-    focus: Optional[Dict]
+    focus: Optional[Dict]  # the worst iteration, whose learner stats the tree reads
     probe: Dict
-    worst: Optional[str] = None  # the farthest Q got from zero, and which way
+    summary: List[str] = field(default_factory=list)  # the worst state and when it began
 
     def format(self) -> str:
-        lines = [self.worst] if self.worst else []
+        lines = list(self.summary)
         if self.focus is not None:
             lines.append(f"learner stats at iteration {self.focus.get('training_iteration')} "
-                         f"(env step {self.focus.get('env_steps')})"
+                         f"(env step {self.focus.get('env_steps')}, the worst)"
                          + (f"; probes at env step {self.probe.get('env_steps')}" if self.probe else
                             "; no probe record"))
         for i, s in enumerate(self.steps, 1):
@@ -95,6 +116,17 @@ def _s(record: Dict, key: str) -> Optional[float]:
     return None if v is None else float(v)
 
 
+def _state(record: Dict) -> int:
+    return int(record.get("divergence_state") or 0)
+
+
+def _ratio_key(record: Dict) -> float:
+    ratio = _s(record, "q_bound_ratio")
+    if ratio is None:
+        return -1.0
+    return math.inf if math.isnan(ratio) else ratio
+
+
 def _ends(lo: float, hi: float, bound: float) -> Tuple[float, str]:
     """max(|lo|, |hi|) / bound, and which way Q runs if it is beyond."""
     ratio = max(abs(lo), abs(hi)) / bound
@@ -103,21 +135,54 @@ def _ends(lo: float, hi: float, bound: float) -> Tuple[float, str]:
     return ratio, " (running off downward)" if abs(lo) >= abs(hi) else " (running off upward)"
 
 
-def worst_q(records: List[Dict]) -> Optional[str]:
-    """Where |Q| / bound peaked over the run, naming the statistic and its sign."""
-    peaks = [(_s(r, "q_bound_ratio"), r) for r in records]
-    peaks = [(ratio, r) for ratio, r in peaks if ratio is not None and not math.isnan(ratio)]
-    if not peaks:
+def worst(records: List[Dict]) -> Optional[Dict]:
+    """The iteration with the worst verdict, then the highest |Q| / bound (the
+    earliest of equals); None without learner statistics."""
+    with_stats = [r for r in records if _s(r, "q_actor_mean") is not None
+                  or _s(r, "q_target_mean") is not None]
+    if not with_stats:
         return None
-    ratio, r = max(peaks, key=lambda p: p[0])
-    stats = {k.split("/", 1)[1]: v for k, v in r.items()
-             if k.startswith(f"{DEFAULT_MODULE_ID}/") and v is not None}
-    top = largest_q(stats)
-    where = "" if top is None else (
-        f": {top[0]} {top[1]:.4g}" + (", running off downward" if top[1] < 0 and ratio > 1
-                                      else ", running off upward" if ratio > 1 else ""))
-    return (f"worst |Q|: {ratio:.3g}x the bound {_s(r, 'q_bound'):.4g} at iteration "
-            f"{r.get('training_iteration')} (env step {r.get('env_steps')}){where}")
+    return max(with_stats, key=lambda r: (_state(r), _ratio_key(r)))
+
+
+def _at(r: Dict) -> str:
+    return f"iteration {r.get('training_iteration')} (env step {r.get('env_steps')})"
+
+
+def _reasons(r: Dict) -> List[str]:
+    return [reason for reasons in (r.get(HEALTH_REASONS_KEY) or {}).values() for reason in reasons]
+
+
+def worst_state_summary(records: List[Dict], focus: Optional[Dict]) -> List[str]:
+    """The worst state, why the verdict said so there, and when it began."""
+    if focus is None:
+        return ["no learner statistics yet (no gradient update recorded)"]
+    state = _state(focus)
+    lines = []
+    ratio, bound = _s(focus, "q_bound_ratio"), _s(focus, "q_bound")
+    if ratio is not None and bound:
+        top = largest_q({k.split("/", 1)[1]: v for k, v in focus.items()
+                         if k.startswith(f"{DEFAULT_MODULE_ID}/") and v is not None})
+        where = "" if top is None else f": {top[0]} {top[1]:.4g}" + (
+            (", running off downward" if top[1] < 0 else ", running off upward")
+            if ratio > 1 else "")
+        q_text = f"|Q| {ratio:.3g}x the bound {bound:.4g}{where}"
+    else:
+        q_text = "no Q bound (no declared reward range)"
+    if state == DivergenceState.HEALTHY:
+        return [f"worst state: healthy throughout {len(records)} iterations; "
+                f"worst |Q| at {_at(focus)}: {q_text}"]
+    lines.append(f"worst state: {STATE_NAMES[state]} at {_at(focus)}: {q_text}")
+    lines.extend(f"  verdict: {reason}" for reason in _reasons(focus))
+    first = next(r for r in records if _state(r) >= DivergenceState.WARNING)
+    began = f"began: {STATE_NAMES[_state(first)]} from {_at(first)}"
+    diverged = next((r for r in records if _state(r) >= DivergenceState.DIVERGED), None)
+    if diverged is not None and diverged is not first:
+        began += f"; diverged from {_at(diverged)}"
+    lines.append(began)
+    if first is not focus:
+        lines.extend(f"  first verdict: {reason}" for reason in _reasons(first))
+    return lines
 
 
 def published_mismatches(run_dir: str, records: List[Dict]) -> Tuple[int, List[str]]:
@@ -142,18 +207,8 @@ def published_mismatches(run_dir: str, records: List[Dict]) -> Tuple[int, List[s
     return compared, bad
 
 
-def onset(records: List[Dict], warn_ratio: float) -> Optional[Dict]:
-    """The first iteration that was not healthy, else the last one with learner stats."""
-    with_stats = [r for r in records if _s(r, "q_actor_mean") is not None]
-    for r in with_stats:
-        ratio = _s(r, "q_bound_ratio")
-        if (r.get("divergence_state") or 0) >= 1 or (ratio is not None and ratio > warn_ratio):
-            return r
-    return with_stats[-1] if with_stats else None
-
-
 def declared_component_ranges(env: EnvSettings) -> Dict[str, tuple]:
-    if env.id != "driving":
+    if env.id != DRIVING_ENV_ID:
         return {}
     w = env.reward.weights
     return {c: tuple(sorted((getattr(w, c) * lo, getattr(w, c) * hi)))
@@ -168,16 +223,25 @@ def run_sections(run_dir: str) -> Tuple[EnvSettings, HealthSettings]:
             from_dict(HealthSettings, data.get("health"), "health"))
 
 
+def _first_found(probes: List[Dict], key: str, bad: Tuple[str, ...]) -> Dict:
+    """The first probe whose ``key`` is one of ``bad`` (a broken pipeline stays
+    broken), else the newest that measured it; {} if none did."""
+    measured = [p for p in probes if key in p]
+    return next((p for p in measured if p[key] in bad), measured[-1] if measured else {})
+
+
 def diagnose(run_dir: str) -> Diagnosis:
     env, health = run_sections(run_dir)
     records = read_records(run_dir)
     probes = read_probes(run_dir)
     probe = probes[-1] if probes else {}
-    focus = onset(records, health.q_bound_warn_ratio)
+    focus = worst(records)
     steps: List[Step] = []
 
     def finish(branch: str) -> Diagnosis:
-        return Diagnosis(branch, steps, focus, probe, worst_q(records))
+        if branch == "healthy" and focus is not None and _state(focus):
+            branch = "unexplained"
+        return Diagnosis(branch, steps, focus, probe, worst_state_summary(records, focus))
 
     f = focus or {}
     bound = _s(f, "q_bound")
@@ -190,7 +254,7 @@ def diagnose(run_dir: str) -> Diagnosis:
     if compared:
         s.evidence.append(f"{compared} TensorBoard values of learner statistics against "
                           f"metrics.jsonl: {len(bad)} differ (tolerance {PUBLISHED_REL_TOL:g} "
-                          "relative)")
+                          f"relative; {WHY_PUBLISHED})")
         s.evidence.extend(bad[:3])
         s.fired = bool(bad)
     else:
@@ -200,71 +264,73 @@ def diagnose(run_dir: str) -> Diagnosis:
     if s.fired:
         return finish("logging")
 
-    # 2. reward scaling
-    s = Step("reward component beyond its declared range or dominating, or critic rewards scaled?")
-    ranges = declared_component_ranges(env)
+    # 2. rewards beyond their declared range, or dominating
+    s = Step("a reward beyond its declared range (a component, or the critic's rewards: scaled "
+             "or summed along episodes), or one component dominating?")
     means = [r for r in records if any(k.startswith("reward_components/") for k in r)]
     last = means[-1] if means else {}
-    for comp, (lo, hi) in ranges.items():
+    for comp, (lo, hi) in declared_component_ranges(env).items():
         v = last.get(f"reward_components/{comp}")
         if v is not None and not lo - 1e-6 <= v <= hi + 1e-6:
             s.fired = True
-            s.evidence.append(f"{comp} mean {v:.4g} outside its declared [{lo:.4g}, {hi:.4g}]")
+            s.evidence.append(f"{comp} mean {v:.4g} outside its declared [{lo:.4g}, {hi:.4g}] "
+                              f"({WHY_COMPONENT})")
     shares = {k.split("/", 1)[1]: v for k, v in last.items() if k.startswith("reward_share/")}
     if shares:
         top = max(shares, key=shares.get)
-        s.evidence.append(f"largest share: {top} {shares[top]:.2f} "
-                          f"(dominating above {DOMINANT_SHARE})")
+        s.evidence.append(f"largest share: {top} {shares[top]:.2f} (dominating above "
+                          f"{DOMINANT_SHARE}: {WHY_DOMINANT})")
         s.fired |= shares[top] > DOMINANT_SHARE
-    if "reward_pipeline" in probe:
-        s.evidence.append(f"critic's rewards in [{probe['reward_train_min']:.4g}, "
-                          f"{probe['reward_train_max']:.4g}] vs declared "
-                          f"[{probe['reward_range_min']:.4g}, {probe['reward_range_max']:.4g}]: "
-                          f"{probe['reward_beyond_frac']:.1%} beyond, first steps "
-                          f"{probe.get('reward_first_step_beyond_frac', float('nan')):.1%} beyond "
-                          f"-> {probe['reward_pipeline']}")
-        s.fired |= probe["reward_pipeline"] == "scale"
+    rewards = _first_found(probes, "reward_pipeline", ("scale", "accumulation"))
+    if rewards:
+        s.evidence.append(f"{rewards_measured(rewards)} at env step {rewards.get('env_steps')} "
+                          f"vs {rewards_threshold(rewards)} ({WHY_REWARDS})")
+        s.fired |= rewards["reward_pipeline"] != "ok"
+    else:
+        s.evidence.append("the critic's rewards not measured: no declared reward range "
+                          "(training.reward_range) or no probe")
     steps.append(s)
     if s.fired:
         return finish("reward_scaling")
 
-    # 3. bootstrap / accumulation
-    s = Step("targets unrealistic against the bound, rewards accumulated, "
-             "or terminals bootstrapped?")
+    # 3. the Bellman update itself
+    s = Step("the Bellman update wrong: targets on terminal transitions other than the reward "
+             "alone (checked in the learner)?")
     t_max, t_min = _s(f, "q_target_max"), _s(f, "q_target_min")
     if bound and t_max is not None and t_min is not None:
         t_ratio, way = _ends(t_min, t_max, bound)
-        s.evidence.append(f"q_target in [{t_min:.4g}, {t_max:.4g}], "
-                          f"{t_ratio:.3g} x bound {bound:.4g}{way}")
-        s.fired |= not t_ratio <= 1.0
-    if probe.get("reward_pipeline") == "accumulation":
-        s.fired = True
-        s.evidence.append(f"critic's rewards grow along episodes: late/first-step |r| "
-                          f"{probe['reward_growth']:.3g}x while first steps stay in range "
-                          "(rewards are running sums)")
-    if "terminal_masking" in probe:
-        s.evidence.append(f"on {probe['terminal_transitions']} terminal transitions |Q - r| "
-                          f"{probe['terminal_residual_masked']:.3g} vs |Q - (r + gamma Q')| "
-                          f"{probe['terminal_residual_unmasked']:.3g} "
-                          f"-> {probe['terminal_masking']}")
-        s.fired |= probe["terminal_masking"] == "unmasked"
+        s.evidence.append(f"q_target in [{t_min:.4g}, {t_max:.4g}], {t_ratio:.3g} x bound "
+                          f"{bound:.4g}{way} (evidence only: a diverging critic drags its "
+                          "targets along)")
+    masking = _first_found(probes, "terminal_masking", ("unmasked",))
+    if masking.get("terminal_masking") in ("ok", "unmasked"):
+        s.evidence.append(f"{terminal_measured(masking)} at env step {masking.get('env_steps')}, "
+                          f"threshold {TERMINAL_THRESHOLD} ({WHY_TERMINAL}) "
+                          f"-> {masking['terminal_masking']}")
+        s.fired = masking["terminal_masking"] == "unmasked"
+    else:
+        s.evidence.append("terminal masking not measured: " + masking.get(
+            "terminal_masking_unmeasured", "no probe"))
     steps.append(s)
     if s.fired:
         return finish("bootstrap")
 
-    # 4. critic overestimation
-    s = Step("Q beyond the bound or far above the Monte-Carlo return, "
-             "with sane rewards and targets?")
-    a_max, a_min = _s(f, "q_actor_max"), _s(f, "q_actor_min")
-    if bound and a_max is not None and a_min is not None:
-        a_ratio, way = _ends(a_min, a_max, bound)
-        s.evidence.append(f"Q1(s, mu(s)) in [{a_min:.4g}, {a_max:.4g}], {a_ratio:.3g} x bound{way}")
-        s.fired |= not a_ratio <= 1.0
-    if "overestimation_ratio" in probe:
-        ratio = probe["overestimation_ratio"]
-        s.evidence.append(f"Q - MC return on {probe['overestimation_states']} evaluation states: "
-                          f"{probe['overestimation_bias']:.4g} ({ratio:.3g} x bound)")
-        s.fired |= ratio > health.preflight_overestimation_max
+    # 4. critic overestimation / divergence
+    s = Step("Q beyond the bound with sane rewards and a correct update, or an overestimation "
+             "bias that keeps growing (critic overestimation / unstable TD)?")
+    for name in ("q_actor", "q_target"):
+        hi, lo = _s(f, f"{name}_max"), _s(f, f"{name}_min")
+        if bound and hi is not None and lo is not None:
+            ratio, way = _ends(lo, hi, bound)
+            s.evidence.append(f"{name} in [{lo:.4g}, {hi:.4g}], {ratio:.3g} x bound {bound:.4g}"
+                              f"{way}")
+            s.fired |= not ratio <= 1.0
+    s.evidence.append(f"threshold: |Q| <= q_bound on both ends ({WHY_BOUND})" if bound else
+                      "Q bound not measured: no declared reward range (training.reward_range)")
+    passed, measured, threshold, why = judge_overestimation(probes,
+                                                           health.preflight_overestimation_max)
+    s.evidence.append(f"overestimation: {measured}; threshold {threshold} ({why})")
+    s.fired |= passed is False
     grad = _s(f, "grad_norm_critic")
     if grad is not None:
         s.evidence.append(f"critic grad norm {grad:.4g}")

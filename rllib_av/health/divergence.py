@@ -35,9 +35,13 @@ class Finding:
     threshold: str
     why: str
 
+    @property
+    def reason(self) -> str:
+        """What was measured, against what, and why (without state and rule)."""
+        return f"{self.measured} (threshold {self.threshold}; {self.why})"
+
     def __str__(self) -> str:
-        return (f"{self.state.name.lower()}: {self.rule}: {self.measured} "
-                f"(threshold {self.threshold}; {self.why})")
+        return f"{self.state.name.lower()}: {self.rule}: {self.reason}"
 
     def as_dict(self) -> Dict:
         return {"rule": self.rule, "state": self.state.name.lower(), "measured": self.measured,
@@ -60,10 +64,49 @@ class Verdict:
 
 WHY_BOUND = ("every discounted return of per-step rewards in [r_min, r_max] lies within "
              "+/- q_bound, so no correct critic goes past it on either side")
+WHY_REWARDS = ("the Q bound and every check on it assume the declared per-step range; rewards "
+               "beyond it (scaled, or summed along the episode) invalidate both")
+WHY_TERMINAL = ("a terminal transition has no next state: the Bellman target must be r alone, "
+                "exactly, whatever the critic has learned; anything else bootstraps through the end")
 WHY_NONFINITE = ("NaN/inf is counted and kept out of the buffer and the weights, so one "
                  "iteration's worth is survivable; new ones in every iteration mean a broken "
                  "sensor, reward or critic")
-WHY_INCIDENT = "the incident's GO/NO-GO table (health.* settings)"
+
+
+def rewards_measured(probe: Mapping) -> str:
+    """The reward pipeline probe in words."""
+    kind = {"ok": "", "scale": ", scaled beyond it",
+            "accumulation": ", growing along episodes: running sums"}[probe["reward_pipeline"]]
+    return (f"critic's rewards in [{probe['reward_train_min']:.4g}, "
+            f"{probe['reward_train_max']:.4g}], {probe['reward_beyond_frac']:.1%} beyond{kind}")
+
+
+def rewards_threshold(probe: Mapping) -> str:
+    return f"in [{probe['reward_range_min']:.4g}, {probe['reward_range_max']:.4g}] (declared)"
+
+
+TERMINAL_THRESHOLD = "target == r on every terminal row"
+
+
+def terminal_measured(probe: Mapping) -> str:
+    """The learner's terminal-masking check in words."""
+    return (f"max |target - r| {probe['terminal_target_max_diff']:.3g} on "
+            f"{probe['terminal_transitions']} terminal rows (bootstrap term there "
+            f"{probe['terminal_bootstrap_abs_mean']:.3g})")
+
+
+def probe_findings(probe: Mapping) -> List[Finding]:
+    """What a critic probe found wrong with what the critic trains on. Warnings:
+    a broken reward or Bellman update neither heals by waiting nor by a rollback."""
+    W = DivergenceState.WARNING
+    out = []
+    if probe.get("reward_pipeline") in ("scale", "accumulation"):
+        out.append(Finding("reward_range", W, rewards_measured(probe), rewards_threshold(probe),
+                           WHY_REWARDS))
+    if probe.get("terminal_masking") == "unmasked":
+        out.append(Finding("terminal_masking", W, terminal_measured(probe), TERMINAL_THRESHOLD,
+                           WHY_TERMINAL))
+    return out
 
 
 def nonfinite_stats(stats: Mapping[str, float]) -> List[str]:
@@ -123,18 +166,18 @@ def judge(stats: Mapping[str, float], settings: HealthSettings,
             v.add(Finding("actor_loss", D, f"|actor_loss| {abs(loss):.4g}",
                           f"> {s.q_bound_diverge_ratio:g}x the Q bound {bound:.4g}",
                           "the actor loss is -mean Q, so it cannot exceed the bound either"))
-        elif abs(loss) > s.actor_loss_abs_max:
+        elif s.actor_loss_abs_max is not None and abs(loss) > s.actor_loss_abs_max:
             v.add(Finding("actor_loss", W, f"|actor_loss| {abs(loss):.4g}",
-                          f"> {s.actor_loss_abs_max:.4g}", WHY_INCIDENT))
+                          f"> {s.actor_loss_abs_max:.4g}", s.source("actor_loss_abs_max")))
 
     for net in ("actor", "critic"):
         g = stats.get(f"grad_norm_{net}")
         if g is None or not math.isfinite(g):
             continue
-        if g > s.grad_norm_diverge:
-            v.add(Finding("grad_norm", D, f"{net} grad norm {g:.4g}",
-                          f"> {s.grad_norm_diverge:.4g}", WHY_INCIDENT))
-        elif g > s.grad_norm_warn:
-            v.add(Finding("grad_norm", W, f"{net} grad norm {g:.4g}",
-                          f"> {s.grad_norm_warn:.4g}", WHY_INCIDENT))
+        for state, key in ((D, "grad_norm_diverge"), (W, "grad_norm_warn")):
+            limit = getattr(s, key)
+            if limit is not None and g > limit:
+                v.add(Finding("grad_norm", state, f"{net} grad norm {g:.4g}", f"> {limit:.4g}",
+                              s.source(key)))
+                break
     return v

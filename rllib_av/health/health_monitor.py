@@ -3,7 +3,8 @@
 ``HealthMonitor.judge(result)`` reads the iteration's numbers, works out what
 is new since the previous iteration (counters, NaN/inf) and gives each module a
 verdict. It carries the little history that needs: the lifetime totals seen at
-each iteration and the NaN/inf streak. Whatever publishes (the exporter,
+each iteration, the NaN/inf streak, and what the latest critic probe found
+wrong with the rewards or the Bellman update (``note_probe``). Whatever publishes (the exporter,
 TensorBoard, metrics.jsonl) takes the ``IterationHealth`` it returns; nothing
 here depends on a publisher being there.
 """
@@ -11,13 +12,19 @@ here depends on a publisher being there.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Mapping
+from typing import Dict, List, Mapping
 
 from ray.rllib.core import DEFAULT_MODULE_ID
 
-from rllib_av.health.divergence import NonfiniteStreak, Verdict, judge, nonfinite_stats
+from rllib_av.health.divergence import (
+    Finding, NonfiniteStreak, Verdict, judge, nonfinite_stats, probe_findings,
+)
 from rllib_av.health.health_settings import HealthSettings
 from rllib_av.health.iteration_metrics import CounterKey, IterationMetrics, from_result
+
+
+# metrics.jsonl: the verdict's reasons per module, on iterations that are not healthy.
+HEALTH_REASONS_KEY = "health_reasons"
 
 
 @dataclass
@@ -74,6 +81,12 @@ class HealthMonitor:
         self._counts = LifetimeCounts()
         self._streak = NonfiniteStreak()
         self._modules = [DEFAULT_MODULE_ID]
+        self._probe_findings: List[Finding] = []
+
+    def note_probe(self, probe: Mapping) -> None:
+        """A critic probe's record: what it found wrong stands in every verdict
+        until the next probe."""
+        self._probe_findings = probe_findings(probe)
 
     def judge(self, result: Mapping) -> IterationHealth:
         m = from_result(result, self.num_env_runners)
@@ -89,4 +102,7 @@ class HealthMonitor:
         # An iteration without a gradient update still gets a verdict (on NaN/inf).
         verdicts = {mid: judge(m.modules.get(mid, {}), self.settings, sources, iters)
                     for mid in self._modules}
+        for verdict in verdicts.values():
+            for finding in self._probe_findings:
+                verdict.add(finding)
         return IterationHealth(m, new, verdicts)

@@ -3,11 +3,22 @@
     rllib-av preflight --config configs/quickstart.yaml [--steps 5000]
 
 rllib_av/preflight_run.py trains ``--steps`` env steps (guard off, critic probes
-at the end); this module checks the run against the incident's table with the
-``health.preflight_*`` thresholds: |actor loss|, final episode length (or
-growing), max |Q| / q_bound, gradient norm, the rewards the critic trains on,
-terminal masking and overestimation bias. GO when every row named in
-``health.preflight_required`` passes.
+spread over the run); this module judges the run. Each row says what it
+measured, its threshold and why that threshold holds for this env:
+
+- actor_loss: |actor loss| within the Q bound (it is -mean Q); an absolute
+  ceiling only where a preset or the config gives one;
+- episode_length: not collapsing (the general rule), or in a [min, max] range
+  or growing where a preset or the config gives the range;
+- q_bound: max |Q| / q_bound over the run;
+- grad_norm: judged only against a threshold a preset or the config gives;
+- reward_range: the rewards the critic trains on inside the declared range;
+- terminal_masking: the learner's Bellman targets on terminal transitions are
+  the rewards alone (critic_probes.py checks it in the learner);
+- overestimation: the probes' bias trend (health/overestimation.py).
+
+A row that cannot measure says so and counts as neither pass nor fail. GO when
+no row named in ``health.preflight_required`` fails.
 """
 
 from __future__ import annotations
@@ -16,13 +27,29 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from ray.rllib.core import DEFAULT_MODULE_ID
 
+from rllib_av.health.divergence import (
+    TERMINAL_THRESHOLD, WHY_BOUND, WHY_REWARDS, WHY_TERMINAL, rewards_measured, rewards_threshold,
+    terminal_measured,
+)
+from rllib_av.health.overestimation import judge_overestimation
 from rllib_av.health.tensorboard_records import read_tensorboard_records
 
 GROWTH = 1.25  # "growing": mean length over the last third >= this x the first third
+# "Collapsing": the last third's mean length under this fraction of the
+# longest earlier third's, while the return did not improve.
+COLLAPSE = 0.5
+
+WHY_ACTOR_LOSS = "the actor loss is -mean Q1(s, mu(s)), so no correct critic puts it past the bound"
+WHY_COLLAPSE = ("episodes that end sooner while their return drops are a policy getting worse, "
+                "whatever the env's length scale; shorter episodes with a rising return are a "
+                "task finished sooner")
+WHY_NO_GRAD_SCALE = ("a gradient norm has no env-independent scale (it follows the reward scale "
+                     "and the network): reported, judged only against health.preflight_grad_norm_max "
+                     "or a preset")
 
 
 @dataclass
@@ -31,6 +58,7 @@ class Check:
     measured: str
     threshold: str
     passed: Optional[bool]  # None: not measurable in this run (not counted against GO)
+    why: str = ""
     required: bool = False
 
 
@@ -48,83 +76,128 @@ def _stat(record: Dict, key: str) -> Optional[float]:
     return None if v is None else float(v)
 
 
-def _last(records: List[Dict], key: str) -> Optional[float]:
-    for r in reversed(records):
-        if _stat(r, key) is not None:
-            return _stat(r, key)
-    return None
+def _worst(records: List[Dict], key: str, magnitude=abs) -> Optional[Tuple[float, Dict]]:
+    """(value, record) where ``magnitude(value)`` peaked; NaN counts as the worst."""
+    found = [(_stat(r, key), r) for r in records if _stat(r, key) is not None]
+    if not found:
+        return None
+    return max(found, key=lambda x: math.inf if math.isnan(x[0]) else magnitude(x[0]))
 
 
-def evaluate(records: List[Dict], probe: Dict, h, learning_starts: int) -> List[Check]:
-    """The table's rows from a run's metrics and its final probe record."""
-    checks = []
-    loss = _last(records, "actor_loss")
-    checks.append(Check("actor_loss", "no actor update" if loss is None else f"|{loss:.4g}|",
-                        f"< {h.preflight_actor_loss_abs_max:.4g}",
-                        loss is not None and math.isfinite(loss)
-                        and abs(loss) < h.preflight_actor_loss_abs_max))
+def _thirds(values: List[float]) -> Tuple[float, float, float]:
+    third = max(len(values) // 3, 1)
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    return mean(values[:third]), mean(values[third:-third] or values[:third]), mean(values[-third:])
 
-    lengths = [r["episode_len_mean"] for r in records
-               if r.get("episode_len_mean") is not None and r["env_steps"] > learning_starts]
+
+def actor_loss_check(records: List[Dict], h) -> Check:
+    worst = _worst(records, "actor_loss")
+    if worst is None:
+        return Check("actor_loss", "no actor update", "-", None, WHY_ACTOR_LOSS)
+    loss, at = worst
+    bound = _stat(at, "q_bound")
+    limits, whys = [], []
+    if bound:
+        limits.append((bound * h.preflight_q_bound_ratio_max,
+                       f"<= {h.preflight_q_bound_ratio_max:g}x q_bound {bound:.4g}"))
+        whys.append(WHY_ACTOR_LOSS)
+    if h.preflight_actor_loss_abs_max is not None:
+        limits.append((h.preflight_actor_loss_abs_max, f"< {h.preflight_actor_loss_abs_max:.4g}"))
+        whys.append(h.source("preflight_actor_loss_abs_max"))
+    measured = f"max |{loss:.4g}| (env step {at.get('env_steps')})"
+    if not limits:
+        return Check("actor_loss", measured, "-", None,
+                     "not measured: no Q bound (declare training.reward_range) and no "
+                     "health.preflight_actor_loss_abs_max")
+    passed = math.isfinite(loss) and all(abs(loss) <= limit for limit, _ in limits)
+    return Check("actor_loss", measured, " and ".join(t for _, t in limits), passed,
+                 "; ".join(whys))
+
+
+def episode_length_check(records: List[Dict], h, learning_starts: int) -> Check:
+    after = [r for r in records if r.get("episode_len_mean") is not None
+             and r["env_steps"] > learning_starts]
+    lengths = [r["episode_len_mean"] for r in after]
     lo, hi = h.preflight_episode_len_min, h.preflight_episode_len_max
-    if lengths:
-        third = max(len(lengths) // 3, 1)
-        first, last = sum(lengths[:third]) / third, sum(lengths[-third:]) / third
+    if lo is not None or hi is not None:
+        lo, hi = lo or 0.0, math.inf if hi is None else hi
+        threshold = f"in [{lo:g}, {hi:g}] or growing x{GROWTH}"
+        why = "; ".join(sorted({h.source(k) for k in ("preflight_episode_len_min",
+                                                      "preflight_episode_len_max")
+                                if getattr(h, k) is not None}))
+        if not lengths:
+            return Check("episode_length", "not measured: no episode ended after learning "
+                         "started", threshold, None, why)
+        first, _, last = _thirds(lengths)
         growing = len(lengths) >= 3 and last >= GROWTH * first
-        checks.append(Check("episode_length",
-                            f"final {lengths[-1]:.1f} (mean {first:.1f} -> {last:.1f})",
-                            f"in [{lo:g}, {hi:g}] or growing x{GROWTH}",
-                            lo <= lengths[-1] <= hi or growing))
-    else:
-        checks.append(Check("episode_length", "no finished episode", f"in [{lo:g}, {hi:g}]", False))
+        return Check("episode_length", f"final {lengths[-1]:.1f} (mean {first:.1f} -> {last:.1f})",
+                     threshold, lo <= lengths[-1] <= hi or growing, why)
+    threshold = f"last third >= {COLLAPSE:g}x the longest earlier third, or the return rising"
+    if len(lengths) < 3:
+        return Check("episode_length", f"not measured: {len(lengths)} iterations with ended "
+                     "episodes after learning started (3 needed)", threshold, None, WHY_COLLAPSE)
+    first, middle, last = _thirds(lengths)
+    returns = [r.get("episode_return_mean") for r in after]
+    rising = None not in returns and _thirds(returns)[2] > _thirds(returns)[0]
+    measured = f"mean length {first:.1f} -> {middle:.1f} -> {last:.1f}"
+    if None not in returns:
+        r_first, _, r_last = _thirds(returns)
+        measured += f", return {r_first:.4g} -> {r_last:.4g}"
+    return Check("episode_length", measured, threshold,
+                 last >= COLLAPSE * max(first, middle) or rising, WHY_COLLAPSE)
 
-    ratios = [(_stat(r, "q_bound_ratio"), r) for r in records
-              if _stat(r, "q_bound_ratio") is not None]
-    if ratios:
-        ratio, at = max(ratios, key=lambda x: x[0] if math.isfinite(x[0]) else math.inf)
-        checks.append(Check("q_bound", f"max |Q|/bound {ratio:.3g} "
-                                       f"(bound {_stat(at, 'q_bound'):.4g}, step {at['env_steps']})",
-                            f"< {h.preflight_q_bound_ratio_max:g}",
-                            math.isfinite(ratio) and ratio < h.preflight_q_bound_ratio_max))
-    else:
-        checks.append(Check("q_bound", "no bound (reward range unknown) or no update", "-", None))
 
-    norms = [n for n in (_last(records, "grad_norm_actor"), _last(records, "grad_norm_critic"))
-             if n is not None]
-    checks.append(Check("grad_norm", f"{max(norms):.4g}" if norms else "no update",
-                        f"< {h.preflight_grad_norm_max:.4g}",
-                        bool(norms) and math.isfinite(max(norms))
-                        and max(norms) < h.preflight_grad_norm_max))
+def q_bound_check(records: List[Dict], h) -> Check:
+    worst = _worst(records, "q_bound_ratio")
+    if worst is None:
+        return Check("q_bound", "not measured: no declared reward range (training.reward_range) "
+                     "or no update", "-", None, WHY_BOUND)
+    ratio, at = worst
+    return Check("q_bound", f"max |Q|/bound {ratio:.3g} (bound {_stat(at, 'q_bound'):.4g}, "
+                            f"step {at['env_steps']})",
+                 f"< {h.preflight_q_bound_ratio_max:g}",
+                 math.isfinite(ratio) and ratio < h.preflight_q_bound_ratio_max, WHY_BOUND)
 
-    if "reward_pipeline" in probe:
-        checks.append(Check("reward_range",
-                            f"train r in [{probe['reward_train_min']:.4g}, "
-                            f"{probe['reward_train_max']:.4g}] ({probe['reward_pipeline']})",
-                            f"in [{probe['reward_range_min']:.4g}, "
-                            f"{probe['reward_range_max']:.4g}]",
-                            probe["reward_pipeline"] == "ok"))
-    else:
-        checks.append(Check("reward_range", "no declared range or no probe", "-", None))
 
-    if "terminal_masking" in probe:
-        checks.append(Check("terminal_masking",
-                            f"|Q-r| {probe['terminal_residual_masked']:.3g} vs |Q-(r+gQ')| "
-                            f"{probe['terminal_residual_unmasked']:.3g} "
-                            f"({probe['terminal_transitions']} terminal)",
-                            "critic fits r on terminals", probe["terminal_masking"] == "ok"))
-    else:
-        checks.append(Check("terminal_masking", "no terminal transition", "-", None))
+def grad_norm_check(records: List[Dict], h) -> Check:
+    norms = [w for w in (_worst(records, "grad_norm_actor"), _worst(records, "grad_norm_critic"))
+             if w is not None]
+    if not norms:
+        return Check("grad_norm", "no update", "-", None, WHY_NO_GRAD_SCALE)
+    norm, at = max(norms, key=lambda x: math.inf if math.isnan(x[0]) else x[0])
+    measured = f"max {norm:.4g} (env step {at.get('env_steps')})"
+    limit = h.preflight_grad_norm_max
+    if limit is None:
+        return Check("grad_norm", measured, "-", None, WHY_NO_GRAD_SCALE)
+    return Check("grad_norm", measured, f"< {limit:.4g}", math.isfinite(norm) and norm < limit,
+                 h.source("preflight_grad_norm_max"))
 
-    if "overestimation_ratio" in probe:
-        ratio = probe["overestimation_ratio"]
-        checks.append(Check("overestimation",
-                            f"Q - MC return {probe['overestimation_bias']:.4g} "
-                            f"({ratio:.3g} x bound, {probe['overestimation_states']} states)",
-                            f"< {h.preflight_overestimation_max:g} x bound",
-                            ratio < h.preflight_overestimation_max))
-    else:
-        checks.append(Check("overestimation", "no usable evaluation state", "-", None))
 
+def reward_range_check(probe: Dict) -> Check:
+    if "reward_pipeline" not in probe:
+        return Check("reward_range", "not measured: no declared reward range "
+                     "(training.reward_range) or no probe", "-", None, WHY_REWARDS)
+    return Check("reward_range", rewards_measured(probe), rewards_threshold(probe),
+                 probe["reward_pipeline"] == "ok", WHY_REWARDS)
+
+
+def terminal_masking_check(probe: Dict) -> Check:
+    verdict = probe.get("terminal_masking")
+    if verdict in ("ok", "unmasked"):
+        return Check("terminal_masking", terminal_measured(probe), TERMINAL_THRESHOLD,
+                     verdict == "ok", WHY_TERMINAL)
+    return Check("terminal_masking", "not measured: " + probe.get(
+        "terminal_masking_unmeasured", "no probe"), TERMINAL_THRESHOLD, None, WHY_TERMINAL)
+
+
+def evaluate(records: List[Dict], probes: List[Dict], h, learning_starts: int) -> List[Check]:
+    """The table's rows from a run's metrics and its probe records (oldest first)."""
+    probe = probes[-1] if probes else {}
+    over = judge_overestimation(probes, h.preflight_overestimation_max)
+    checks = [actor_loss_check(records, h), episode_length_check(records, h, learning_starts),
+              q_bound_check(records, h), grad_norm_check(records, h), reward_range_check(probe),
+              terminal_masking_check(probe),
+              Check("overestimation", over[1], over[2], over[0], over[3])]
     for c in checks:
         c.required = c.name in h.preflight_required
     return checks
@@ -142,5 +215,7 @@ def format_table(checks: List[Check], go: bool, run_dir: str) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append("\nwhy each threshold holds:")
+    lines += [f"  {c.name}: {c.why}" for c in checks]
     lines.append(f"\n{'GO' if go else 'NO-GO'}   (run: {run_dir})")
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Mapping, Optional, Sequence, Tuple
 
-from rllib_av.envs.env_settings import EnvSettings
+from rllib_av.envs.env_settings import DRIVING_ENV_ID, EnvSettings
 from rllib_av.envs.reward import reward_range
 from rllib_av.health.statistics import Q_VALUES
 
@@ -85,6 +85,6 @@ def declared_reward_range(env: EnvSettings,
     declares, else None (a gymnasium env declares none)."""
     if override is not None:
         return float(override[0]), float(override[1])
-    if env.id == "driving":
+    if env.id == DRIVING_ENV_ID:
         return reward_range(env)
     return None

@@ -5,10 +5,9 @@ lives (the learners' shards, by rllib_av/critic_probes.py).
   units) inside the env's declared per-step range? If not, is it a scale (every
   step too large, the first step of an episode included) or an accumulation
   (first steps fine, magnitudes growing along the episode: rewards summed up)?
-- the terminal-masking check (rllib_av/critic_probes.py): on terminal
-  transitions a correct critic fits Q(s, a) ~ r; one trained without the
-  (1 - terminated) mask fits r + gamma * Q'(s', a') instead. Whichever target
-  the critic fits better says which one it was trained on (``MASK_FIT_RATIO``).
+- ``TERMINAL_BATCH``: how many of a shard's newest terminal transitions the
+  terminal-masking check (rllib_av/critic_probes.py) runs through the
+  learner's own Bellman targets: on them the target must be r alone.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ RECENT = 20_000  # transitions looked at (the newest, per learner shard)
 TERMINAL_BATCH = 256  # terminal transitions the masking check fits (the newest)
 LATE_STEP = 10  # "late in the episode" starts here
 ACCUMULATION_GROWTH = 3.0  # mean |r| late / mean |r| at the first step
-MASK_FIT_RATIO = 0.5  # unmasked residual below this fraction of the masked one: unmasked
 
 
 def reward_pipeline_check(rewards: np.ndarray, positions: np.ndarray,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, Optional, Tuple
 
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
 from rllib_av.health.health_monitor import IterationHealth
@@ -46,9 +46,14 @@ GUARD_ACTIONS = ("alert", "stop", "rollback")
 @dataclass(frozen=True)
 class Family:
     name: str  # without PREFIX (and without _total for a counter)
-    type: str  # gauge | counter
+    type: str  # gauge | counter | info (served as <name>_info 1, its text in labels)
     help: str
     labels: Tuple[str, ...] = ()  # beyond RUN_LABELS
+
+    @property
+    def served_name(self) -> str:
+        """The name scrapes show (the text format's suffix for counters and infos)."""
+        return PREFIX + self.name + {"counter": "_total", "info": "_info"}.get(self.type, "")
 
 
 LEARNER_FAMILIES = tuple(
@@ -59,6 +64,10 @@ FAMILIES: Tuple[Family, ...] = LEARNER_FAMILIES + (
     Family("divergence_state", "gauge",
            "The health verdict on the latest iteration: 0 healthy, 1 warning, 2 diverged",
            ("module",)),
+    Family("health_reason", "info",
+           "Why the latest verdict is not healthy: one series per rule that fired (state, rule, "
+           "and reason: what it measured, the threshold, why that threshold holds); none when "
+           "healthy. Alert annotations quote it", ("module", "state", "rule", "reason")),
     Family("learner_updates", "counter", "Gradient updates (critic steps) made by the learners",
            ("module",)),
     Family("overestimation_bias", "gauge",
@@ -156,10 +165,15 @@ class _LatestIterationCollector(Collector):
     def collect(self) -> Iterator:
         samples = self._samples()
         for f in FAMILIES:
-            cls = GaugeMetricFamily if f.type == "gauge" else CounterMetricFamily
-            family = cls(PREFIX + f.name, f.help, labels=RUN_LABELS + f.labels)
-            for labels, value in samples.get(f.name, ()):
-                family.add_metric(self.e.run_labels + labels, value)
+            if f.type == "info":
+                family = InfoMetricFamily(PREFIX + f.name, f.help, labels=RUN_LABELS + f.labels)
+                for labels, _ in samples.get(f.name, ()):
+                    family.add_metric(self.e.run_labels + labels, {})
+            else:
+                cls = GaugeMetricFamily if f.type == "gauge" else CounterMetricFamily
+                family = cls(PREFIX + f.name, f.help, labels=RUN_LABELS + f.labels)
+                for labels, value in samples.get(f.name, ()):
+                    family.add_metric(self.e.run_labels + labels, value)
             yield family
 
     def _samples(self) -> Dict[str, list]:
@@ -183,6 +197,9 @@ class _LatestIterationCollector(Collector):
                     add(name, (mid,) + tuple(v for _, v in s.labels), stats.get(s.key))
         for mid, state in health.states.items():
             add("divergence_state", (mid,), state)
+        for mid, verdict in health.verdicts.items():
+            for f in verdict.findings:
+                add("health_reason", (mid, f.state.name.lower(), f.rule, f.reason), 1)
         for comp, v in m.reward_mean.items():
             add("reward_component_mean", (comp,), v)
         for comp in REWARD_COMPONENTS:

@@ -9,7 +9,7 @@ reference cannot drift from what the exporter serves.
 from __future__ import annotations
 
 from rllib_av.health.statistics import STATISTICS
-from rllib_av.monitoring.exporter import FAMILIES, PREFIX, RUN_LABELS
+from rllib_av.monitoring.exporter import FAMILIES, RUN_LABELS
 from rllib_av.monitoring.monitoring_settings import DEFAULT_EXPORTER_PORT
 
 _HEADER = f"""# Metric reference
@@ -51,7 +51,7 @@ def _cell(text: str) -> str:
 def render() -> str:
     lines = [_HEADER, "| metric | type | labels | meaning |", "|---|---|---|---|"]
     for f in FAMILIES:
-        name = PREFIX + f.name + ("_total" if f.type == "counter" else "")
+        name = f.served_name
         labels = ", ".join(f"`{lbl}`" for lbl in RUN_LABELS + f.labels)
         lines.append(f"| `{name}` | {f.type} | {labels} | {_cell(f.help)} |")
     lines += [_STATS_HEADER, "| key | per iteration | Q value | finite | TensorBoard tag |",

@@ -42,7 +42,6 @@ from ray.rllib.utils.metrics import (
 )
 from ray.tune.registry import register_trainable
 
-from rllib_av.algorithms.td3.debug_faults import DebugRewardFault
 from rllib_av.algorithms.td3.frame_stacking import DictImageFrameStacking, stacks_frames
 from rllib_av.algorithms.td3.networks import encoder_inputs
 from rllib_av.algorithms.td3.replay_shards import load_shards, save_shards
@@ -60,7 +59,8 @@ logger = logging.getLogger(__name__)
 # TD3Config's own settings (also `training(...)` keyword arguments). Their
 # defaults are the run config's (training_settings.py), the one place they live;
 # the rest of that section maps onto RLlib's own names (see training.py).
-_RLLIB_NAMED = {"gamma", "batch_size", "rollout_fragment_length", "debug_diverge"}
+_RLLIB_NAMED = {"gamma", "batch_size", "rollout_fragment_length", "learner_class",
+                "debug_diverge"}
 _TD3_DEFAULTS = {
     **{k: v for k, v in dataclasses.asdict(TrainingSettings()).items() if k not in _RLLIB_NAMED},
     # The env's per-step reward range [r_min, r_max] (raw units): enables q_bound.
@@ -191,8 +191,6 @@ class TD3(Algorithm):
                                if config.replay_journal_dir else None)
         self._last_checkpoint: Optional[str] = None
         self._recovering = False
-        self._debug_reward_fault = (DebugRewardFault(config.debug_reward_mode)
-                                    if config.debug_reward_mode != "none" else None)
 
     def training_step(self) -> None:
         cfg = self.config
@@ -204,8 +202,6 @@ class TD3(Algorithm):
         self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
 
         chunks = [EpisodeChunk.from_episode(ep, self._chunk_leaves) for ep in episodes]
-        if self._debug_reward_fault is not None:  # TEST ONLY
-            chunks = self._debug_reward_fault.apply(chunks)
         if self.replay_journal is not None:
             with self.metrics.log_time((TIMERS, REPLAY_JOURNAL_TIMER)):
                 self.replay_journal.append(chunks, self._env_steps_sampled())

@@ -176,12 +176,17 @@ class TD3TorchLearner(TorchLearner):
         module = self.module[module_id].unwrapped()
         target = module.forward_target(batch, self.policy_noise(config), config.noise_clip)
         discounts = batch[DISCOUNTS] * config.debug_bootstrap_scale
-        terminateds = batch[TERMINATEDS]
-        if config.debug_unmasked_bootstrap:  # TEST ONLY: the bug the gate must catch
-            terminateds = torch.zeros_like(terminateds)
-        y = td3_targets(batch[Columns.REWARDS], discounts, terminateds, target["q_next"])
+        y = td3_targets(batch[Columns.REWARDS], discounts, batch[TERMINATEDS], target["q_next"])
         q1, q2 = fwd_out[Q1_PREDS], fwd_out[Q2_PREDS]
         return F.mse_loss(q1, y) + F.mse_loss(q2, y), y
+
+    def bellman_targets(self, module_id: ModuleID, batch) -> torch.Tensor:
+        """The targets y the critic update computes for ``batch`` (through the
+        same ``_critic_loss``), for checks of the update itself."""
+        module = self.module[module_id].unwrapped()
+        with torch.no_grad():
+            config = self.config.get_config_for_module(module_id)
+            return self._critic_loss(module_id, config, batch, module.forward_train(batch))[1]
 
     # -- the update --------------------------------------------------------------
 

@@ -44,17 +44,16 @@ class TrainingSettings:
     frame_stack: int = field(default=4, metadata=bounds(ge=1))
     # "nature_cnn" encodes the image stack; "none" drives from the state vector.
     image_encoder: str = field(default="nature_cnn", metadata=choices("nature_cnn", "none"))
+    # Your own TD3TorchLearner subclass as "module:Class" (RLlib's learner_class),
+    # e.g. extra loss terms; the module must be importable (PYTHONPATH).
+    learner_class: Optional[str] = None
     # TEST ONLY: inflate the bootstrap so Q runs past the bound within minutes.
     debug_diverge: bool = False
-    # TEST ONLY broken set-ups the preflight gate must refuse (debug_faults.py):
-    # the critic trains on each episode's running undiscounted reward sum
-    # ("running_sum") or on rewards x1e4 the declared range ignores ("blown_up").
-    debug_reward_mode: str = field(default="none",
-                                   metadata=choices("none", "running_sum", "blown_up"))
-    # TEST ONLY: the Bellman target bootstraps through terminations too.
-    debug_unmasked_bootstrap: bool = False
 
     def check(self) -> None:
+        if self.learner_class is not None and not _is_qualified_name(self.learner_class):
+            raise ConfigError(f"training.learner_class: {self.learner_class!r} is not allowed; "
+                              "expected 'module:Class', e.g. 'my_learners:MyTD3Learner'")
         if self.reward_range is not None and (
                 len(self.reward_range) != 2 or self.reward_range[0] > self.reward_range[1]):
             raise ConfigError(f"training.reward_range: {self.reward_range!r} is not allowed; "
@@ -64,3 +63,8 @@ class TrainingSettings:
                 f"training.batch_size: {self.batch_size} is not allowed; expected "
                 f"<= training.buffer_size ({self.buffer_size})"
             )
+
+
+def _is_qualified_name(text: str) -> bool:
+    module, _, name = text.partition(":")
+    return all(part.isidentifier() for part in module.split(".") + [name])

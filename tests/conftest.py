@@ -17,3 +17,13 @@ def ray_local():
                  configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The set-up zoo's confusion table, when the zoo ran (tests/test_setup_zoo.py)."""
+    import sys
+
+    zoo = sys.modules.get("setup_zoo")
+    if zoo is not None and zoo.RESULTS:
+        terminalreporter.section("set-up zoo: gate, verdict and diagnosis")
+        terminalreporter.write_line(zoo.confusion_table(zoo.RESULTS))

@@ -4,7 +4,10 @@ them a switch in the product. Each runs the real preflight (a short TD3 run
 with its critic probes), then `diagnose` on its run directory; each must get
 its expected verdict (the worst divergence_state the run reached), preflight
 result (and the rows that catch it) and diagnose branch. The suite prints the
-confusion table at the end (conftest.py)."""
+confusion table at the end (conftest.py).
+
+ZOO_STEPS=default runs every set-up for health.preflight_steps instead of its
+CI-sized ``steps`` (ZOO_STEPS=N: N env steps)."""
 
 import json
 import os
@@ -20,6 +23,7 @@ from setup_zoo import RESULTS, ROOT, SETUPS, Outcome
 
 pytestmark = pytest.mark.slow
 CUSTOM_ENV_DIR = os.path.join(ROOT, "configs", "custom_env")
+STEPS = os.environ.get("ZOO_STEPS")
 
 
 @pytest.mark.parametrize("setup", SETUPS, ids=[s.name for s in SETUPS])
@@ -28,7 +32,8 @@ def test_gate_verdict_and_diagnosis_are_right(ray_local, tmp_path, monkeypatch, 
     rc = load_run_config(setup.config, setup.overrides + [
         f"run.output_dir={tmp_path}", "run.min_time_s_per_iteration=0",
         "monitoring.exporter_port=0", "monitoring.tensorboard=false"])
-    go, checks, run_dir = preflight(rc, setup.steps)
+    steps = setup.steps if STEPS is None else None if STEPS == "default" else int(STEPS)
+    go, checks, run_dir = preflight(rc, steps)
     records = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
     worst = max(r.get("divergence_state", 0) for r in records)
     d = diagnose(run_dir)

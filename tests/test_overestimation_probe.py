@@ -54,8 +54,8 @@ def test_probe_uses_connectors_and_reward_processor():
     config.environment(observation_space=stacked, action_space=ProbeEnv.action_space)
     module = config.build_learner().module["default_policy"].unwrapped()
     processor = RewardProcessor(GAMMA, clip=CLIP)
-    out = rollout_bias(module, ProbeEnv, config=config, gamma=GAMMA, episodes=1,
-                       reward_processor=processor)
+    out = rollout_bias(module, lambda extra_steps: ProbeEnv(), limit=None, config=config,
+                       gamma=GAMMA, episodes=1, reward_processor=processor, reward_range=None)
     probe_actions = np.array(ProbeEnv.actions)
 
     # The contract, by hand: zero frames before the start, unsquashed actions, clipped rewards.

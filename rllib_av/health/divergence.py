@@ -6,6 +6,8 @@ statistics.py) and returns the worst state any rule reached, with one
 threshold holds. It is stateless: trends (runaway growth) are Prometheus's job,
 where the history lives; the one run of iterations it needs, NaN/inf
 persisting, the caller counts (``NonfiniteStreak``, health_monitor.py).
+``probe_findings`` turns what a critic probe found wrong with the rewards or
+the Bellman update into findings the monitor adds to each verdict.
 """
 
 from __future__ import annotations

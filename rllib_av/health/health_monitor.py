@@ -4,9 +4,9 @@
 is new since the previous iteration (counters, NaN/inf) and gives each module a
 verdict. It carries the little history that needs: the lifetime totals seen at
 each iteration, the NaN/inf streak, and what the latest critic probe found
-wrong with the rewards or the Bellman update (``note_probe``). Whatever publishes (the exporter,
-TensorBoard, metrics.jsonl) takes the ``IterationHealth`` it returns; nothing
-here depends on a publisher being there.
+wrong with the rewards or the Bellman update (``note_probe``). Whatever
+publishes (the exporter, TensorBoard, metrics.jsonl) takes the
+``IterationHealth`` it returns; nothing here depends on a publisher being there.
 """
 
 from __future__ import annotations

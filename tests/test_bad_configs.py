@@ -123,8 +123,9 @@ CONTRADICTIONS = [
      ("env.target_speed_mps", "env.max_speed_mps")),
     (["health.q_bound_warn_ratio=2", "health.q_bound_diverge_ratio=1.5"],
      ("health.q_bound_warn_ratio", "health.q_bound_diverge_ratio")),
-    # Scientific notation, as users write it: 1e7 > the default grad_norm_diverge 1e6.
-    (["health.grad_norm_warn=1e7"], ("health.grad_norm_warn", "health.grad_norm_diverge")),
+    # Scientific notation, as users write it: 1e7 > the driving preset's grad_norm_diverge 1e6.
+    (["health.preset=driving", "health.grad_norm_warn=1e7"],
+     ("health.grad_norm_warn", "health.grad_norm_diverge")),
     (["training.batch_size=512", "training.buffer_size=256"],
      ("training.batch_size", "training.buffer_size")),
     (["training.reward_range=[5, -5]"], ("training.reward_range",)),

@@ -36,8 +36,10 @@ def test_q_running_off_downward_warns_diverges_pages_and_is_diagnosed(ray_local,
         "run.min_time_s_per_iteration=0", "run.total_env_steps=20000",
         "training.learning_starts=200", "training.batch_size=64", "training.buffer_size=10000",
         "monitoring.exporter_port=0", "monitoring.tensorboard=false",
-        # The run ends itself once Q has stayed past the bound for a while.
-        "health.guard_action=stop", "health.guard_patience=12", "health.probe_episodes=1"])
+        # The run ends itself once Q has stayed past the bound for a while: long
+        # enough for Prometheus and Alertmanager, started beside it, to page on
+        # a loaded machine (12 iterations were not, once).
+        "health.guard_action=stop", "health.guard_patience=30", "health.probe_episodes=1"])
     outcome = {}
 
     def run():

@@ -45,9 +45,6 @@ from rllib_av.startup_checks import check_before_build, discard_unstarted_run
 logger = logging.getLogger(__name__)
 
 JOURNAL_DIR = "replay_journal"
-# training.debug_diverge: an effective discount of 10 * gamma > 1 makes the
-# critic's fixed point infinite, so Q leaves the bound within a few thousand updates.
-DEBUG_BOOTSTRAP_SCALE = 10.0
 
 
 def build_td3_config(rc: RunConfig, run_dir: Optional[str] = None) -> TD3Config:
@@ -70,7 +67,6 @@ def build_td3_config(rc: RunConfig, run_dir: Optional[str] = None) -> TD3Config:
      # learners (run_config.py checks that it divides).
      .training(gamma=t.gamma, train_batch_size_per_learner=t.batch_size // max(1, res.num_learners),
                reward_range=declared_reward_range(rc.env, rc.training.reward_range),
-               debug_bootstrap_scale=DEBUG_BOOTSTRAP_SCALE if t.debug_diverge else 1.0,
                **td3_settings)
      .env_runners(num_env_runners=res.num_env_runners,
                   num_envs_per_env_runner=res.num_envs_per_env_runner,

@@ -5,6 +5,10 @@ import pytest
 # Keep Ray quiet and small on a 2-core CI box.
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+# Ray's worker processes inherit this: remote EnvRunners import the tests' envs
+# (``env.id: "failing_simulator:..."``) as the driver does.
+TESTS = os.path.dirname(os.path.abspath(__file__))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [TESTS, os.environ.get("PYTHONPATH")]))
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Real short training runs scraped by a real Prometheus: a run made to
-diverge on purpose (training.debug_diverge) pages through Alertmanager, while a
-healthy run trained beside it raises no alert and every Grafana panel query
-returns data for it.
+diverge on purpose (the tests' InflatedBootstrap learner, broken_learners.py)
+pages through Alertmanager, while a healthy run trained beside it raises no
+alert and every Grafana panel query returns data for it.
 
 Needs the lead's entry point ``rllib_av.training.train`` (skipped until then).
 """
@@ -56,7 +56,8 @@ def test_diverging_training_run_pages_healthy_run_stays_silent(ray_local, tmp_pa
     """Two real runs side by side, scraped by one Prometheus: the run made to
     diverge pages; the healthy one fills every Grafana panel and raises nothing."""
     t_div, out_div, diverging, div_run = start_training(tmp_path, "diverging",
-                                                        "training.debug_diverge=true")
+                                                        "training.learner_class="
+                                                        "broken_learners:InflatedBootstrap")
     # Probes every 3 iterations: the overestimation panel has data early in the run.
     t_ok, out_ok, healthy, run = start_training(tmp_path, "healthy", "health.probe_every_iters=3")
     with LocalStack([diverging, healthy]) as stack:

@@ -1,7 +1,7 @@
-"""Simulator crash / hang (issue 8.3), embedded backend: the test-only
-injection ``env.highway.debug_fail_every_n_steps`` raises SimulatorFailure
-inside HighwayBackend.step; the episode is truncated, the world is rebuilt on
-reset, counted once in ``info["sim_server_restarts"]``, and training goes on."""
+"""Simulator crash (issue 8.3), embedded backend: the tests' FailingBackend
+(failing_simulator.py) raises SimulatorFailure from the highway backend's step;
+the episode is truncated, the world is rebuilt on reset, counted once in
+``info["sim_server_restarts"]``, and training goes on."""
 
 import json
 import os
@@ -10,23 +10,17 @@ import time
 import numpy as np
 import pytest
 
+from rllib_av.config_schema import dump_yaml, load_yaml
 from rllib_av.envs.driving_env import DrivingEnv
 from rllib_av.run_config import load_run_config
+
+from failing_simulator import FailingDrivingEnv
 
 FAIL_EVERY = 7
 
 
-def _env(mode="crash"):
-    return DrivingEnv({"traffic": "none", "max_episode_steps": 100,
-                       "highway": {"debug_fail_every_n_steps": FAIL_EVERY,
-                                   "debug_fail_mode": mode, "debug_hang_s": 0.05}})
-
-
-# Only "crash": the injected "hang" sleeps, then raises the same failure, so it
-# exercised no watchdog. A real hang: test_fault_simulator_hang.py.
-@pytest.mark.parametrize("mode", ["crash"])
-def test_failure_truncates_and_reset_recovers(mode):
-    env = _env(mode)
+def test_failure_truncates_and_reset_recovers():
+    env = FailingDrivingEnv(FAIL_EVERY, traffic="none", max_episode_steps=100)
     obs, info = env.reset(seed=1)
     assert info["sim_server_restarts"] == 0
     for step in range(1, FAIL_EVERY + 1):
@@ -47,7 +41,7 @@ def test_failure_truncates_and_reset_recovers(mode):
     env.close()
 
 
-def test_injection_is_off_by_default():
+def test_the_highway_backend_does_not_fail_on_its_own():
     env = DrivingEnv({"traffic": "none", "max_episode_steps": 300})
     env.reset(seed=0)
     for _ in range(300):
@@ -65,12 +59,19 @@ def test_training_survives_simulator_failures_in_an_env_runner(ray_local, tmp_pa
     recoveries show as sim_server_restarts in the results and the exporter."""
     from rllib_av.training import train
 
-    rc = load_run_config("configs/quickstart.yaml", [
+    # The quickstart, its env: section handed to FailingDrivingEnv as keyword arguments.
+    with open("configs/quickstart.yaml") as f:
+        quickstart = load_yaml(f)
+    quickstart["env"] = {"id": "failing_simulator:FailingDrivingEnv-v0",
+                         "kwargs": {**quickstart["env"], "fail_every_n_steps": 150}}
+    config = tmp_path / "failing_quickstart.yaml"
+    with open(config, "w") as f:
+        dump_yaml(quickstart, f)
+    rc = load_run_config(str(config), [
         f"run.output_dir={tmp_path}", "run.total_env_steps=900", "run.min_time_s_per_iteration=0",
         "run.checkpoint_every_iters=1000", "training.learning_starts=100",
         "training.batch_size=32", "training.buffer_size=5000", "training.rollout_fragment_length=100",
-        "resources.num_env_runners=1", "env.highway.debug_fail_every_n_steps=150",
-        "monitoring.exporter_port=0",
+        "resources.num_env_runners=1", "monitoring.exporter_port=0",
     ])
     results = []
     t0 = time.perf_counter()

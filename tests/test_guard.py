@@ -73,8 +73,8 @@ def test_rollback_restores_healthy_checkpoint_with_lower_critic_lr_then_stops(ra
     rc = load_run_config(QUICKSTART, [
         f"run.output_dir={tmp_path}", "run.total_env_steps=8000", "run.min_time_s_per_iteration=0",
         "run.checkpoint_every_iters=1", "training.learning_starts=200", "training.batch_size=64",
-        "training.buffer_size=10000", "training.debug_diverge=true", "monitoring.exporter_port=0",
-        "monitoring.tensorboard=false", "health.guard_action=rollback", "health.guard_patience=2",
+        "training.buffer_size=10000", "training.learner_class=broken_learners:InflatedBootstrap",
+        "monitoring.exporter_port=0", "monitoring.tensorboard=false", "health.guard_action=rollback", "health.guard_patience=2",
         "health.guard_max_rollbacks=1", "health.probe_every_iters=0"])
     seen = []
 

@@ -55,11 +55,6 @@ class HighwaySettings:
                                             metadata=bounds(gt=0, le=2))
     # Camera footprint: metres per pixel of the 84x84 top-down view.
     view_m_per_px: float = field(default=0.5, metadata=bounds(gt=0.05, le=2))
-    # TEST ONLY: every Nth step raises SimulatorFailure, "crash" at once or
-    # "hang" after debug_hang_s (a tick that never returned); 0 = off.
-    debug_fail_every_n_steps: int = field(default=0, metadata=bounds(ge=0))
-    debug_fail_mode: str = field(default="crash", metadata=choices("crash", "hang"))
-    debug_hang_s: float = field(default=0.5, metadata=bounds(ge=0, le=60))
 
     def check(self) -> None:
         lo_hi = self.npc_speed_fraction

@@ -8,7 +8,6 @@ the 84x84 camera (``topdown_camera``). One ``step`` is one ``road.step(dt)``.
 
 from __future__ import annotations
 
-import time
 from typing import Optional
 
 import numpy as np
@@ -130,7 +129,6 @@ class HighwayBackend(DrivingBackend):
         self.ego: Optional[_Ego] = None
         self.server_restarts = 0  # worlds rebuilt after a failure (sim_server_restarts_total)
         self._failed = False
-        self._steps_total = 0
 
     # -- DrivingBackend -------------------------------------------------------
     def reset(self, seed: Optional[int] = None) -> Snapshot:
@@ -158,7 +156,6 @@ class HighwayBackend(DrivingBackend):
     def step(self, steer: float, throttle_brake: float) -> Snapshot:
         if self.road is None:
             raise SimulatorFailure("step before reset")
-        self._inject_failure()
         tb = float(throttle_brake)
         accel = tb * (MAX_ACCEL_MPS2 if tb >= 0 else MAX_BRAKE_MPS2)
         # steer > 0 turns right (CARLA's convention); highway-env's heading is CCW.
@@ -191,15 +188,6 @@ class HighwayBackend(DrivingBackend):
         self.ego = None
 
     # -- internals ------------------------------------------------------------
-    def _inject_failure(self) -> None:
-        hw = self.settings.highway
-        self._steps_total += 1
-        if hw.debug_fail_every_n_steps and self._steps_total % hw.debug_fail_every_n_steps == 0:
-            self._failed = True
-            if hw.debug_fail_mode == "hang":
-                time.sleep(hw.debug_hang_s)
-            raise SimulatorFailure(f"injected {hw.debug_fail_mode} at step {self._steps_total}")
-
     @property
     def npcs(self) -> list:
         return [v for v in self.road.vehicles if v is not self.ego]

@@ -59,14 +59,11 @@ logger = logging.getLogger(__name__)
 # TD3Config's own settings (also `training(...)` keyword arguments). Their
 # defaults are the run config's (training_settings.py), the one place they live;
 # the rest of that section maps onto RLlib's own names (see training.py).
-_RLLIB_NAMED = {"gamma", "batch_size", "rollout_fragment_length", "learner_class",
-                "debug_diverge"}
+_RLLIB_NAMED = {"gamma", "batch_size", "rollout_fragment_length", "learner_class"}
 _TD3_DEFAULTS = {
     **{k: v for k, v in dataclasses.asdict(TrainingSettings()).items() if k not in _RLLIB_NAMED},
     # The env's per-step reward range [r_min, r_max] (raw units): enables q_bound.
     "reward_range": None,
-    # TEST ONLY: multiplies the bootstrap term of the target (> 1/gamma diverges).
-    "debug_bootstrap_scale": 1.0,
 }
 
 

@@ -175,8 +175,8 @@ class TD3TorchLearner(TorchLearner):
         """(critic loss, Bellman targets y)."""
         module = self.module[module_id].unwrapped()
         target = module.forward_target(batch, self.policy_noise(config), config.noise_clip)
-        discounts = batch[DISCOUNTS] * config.debug_bootstrap_scale
-        y = td3_targets(batch[Columns.REWARDS], discounts, batch[TERMINATEDS], target["q_next"])
+        y = td3_targets(batch[Columns.REWARDS], batch[DISCOUNTS], batch[TERMINATEDS],
+                        target["q_next"])
         q1, q2 = fwd_out[Q1_PREDS], fwd_out[Q2_PREDS]
         return F.mse_loss(q1, y) + F.mse_loss(q2, y), y
 

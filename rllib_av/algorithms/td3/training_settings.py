@@ -47,8 +47,6 @@ class TrainingSettings:
     # Your own TD3TorchLearner subclass as "module:Class" (RLlib's learner_class),
     # e.g. extra loss terms; the module must be importable (PYTHONPATH).
     learner_class: Optional[str] = None
-    # TEST ONLY: inflate the bootstrap so Q runs past the bound within minutes.
-    debug_diverge: bool = False
 
     def check(self) -> None:
         if self.learner_class is not None and not _is_qualified_name(self.learner_class):

@@ -131,8 +131,9 @@ def nature_cnn_learner(capacity: int, device: str):
 
     config = (TD3Config()
               .environment(observation_space=STACKED_OBS, action_space=ACT)
-              .training(train_batch_size_per_learner=BATCH, buffer_size=capacity,
-                        frame_stack=FRAME_STACK, image_encoder="nature_cnn")
+              .training(train_batch_size_per_learner=BATCH,
+                        replay_buffer_config={"capacity": capacity}, frame_stack=FRAME_STACK,
+                        image_encoder="nature_cnn")
               .learners(num_gpus_per_learner=1 if device == "cuda" else 0))
     return config.build_learner()
 

@@ -60,14 +60,9 @@ def build_td3_config(rc: RunConfig, run_dir: Optional[str] = None) -> TD3Config:
         config.environment(rc.env.id, env_config=dict(rc.env.kwargs))
     if t.learner_class is not None:
         config.learners(learner_class=learner_class(t.learner_class))
-    td3_settings = {k: v for k, v in dataclasses.asdict(t).items()
-                    if k in TD3Config.TD3_SETTINGS and k != "reward_range"}
     (config
-     # training.batch_size is the batch of one update, split evenly over the
-     # learners (run_config.py checks that it divides).
-     .training(gamma=t.gamma, train_batch_size_per_learner=t.batch_size // max(1, res.num_learners),
-               reward_range=declared_reward_range(rc.env, rc.training.reward_range),
-               **td3_settings)
+     .training(reward_range=declared_reward_range(rc.env, t.reward_range),
+               **t.td3_training_kwargs(res.num_learners))
      .env_runners(num_env_runners=res.num_env_runners,
                   num_envs_per_env_runner=res.num_envs_per_env_runner,
                   rollout_fragment_length=t.rollout_fragment_length,

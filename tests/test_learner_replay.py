@@ -55,7 +55,8 @@ class TargetTrackingEnv(gym.Env):
 
 def tracking(num_learners: int, total_batch: int, **training):
     return (TD3Config().environment(TargetTrackingEnv)
-            .training(gamma=0.9, learning_starts=200, buffer_size=20_000,
+            .training(gamma=0.9, num_steps_sampled_before_learning_starts=200,
+                      replay_buffer_config={"capacity": 20_000},
                       train_batch_size_per_learner=total_batch // max(1, num_learners),
                       actor_lr=1e-3, critic_lr=1e-3, actor_hiddens=[64, 64],
                       critic_hiddens=[64, 64], **training)

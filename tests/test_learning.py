@@ -47,7 +47,8 @@ def pendulum_eval(module, episodes=10, seed=1000):
 def test_td3_learns_pendulum(ray_local):
     torch.set_num_threads(1)
     config = (TD3Config().environment("Pendulum-v1")
-              .training(actor_lr=1e-3, critic_lr=1e-3, learning_starts=1000)
+              .training(actor_lr=1e-3, critic_lr=1e-3,
+                        num_steps_sampled_before_learning_starts=1000)
               .env_runners(num_env_runners=0)
               .reporting(min_time_s_per_iteration=0, min_sample_timesteps_per_iteration=0)
               .debugging(seed=0))

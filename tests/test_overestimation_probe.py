@@ -47,8 +47,9 @@ class ProbeEnv(gym.Env):
 
 def test_probe_uses_connectors_and_reward_processor():
     config = (TD3Config().environment(ProbeEnv)
-              .training(gamma=GAMMA, frame_stack=4, image_encoder="nature_cnn", buffer_size=100,
-                        actor_hiddens=[16], critic_hiddens=[16]))
+              .training(gamma=GAMMA, frame_stack=4, image_encoder="nature_cnn",
+                        replay_buffer_config={"capacity": 100}, actor_hiddens=[16],
+                        critic_hiddens=[16]))
     stacked = gym.spaces.Dict({**ProbeEnv.observation_space.spaces,
                                "image": gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)})
     config.environment(observation_space=stacked, action_space=ProbeEnv.action_space)

@@ -127,7 +127,9 @@ def test_restore_plus_journal_tail_recovers_every_step_after_the_checkpoint(tmp_
 
     def build():
         config = (TD3Config().environment("Pendulum-v1")
-                  .training(learning_starts=100, buffer_size=2000, train_batch_size_per_learner=32)
+                  .training(num_steps_sampled_before_learning_starts=100,
+                            replay_buffer_config={"capacity": 2000},
+                            train_batch_size_per_learner=32)
                   .reporting(min_time_s_per_iteration=0, min_sample_timesteps_per_iteration=0)
                   .rllib_av(replay_journal_dir=str(tmp_path / "journal")))
         config.rollout_fragment_length = 50

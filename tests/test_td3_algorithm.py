@@ -42,7 +42,8 @@ class SyntheticDrivingEnv(gym.Env):
 
 def dict_config():
     return (TD3Config().environment(SyntheticDrivingEnv)
-            .training(learning_starts=64, train_batch_size_per_learner=16, buffer_size=2000,
+            .training(num_steps_sampled_before_learning_starts=64, train_batch_size_per_learner=16,
+                      replay_buffer_config={"capacity": 2000},
                       actor_hiddens=[32], critic_hiddens=[32], frame_stack=4)
             .env_runners(num_env_runners=0, rollout_fragment_length=32)
             .reporting(min_time_s_per_iteration=0, min_sample_timesteps_per_iteration=0)
@@ -81,8 +82,8 @@ def _optim_state(algo):
 
 def test_checkpoint_round_trips_weights_targets_optimizers_and_delay_phase(ray_local, tmp_path):
     config = (TD3Config().environment("Pendulum-v1")
-              .training(learning_starts=64, train_batch_size_per_learner=32, policy_delay=3,
-                        actor_hiddens=[32], critic_hiddens=[32])
+              .training(num_steps_sampled_before_learning_starts=64, train_batch_size_per_learner=32,
+                        policy_delay=3, actor_hiddens=[32], critic_hiddens=[32])
               .env_runners(num_env_runners=0, rollout_fragment_length=50)
               .reporting(min_time_s_per_iteration=0, min_sample_timesteps_per_iteration=0))
     algo = config.build_algo()

@@ -17,7 +17,8 @@ N = 20_000  # rows per forward: enough for tight statistics
 
 def module(exploration_noise=0.1, obs_space=OBS):
     config = (TD3Config().environment(observation_space=obs_space, action_space=ACT)
-              .training(actor_hiddens=[16], critic_hiddens=[16], learning_starts=WARMUP,
+              .training(actor_hiddens=[16], critic_hiddens=[16],
+                        num_steps_sampled_before_learning_starts=WARMUP,
                         exploration_noise=exploration_noise))
     return config.build_learner().module["default_policy"].unwrapped()
 

@@ -28,7 +28,7 @@ def make_learner(obs_space=OBS, **training):
     config = (TD3Config()
               .environment(observation_space=obs_space, action_space=ACT)
               .training(train_batch_size_per_learner=B, actor_hiddens=[16], critic_hiddens=[16],
-                        buffer_size=1000, **training))
+                        replay_buffer_config={"capacity": 1000}, **training))
     learner = config.build_learner()
     return learner, learner.module["default_policy"].unwrapped()
 

@@ -16,7 +16,6 @@ the reward statistics, which shard holds which episode.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import logging
 import os
@@ -56,15 +55,20 @@ from rllib_av.replay.sharding import ShardAssignment
 
 logger = logging.getLogger(__name__)
 
-# TD3Config's own settings (also `training(...)` keyword arguments). Their
-# defaults are the run config's (training_settings.py), the one place they live;
-# the rest of that section maps onto RLlib's own names (see training.py).
-_RLLIB_NAMED = {"gamma", "batch_size", "rollout_fragment_length", "learner_class"}
+# TD3Config's settings and their defaults, in RLlib's names (SAC's where SAC has
+# the same setting): the run config's training section (training_settings.py),
+# the one place the defaults live.
+_DEFAULTS = TrainingSettings().td3_training_kwargs()
+# TD3Config's own settings (also `training(...)` keyword arguments), beyond
+# AlgorithmConfig's gamma and train_batch_size_per_learner.
 _TD3_DEFAULTS = {
-    **{k: v for k, v in dataclasses.asdict(TrainingSettings()).items() if k not in _RLLIB_NAMED},
+    **{k: v for k, v in _DEFAULTS.items() if k not in ("gamma", "train_batch_size_per_learner")},
     # The env's per-step reward range [r_min, r_max] (raw units): enables q_bound.
     "reward_range": None,
 }
+# replay_buffer_config's keys: the replay is this project's own (uniform, on the
+# learner's device), so RLlib's "type", "alpha", "beta" have no meaning here.
+REPLAY_BUFFER_KEYS = frozenset(_DEFAULTS["replay_buffer_config"])
 
 
 class TD3Config(AlgorithmConfig):
@@ -73,11 +77,10 @@ class TD3Config(AlgorithmConfig):
     def __init__(self, algo_class=None):
         super().__init__(algo_class=algo_class or TD3)
         for key, value in _TD3_DEFAULTS.items():
-            setattr(self, key, copy.copy(value))  # no list shared between configs
-        defaults = TrainingSettings()
-        self.gamma = defaults.gamma
-        self.train_batch_size_per_learner = defaults.batch_size
-        self.rollout_fragment_length = defaults.rollout_fragment_length
+            setattr(self, key, copy.deepcopy(value))  # no list or dict shared between configs
+        self.gamma = _DEFAULTS["gamma"]
+        self.train_batch_size_per_learner = _DEFAULTS["train_batch_size_per_learner"]
+        self.rollout_fragment_length = TrainingSettings().rollout_fragment_length
         # The resolved rllib_av run config (a plain dict), for callbacks and reports.
         self.run_config = None
         # RLlib's checkpoints leave the replay buffer out; ours put it in.
@@ -89,11 +92,16 @@ class TD3Config(AlgorithmConfig):
         self.episode_lookback_horizon = max(1, self.frame_stack - 1)
 
     def training(self, **kwargs) -> "TD3Config":
+        """AlgorithmConfig's settings plus TD3's; ``replay_buffer_config`` updates
+        the keys it names (as SAC's does), e.g. ``{"capacity": 100_000}``."""
         td3 = {k: kwargs.pop(k) for k in list(kwargs) if k in _TD3_DEFAULTS}
         super().training(**kwargs)
         for key, value in td3.items():
-            if value is not NotProvided:
-                setattr(self, key, value)
+            if value is NotProvided:
+                continue
+            if key == "replay_buffer_config":
+                value = {**self.replay_buffer_config, **value}
+            setattr(self, key, value)
         self.episode_lookback_horizon = max(1, self.frame_stack - 1)
         return self
 
@@ -124,8 +132,13 @@ class TD3Config(AlgorithmConfig):
             raise ValueError("TD3Config.replay_journal_dir needs checkpoint_replay_buffer: "
                              "the journal only holds what came after a checkpoint's buffer")
         shards = max(1, self.num_learners)
-        if self.buffer_size // shards < self.train_batch_size_per_learner:
-            raise ValueError(f"TD3Config.buffer_size {self.buffer_size} split into {shards} "
+        unknown = set(self.replay_buffer_config) - REPLAY_BUFFER_KEYS
+        if unknown:
+            raise ValueError(f"TD3Config.replay_buffer_config: {sorted(unknown)} not supported; "
+                             f"expected only {sorted(REPLAY_BUFFER_KEYS)} (a uniform replay)")
+        if self.replay_buffer_capacity // shards < self.train_batch_size_per_learner:
+            raise ValueError(f"TD3Config.replay_buffer_config['capacity'] "
+                             f"{self.replay_buffer_capacity} split into {shards} "
                              f"learner shards holds fewer than train_batch_size_per_learner "
                              f"({self.train_batch_size_per_learner}) transitions each")
 
@@ -154,8 +167,13 @@ class TD3Config(AlgorithmConfig):
             "critic_hiddens": list(self.critic_hiddens),
             "exploration_noise": self.exploration_noise,
             "image_encoder": self.image_encoder,
-            "random_warmup_steps": self.learning_starts,
+            "random_warmup_steps": self.num_steps_sampled_before_learning_starts,
         }
+
+    @property
+    def replay_buffer_capacity(self) -> int:
+        """Transitions the replay holds, over all learner shards."""
+        return self.replay_buffer_config["capacity"]
 
 
 BUFFER_DIR = "replay_buffer"
@@ -188,6 +206,11 @@ class TD3(Algorithm):
                                if config.replay_journal_dir else None)
         self._last_checkpoint: Optional[str] = None
         self._recovering = False
+
+    def _create_local_replay_buffer_if_necessary(self, config):
+        """None: the replay is ours, in the learners (replay_buffer_config only
+        sizes it); RLlib would otherwise build its own from that config."""
+        return None
 
     def training_step(self) -> None:
         cfg = self.config
@@ -253,9 +276,10 @@ class TD3(Algorithm):
 
     def _updates_due(self, new_steps: int) -> int:
         """Gradient updates owed for ``new_steps`` new transitions: none before
-        ``learning_starts`` or before every shard can fill a batch."""
+        ``num_steps_sampled_before_learning_starts`` or before every shard can
+        fill a batch."""
         cfg = self.config
-        if (self._env_steps_sampled() < cfg.learning_starts
+        if (self._env_steps_sampled() < cfg.num_steps_sampled_before_learning_starts
                 or min(self.replay_shards.transitions) < cfg.train_batch_size_per_learner):
             return 0
         self._updates_owed += new_steps * cfg.updates_per_env_step

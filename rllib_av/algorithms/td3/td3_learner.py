@@ -113,14 +113,14 @@ class TD3TorchLearner(TorchLearner):
         else:  # stacked leaves keep single frames: (frames, H, W) -> (H, W)
             leaves = {k: (space[k].shape[1:] if k == IMAGE_KEY else space[k].shape, space[k].dtype)
                       for k in keys}
-        capacity = config.buffer_size // max(1, config.num_learners)
+        capacity = config.replay_buffer_capacity // max(1, config.num_learners)
         per_slot = slot_bytes(leaves, action_dim)
         free = device_free_bytes(torch.device(self._device))
         if capacity * per_slot > free:
             raise ConfigError(
-                f"training.buffer_size: {config.buffer_size} is not allowed; a replay shard of "
-                f"{capacity} transitions x {per_slot} B needs {capacity * per_slot / 2**30:.1f} GiB "
-                f"on the learner's {self._device}, which has {free / 2**30:.1f} GiB free; expected "
+                f"training.buffer_size: {config.replay_buffer_capacity} is not allowed; a replay "
+                f"shard of {capacity} transitions x {per_slot} B needs "
+                f"{capacity * per_slot / 2**30:.1f} GiB on the learner's {self._device}, which has {free / 2**30:.1f} GiB free; expected "
                 f"<= {free // per_slot * max(1, config.num_learners)}")
         self.replay_storage = ReplayStorage(capacity, device=self._device,
                                             padded_keys={IMAGE_KEY} & set(leaves))

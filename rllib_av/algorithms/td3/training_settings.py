@@ -4,8 +4,8 @@ Defaults follow Fujimoto et al. 2018 (and CleanRL / SB3), in the module's
 normalized action space [-1, 1].
 """
 
-from dataclasses import dataclass, field
-from typing import List, Optional
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional
 
 from rllib_av.config_schema import ConfigError, bounds, choices
 
@@ -61,6 +61,31 @@ class TrainingSettings:
                 f"training.batch_size: {self.batch_size} is not allowed; expected "
                 f"<= training.buffer_size ({self.buffer_size})"
             )
+
+    def td3_training_kwargs(self, num_learners: int = 0) -> Dict[str, Any]:
+        """This section as ``TD3Config.training(...)`` keyword arguments, in
+        RLlib's names: the keys in ``RLLIB_NAMES`` are renamed, every other key
+        keeps its name (rollout_fragment_length goes to ``env_runners()``,
+        learner_class to ``learners()`` and reward_range through the env's
+        declared range: see rllib_av/training.py)."""
+        kwargs = {k: v for k, v in asdict(self).items()
+                  if k not in RLLIB_NAMES and k not in _SET_ELSEWHERE}
+        kwargs.update(num_steps_sampled_before_learning_starts=self.learning_starts,
+                      replay_buffer_config={"capacity": self.buffer_size},
+                      # One update's batch, split evenly over the learners
+                      # (run_config.py checks that it divides).
+                      train_batch_size_per_learner=self.batch_size // max(1, num_learners))
+        return kwargs
+
+
+# Run-config keys whose TD3Config (RLlib) setting has another name; README's
+# "Run config and RLlib's names" table shows every key.
+RLLIB_NAMES = {
+    "learning_starts": "num_steps_sampled_before_learning_starts",
+    "buffer_size": "replay_buffer_config['capacity']",
+    "batch_size": "train_batch_size_per_learner (x num_learners)",
+}
+_SET_ELSEWHERE = ("rollout_fragment_length", "learner_class", "reward_range")
 
 
 def _is_qualified_name(text: str) -> bool:

@@ -88,7 +88,8 @@ class OursRun:
         config = (
             TD3Config().environment(ENV)
             .training(actor_lr=1e-3, critic_lr=1e-3, gamma=0.99, tau=0.005,
-                      train_batch_size_per_learner=256, learning_starts=LEARNING_STARTS,
+                      train_batch_size_per_learner=256,
+                      num_steps_sampled_before_learning_starts=LEARNING_STARTS,
                       exploration_noise=0.1, policy_noise=0.2, noise_clip=0.5, policy_delay=2,
                       actor_hiddens=[256, 256], critic_hiddens=[256, 256],
                       updates_per_env_step=1.0)

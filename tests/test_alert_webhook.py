@@ -29,9 +29,20 @@ def test_diverging_run_pages_through_alertmanager_healthy_run_stays_silent():
             assert page["labels"]["run"] == "diverging"
             assert page["labels"]["module"] == "default_policy"
             assert "x the bound q_bound = 20k" in page["annotations"]["description"]
-            # The verdict's reasons ride along (rllib_av_health_reason_info).
-            assert page["annotations"]["reasons"].startswith("diverged: q_bound: |Q| at ")
-            assert "(threshold warning > 0.9, diverged > 1; " in page["annotations"]["reasons"]
+            # The verdict's reasons ride along (rllib_av_health_reason_info): which
+            # statistic ran off which way, the threshold and why it holds.
+            reasons = page["annotations"]["reasons"]
+            assert ("diverged: q_bound: q_actor_max running off upward (threshold warning > "
+                    "0.9, diverged > 1; ") in reasons, reasons
+            assert "no correct critic goes past it on either side)." in reasons
+            # Diverged over several scrapes with Q growing at each: still one
+            # reason series per rule (no numbers in its labels), not one per scrape.
+            ratios = stack.query(f'rllib_av_q_bound_ratio{{run="diverging"}}[10m]')[0]["values"]
+            assert len({v for _, v in ratios if float(v) > 1}) >= 2, ratios
+            per_rule = stack.query('count by (rule) (count_over_time('
+                                   'rllib_av_health_reason_info{run="diverging"}[10m]))')
+            assert {s["metric"]["rule"]: s["value"][1] for s in per_rule} == {
+                "q_bound": "1", "actor_loss": "1"}, per_rule
             # The healthy run was scraped and evaluated over the same time.
             assert stack.query('rllib_av_q_bound_ratio{run="healthy"} < 0.1')
             assert not [a for a in stack.firing() if a["labels"].get("run") == "healthy"]

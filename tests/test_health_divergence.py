@@ -81,11 +81,12 @@ def test_counted_nonfinite_values_warn_then_diverge_when_they_persist():
     iteration starts the count again."""
     streak = NonfiniteStreak()
     new_per_iter = [2, 0, 1, 5, 0, 1, 1, 1, 1]
-    states = [judge(HEALTHY, S, [f"{n} in replay"] if n else [], streak.update(n)).state
+    states = [judge(HEALTHY, S, {"replay": f"{n} in replay"} if n else {},
+                    streak.update(n)).state
               for n in new_per_iter]
     assert S.nonfinite_diverge_iters == 3
     assert states == [W, H, W, W, H, W, W, D, D]
-    v = judge(HEALTHY, S, ["4 in grads"], nonfinite_iters=3)
+    v = judge(HEALTHY, S, {"grads": "4 in grads"}, nonfinite_iters=3)
     assert "NaN/inf new in 3 consecutive iterations (4 in grads)" in v.reasons[0]
 
 

@@ -311,12 +311,52 @@ def test_the_verdicts_reasons_are_served_while_it_is_not_healthy(exporter):
     assert set(reasons) == {"q_bound", "actor_loss"}  # Q and the actor loss past the bound
     reason = reasons["q_bound"]
     assert reason.value == 1 and reason.labels["state"] == "diverged"
-    assert reason.labels["reason"].startswith("|Q| at 6x the bound 2e+04")
-    assert "within +/- q_bound" in reason.labels["reason"]  # why the threshold holds
+    assert reason.labels["subject"] == "q_actor_max running off upward"
+    assert reason.labels["threshold"] == "warning > 0.9, diverged > 1"
+    assert "within +/- q_bound" in reason.labels["why"]  # why the threshold holds
+    assert reasons["actor_loss"].labels["subject"] == "mean actor Q running off upward"
     assert reason.labels["run"] == "unit-20260101-000000" and reason.labels["module"] == (
         "default_policy")
     exporter.publish(monitor.judge(synthetic_result(4)))
     assert not scrape(exporter)["rllib_av_health_reason_info"].samples
+
+
+def test_a_run_diverged_for_many_iterations_keeps_one_reason_series_per_rule(exporter):
+    """The numbers change every iteration (Q keeps growing, NaN counts vary),
+    the situation does not: the reason series' labels carry no numbers, so a
+    long diverged run leaves one series per rule, not one per iteration."""
+    monitor = HealthMonitor(HealthSettings(), 2)
+    seen, numbers, skipped = set(), set(), 0.0
+    for i in range(2, 40):
+        r = synthetic_result(i, diverge_from=2)
+        skipped += i % 3 + 1  # learner steps skipped for NaN grads, a few more each iteration
+        r["learners"]["default_policy"]["nonfinite_grads"] = skipped
+        health = monitor.judge(r)
+        numbers.add(tuple(f.measured for f in health.verdicts["default_policy"].findings))
+        exporter.publish(health)
+        seen |= {tuple(sorted(s.labels.items()))
+                 for s in scrape(exporter)["rllib_av_health_reason_info"].samples}
+    assert len(numbers) == 38  # every iteration measured other numbers
+    rules = [dict(labels)["rule"] for labels in seen]
+    # nonfinite: a warning first, then diverged (a change of situation): two.
+    assert sorted(rules) == ["actor_loss", "nonfinite", "nonfinite", "q_bound"], seen
+
+
+def test_the_thresholds_the_verdict_used_are_served_for_the_alert_rules(exporter):
+    """The alert rules compare against the run's own thresholds: defaults, the
+    preset's and the config's, and none for a threshold the run leaves unset."""
+    monitor = HealthMonitor(HealthSettings(), 2)
+    exporter.publish(monitor.judge(synthetic_result(1)))
+    served = {s.labels["setting"]: s.value
+              for s in scrape(exporter)["rllib_av_health_threshold"].samples}
+    assert served == {"q_bound_warn_ratio": 0.9, "q_bound_diverge_ratio": 1.0,
+                      "nonfinite_diverge_iters": 3.0}  # no grad norm, no |actor loss| scale
+    driving = HealthMonitor(HealthSettings(preset="driving", grad_norm_warn=50.0), 2)
+    exporter.publish(driving.judge(synthetic_result(1)))
+    served = {s.labels["setting"]: s.value
+              for s in scrape(exporter)["rllib_av_health_threshold"].samples}
+    assert served["grad_norm_warn"] == 50.0 and served["grad_norm_diverge"] == 1e6
+    assert served["actor_loss_abs_max"] == 1e5
 
 
 def test_what_a_probe_found_wrong_stands_in_the_verdict_until_the_next_probe():

@@ -61,8 +61,8 @@ def test_q_running_off_downward_warns_diverges_pages_and_is_diagnosed(ray_local,
         assert page["labels"]["run"] == run_name and page["labels"]["config"] == "downward"
         assert "target Q in [-" in page["annotations"]["description"]
         # ... and the verdict's reasons, from the run's own exporter.
-        assert "diverged: q_bound: |Q| at " in page["annotations"]["reasons"], page
-        assert "(Q running off downward)" in page["annotations"]["reasons"]
+        assert "diverged: q_bound: q_target_min running off downward (threshold " in (
+            page["annotations"]["reasons"]), page
     t.join(180)
     assert "error" not in outcome, outcome.get("error")
     run_dir = outcome["run_dir"]

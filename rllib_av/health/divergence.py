@@ -30,9 +30,15 @@ class DivergenceState(enum.IntEnum):
 
 @dataclass
 class Finding:
-    """One rule that fired: what it measured, against what, and why."""
+    """One rule that fired: what it measured, against what, and why.
+
+    ``subject`` names what went wrong without its numbers (which statistic,
+    which way): it, ``threshold`` and ``why`` stay the same for as long as the
+    situation does, so they can be Prometheus labels; ``measured`` holds the
+    numbers, which change every iteration and live in the gauges."""
     rule: str
     state: DivergenceState
+    subject: str
     measured: str
     threshold: str
     why: str
@@ -46,8 +52,8 @@ class Finding:
         return f"{self.state.name.lower()}: {self.rule}: {self.reason}"
 
     def as_dict(self) -> Dict:
-        return {"rule": self.rule, "state": self.state.name.lower(), "measured": self.measured,
-                "threshold": self.threshold, "why": self.why}
+        return {"rule": self.rule, "state": self.state.name.lower(), "subject": self.subject,
+                "measured": self.measured, "threshold": self.threshold, "why": self.why}
 
 
 @dataclass
@@ -64,6 +70,19 @@ class Verdict:
         return [str(f) for f in self.findings]
 
 
+# The settings ``judge`` compares against. The exporter publishes the ones in
+# effect (rllib_av_health_threshold{setting}), so the alert rules fire where
+# the verdict does, with this run's preset and overrides.
+VERDICT_THRESHOLDS = ("q_bound_warn_ratio", "q_bound_diverge_ratio", "actor_loss_abs_max",
+                      "grad_norm_warn", "grad_norm_diverge", "nonfinite_diverge_iters")
+
+
+def thresholds_in_effect(settings: HealthSettings) -> Dict[str, float]:
+    """setting -> value for each verdict threshold that is set (an unset one judges nothing)."""
+    return {k: float(getattr(settings, k)) for k in VERDICT_THRESHOLDS
+            if getattr(settings, k) is not None}
+
+
 WHY_BOUND = ("every discounted return of per-step rewards in [r_min, r_max] lies within "
              "+/- q_bound, so no correct critic goes past it on either side")
 WHY_REWARDS = ("the Q bound and every check on it assume the declared per-step range; rewards "
@@ -75,12 +94,16 @@ WHY_NONFINITE = ("NaN/inf is counted and kept out of the buffer and the weights,
                  "sensor, reward or critic")
 
 
+REWARD_PIPELINE_KINDS = {"ok": "", "scale": "scaled beyond it",
+                         "accumulation": "growing along episodes: running sums"}
+
+
 def rewards_measured(probe: Mapping) -> str:
     """The reward pipeline probe in words."""
-    kind = {"ok": "", "scale": ", scaled beyond it",
-            "accumulation": ", growing along episodes: running sums"}[probe["reward_pipeline"]]
+    kind = REWARD_PIPELINE_KINDS[probe["reward_pipeline"]]
     return (f"critic's rewards in [{probe['reward_train_min']:.4g}, "
-            f"{probe['reward_train_max']:.4g}], {probe['reward_beyond_frac']:.1%} beyond{kind}")
+            f"{probe['reward_train_max']:.4g}], {probe['reward_beyond_frac']:.1%} beyond"
+            + (f", {kind}" if kind else ""))
 
 
 def rewards_threshold(probe: Mapping) -> str:
@@ -103,18 +126,19 @@ def probe_findings(probe: Mapping) -> List[Finding]:
     W = DivergenceState.WARNING
     out = []
     if probe.get("reward_pipeline") in ("scale", "accumulation"):
-        out.append(Finding("reward_range", W, rewards_measured(probe), rewards_threshold(probe),
-                           WHY_REWARDS))
+        out.append(Finding("reward_range", W, "critic's rewards beyond the declared range, "
+                           + REWARD_PIPELINE_KINDS[probe["reward_pipeline"]],
+                           rewards_measured(probe), rewards_threshold(probe), WHY_REWARDS))
     if probe.get("terminal_masking") == "unmasked":
-        out.append(Finding("terminal_masking", W, terminal_measured(probe), TERMINAL_THRESHOLD,
-                           WHY_TERMINAL))
+        out.append(Finding("terminal_masking", W, "targets on terminal rows bootstrap past r",
+                           terminal_measured(probe), TERMINAL_THRESHOLD, WHY_TERMINAL))
     return out
 
 
-def nonfinite_stats(stats: Mapping[str, float]) -> List[str]:
-    """The statistics that must be finite but are not ("critic_loss=nan")."""
-    return [f"{k}={stats[k]}" for k in FINITE_REQUIRED
-            if k in stats and not math.isfinite(stats[k])]
+def nonfinite_stats(stats: Mapping[str, float]) -> Dict[str, str]:
+    """The statistics that must be finite but are not: {"critic_loss": "critic_loss=nan"}."""
+    return {k: f"{k}={stats[k]}" for k in FINITE_REQUIRED
+            if k in stats and not math.isfinite(stats[k])}
 
 
 class NonfiniteStreak:
@@ -129,12 +153,13 @@ class NonfiniteStreak:
 
 
 def judge(stats: Mapping[str, float], settings: HealthSettings,
-          nonfinite: Optional[List[str]] = None, nonfinite_iters: int = 1) -> Verdict:
+          nonfinite: Optional[Mapping[str, str]] = None, nonfinite_iters: int = 1) -> Verdict:
     """Apply every rule to one iteration's learner stats.
 
-    ``nonfinite``: what brought NaN/inf this iteration, from any source ("3 in
-    grads", "critic_loss=nan"); ``nonfinite_iters``: consecutive iterations,
-    this one included, that brought some.
+    ``nonfinite``: what brought NaN/inf this iteration, source -> what it
+    brought ({"grads": "3 in grads", "critic_loss": "critic_loss=nan"});
+    ``nonfinite_iters``: consecutive iterations, this one included, that
+    brought some.
     """
     v = Verdict()
     D, W = DivergenceState.DIVERGED, DivergenceState.WARNING
@@ -143,8 +168,9 @@ def judge(stats: Mapping[str, float], settings: HealthSettings,
     if nonfinite:
         persistent = nonfinite_iters >= s.nonfinite_diverge_iters
         v.add(Finding("nonfinite", D if persistent else W,
+                      "NaN/inf new in " + ", ".join(sorted(nonfinite)),
                       f"NaN/inf new in {nonfinite_iters} consecutive iteration"
-                      f"{'s' * (nonfinite_iters > 1)} ({', '.join(nonfinite)})",
+                      f"{'s' * (nonfinite_iters > 1)} ({', '.join(nonfinite.values())})",
                       f"warning at 1, diverged at {s.nonfinite_diverge_iters} in a row",
                       WHY_NONFINITE))
 
@@ -153,23 +179,27 @@ def judge(stats: Mapping[str, float], settings: HealthSettings,
     ratio = reported if reported is not None else q_bound_ratio(stats, bound or 0.0)
     if ratio is not None and not math.isnan(ratio) and bound:
         top = largest_q(stats)
-        what = "" if top is None else (f"; farthest: {top[0]} {top[1]:.4g}"
-                                       + (" (Q running off downward)" if top[1] < 0 else ""))
+        way = "" if top is None else (" (Q running off downward)" if top[1] < 0 else "")
+        subject = ("|Q| beyond the bound" if top is None else
+                   f"{top[0]} running off {'downward' if top[1] < 0 else 'upward'}")
+        what = "" if top is None else f"; farthest: {top[0]} {top[1]:.4g}{way}"
         threshold = f"warning > {s.q_bound_warn_ratio:g}, diverged > {s.q_bound_diverge_ratio:g}"
         measured = f"|Q| at {ratio:.3g}x the bound {bound:.4g}{what}"
         if ratio > s.q_bound_diverge_ratio:
-            v.add(Finding("q_bound", D, measured, threshold, WHY_BOUND))
+            v.add(Finding("q_bound", D, subject, measured, threshold, WHY_BOUND))
         elif ratio > s.q_bound_warn_ratio:
-            v.add(Finding("q_bound", W, measured, threshold, WHY_BOUND))
+            v.add(Finding("q_bound", W, subject, measured, threshold, WHY_BOUND))
 
     loss = stats.get("actor_loss")
     if loss is not None and math.isfinite(loss):
+        # actor_loss = -mean Q1(s, mu(s)): a positive loss is Q running off downward.
+        subject = f"mean actor Q running off {'downward' if loss > 0 else 'upward'}"
         if bound and abs(loss) > bound * s.q_bound_diverge_ratio:
-            v.add(Finding("actor_loss", D, f"|actor_loss| {abs(loss):.4g}",
+            v.add(Finding("actor_loss", D, subject, f"|actor_loss| {abs(loss):.4g}",
                           f"> {s.q_bound_diverge_ratio:g}x the Q bound {bound:.4g}",
                           "the actor loss is -mean Q, so it cannot exceed the bound either"))
         elif s.actor_loss_abs_max is not None and abs(loss) > s.actor_loss_abs_max:
-            v.add(Finding("actor_loss", W, f"|actor_loss| {abs(loss):.4g}",
+            v.add(Finding("actor_loss", W, subject, f"|actor_loss| {abs(loss):.4g}",
                           f"> {s.actor_loss_abs_max:.4g}", s.source("actor_loss_abs_max")))
 
     for net in ("actor", "critic"):
@@ -179,7 +209,7 @@ def judge(stats: Mapping[str, float], settings: HealthSettings,
         for state, key in ((D, "grad_norm_diverge"), (W, "grad_norm_warn")):
             limit = getattr(s, key)
             if limit is not None and g > limit:
-                v.add(Finding("grad_norm", state, f"{net} grad norm {g:.4g}", f"> {limit:.4g}",
-                              s.source(key)))
+                v.add(Finding("grad_norm", state, f"grad_norm_{net} too large",
+                              f"{net} grad norm {g:.4g}", f"> {limit:.4g}", s.source(key)))
                 break
     return v

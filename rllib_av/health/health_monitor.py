@@ -18,6 +18,7 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 
 from rllib_av.health.divergence import (
     Finding, NonfiniteStreak, Verdict, judge, nonfinite_stats, probe_findings,
+    thresholds_in_effect,
 )
 from rllib_av.health.health_settings import HealthSettings
 from rllib_av.health.iteration_metrics import CounterKey, IterationMetrics, from_result
@@ -33,6 +34,8 @@ class IterationHealth:
     # Increase of each lifetime total during this iteration.
     new: Dict[CounterKey, float] = field(default_factory=dict)
     verdicts: Dict[str, Verdict] = field(default_factory=dict)
+    # The thresholds the verdicts were judged by (divergence.VERDICT_THRESHOLDS).
+    thresholds: Dict[str, float] = field(default_factory=dict)
 
     @property
     def states(self) -> Dict[str, int]:
@@ -93,9 +96,10 @@ class HealthMonitor:
         new = self._counts.advance(m.iteration, m.lifetime)
         # Every source of NaN/inf, one rule: counted ones (replay, skipped
         # learner steps) and learner statistics that came out non-finite.
-        sources = [f"{n:g} in {dict(labels)['where']}" for (name, labels), n in new.items()
-                   if name == "nonfinite" and n > 0]
-        sources += [bad for stats in m.modules.values() for bad in nonfinite_stats(stats)]
+        sources = {dict(labels)["where"]: f"{n:g} in {dict(labels)['where']}"
+                   for (name, labels), n in new.items() if name == "nonfinite" and n > 0}
+        for stats in m.modules.values():
+            sources.update(nonfinite_stats(stats))
         iters = self._streak.update(len(sources))
         if m.modules:
             self._modules = list(m.modules)
@@ -105,4 +109,4 @@ class HealthMonitor:
         for verdict in verdicts.values():
             for finding in self._probe_findings:
                 verdict.add(finding)
-        return IterationHealth(m, new, verdicts)
+        return IterationHealth(m, new, verdicts, thresholds_in_effect(self.settings))

@@ -65,9 +65,15 @@ FAMILIES: Tuple[Family, ...] = LEARNER_FAMILIES + (
            "The health verdict on the latest iteration: 0 healthy, 1 warning, 2 diverged",
            ("module",)),
     Family("health_reason", "info",
-           "Why the latest verdict is not healthy: one series per rule that fired (state, rule, "
-           "and reason: what it measured, the threshold, why that threshold holds); none when "
-           "healthy. Alert annotations quote it", ("module", "state", "rule", "reason")),
+           "Why the latest verdict is not healthy: one series per rule that fired, none when "
+           "healthy. Labels: state, rule, subject (what went wrong: which statistic, which way), "
+           "threshold, why that threshold holds; no numbers, so a series lasts as long as the "
+           "situation does (the numbers are the gauges'). Alert annotations quote it",
+           ("module", "state", "rule", "subject", "threshold", "why")),
+    Family("health_threshold", "gauge",
+           "The thresholds the latest verdict was judged by (the run's health settings: "
+           "defaults, preset and overrides), one series per setting that is set; the alert "
+           "rules compare against these", ("setting",)),
     Family("learner_updates", "counter", "Gradient updates (critic steps) made by the learners",
            ("module",)),
     Family("overestimation_bias", "gauge",
@@ -199,7 +205,10 @@ class _LatestIterationCollector(Collector):
             add("divergence_state", (mid,), state)
         for mid, verdict in health.verdicts.items():
             for f in verdict.findings:
-                add("health_reason", (mid, f.state.name.lower(), f.rule, f.reason), 1)
+                add("health_reason", (mid, f.state.name.lower(), f.rule, f.subject, f.threshold,
+                                      f.why), 1)
+        for setting, value in health.thresholds.items():
+            add("health_threshold", (setting,), value)
         for comp, v in m.reward_mean.items():
             add("reward_component_mean", (comp,), v)
         for comp in REWARD_COMPONENTS:

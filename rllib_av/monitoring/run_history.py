@@ -3,7 +3,8 @@
 
 metrics.jsonl holds one record per iteration with the numbers the exporter
 served at that moment (see ``training._flat_record``); probes.jsonl adds the
-overestimation bias and guard.jsonl every guard action. Each becomes a sample
+overestimation bias, guard.jsonl every guard action, and config.yaml the
+thresholds the verdict used (which the alert rules compare against). Each becomes a sample
 at the time it was written, under the metric name and labels a live scrape of
 the same run carries, so Prometheus queries, alert expressions and Grafana
 panels read a finished run as they read a running one.
@@ -17,7 +18,12 @@ import os
 from collections import defaultdict
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
+import yaml
+
+from rllib_av.config_schema import from_dict
+from rllib_av.health.divergence import thresholds_in_effect
 from rllib_av.health.guard import GUARD_FILE
+from rllib_av.health.health_settings import HealthSettings
 from rllib_av.health.iteration_metrics import NUM_UPDATES_LIFETIME
 from rllib_av.health.probes import PROBES_FILE
 from rllib_av.health.statistics import BY_KEY
@@ -96,9 +102,12 @@ def run_history(run_dir: str, labels: Mapping[str, str]) -> History:
     records = [r for r in read_jsonl(os.path.join(run_dir, "metrics.jsonl")) if "time_s" in r]
     time_of = {}
     modules = sorted({k.split("/")[0] for r in records for k in r if k.endswith("/q_bound")})
+    thresholds = _thresholds(run_dir)
     for r in records:
         t = r["time_s"]
         time_of[r.get("training_iteration")] = t
+        for setting, value in thresholds.items():
+            h.add("health_threshold", "gauge", value, t, setting=setting)
         for key, (family, kind) in _RUN_SERIES.items():
             h.add(family, kind, r.get(key), t)
         for key, value in r.items():
@@ -119,6 +128,16 @@ def run_history(run_dir: str, labels: Mapping[str, str]) -> History:
     _add_guard_actions(h, read_jsonl(os.path.join(run_dir, GUARD_FILE)),
                        [r["time_s"] for r in records[:1]])
     return h
+
+
+def _thresholds(run_dir: str) -> Dict[str, float]:
+    """The thresholds the run's verdict used: its config.yaml's health section."""
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    return thresholds_in_effect(from_dict(HealthSettings, data.get("health"), "health"))
 
 
 def _add_module_stat(h: History, module: str, stat: str, value, t: float) -> None:

@@ -3,8 +3,9 @@ monitoring stack (exporter, Prometheus rules, Alertmanager routes, dashboards)
 end to end in tests, the alert-latency benchmark and dashboard demos.
 
 Rewards are bounded by [-50, 200] per step with gamma 0.99 (q_bound 20000),
-the incident's scale. A diverging series leaves the bound at ``diverge_from``
-and keeps growing, as the incident's critic did.
+the incident's scale, and a ``SyntheticRun`` is judged with the driving
+preset, as the driving task is. A diverging series leaves the bound at
+``diverge_from`` and keeps growing, as the incident's critic did.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class SyntheticRun:
         self.exporter = HealthExporter(run, "127.0.0.1", 0, config="synthetic")
         self.target = f"127.0.0.1:{self.exporter.port}"
         self.period, self.diverge_from, self.iteration = period, diverge_from, 0
-        self._health = HealthMonitor(HealthSettings(), num_env_runners=2)
+        self._health = HealthMonitor(HealthSettings(preset="driving"), num_env_runners=2)
         self._stop = threading.Event()
         self.step()
         self._thread = threading.Thread(target=self._loop, daemon=True)

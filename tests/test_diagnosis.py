@@ -14,12 +14,13 @@ from rllib_av.cli import main
 from rllib_av.health.diagnosis import diagnose
 from rllib_av.health.divergence import DivergenceState, Verdict
 from rllib_av.health.health_monitor import IterationHealth
-from rllib_av.health.iteration_metrics import IterationMetrics
+from rllib_av.health.iteration_metrics import IterationMetrics, reward_shares
 from rllib_av.monitoring.tensorboard_writer import TensorBoardWriter
 from rllib_av.run_config import load_run_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
+REWARD_RANGE = (-14.55, 11.5)  # quickstart's declared per-step range
 BOUND = 1455.0  # quickstart: max(|-14.55|, |11.5|) / (1 - 0.99)
 
 HEALTHY_STATS = {"q_actor_mean": 0.7, "q_actor_max": 2.6, "q_actor_min": -6.4, "q_actor_std": 1.4,
@@ -42,12 +43,13 @@ HEALTHY_PROBE = {"env_steps": 1536, "q_bound": BOUND, "reward_train_min": -3.0,
 def record(step, stats=None, rewards=None, state=0, reasons=None):
     stats = {**HEALTHY_STATS, **(stats or {})}
     rewards = {**HEALTHY_REWARDS, **(rewards or {})}
-    total_abs = sum(abs(v) for v in rewards.values())
     r = {"training_iteration": step // 64, "env_steps": step, "episode_return_mean": 10.0,
          "episode_len_mean": 60.0, "divergence_state": state}
     r.update({f"default_policy/{k}": v for k, v in stats.items()})
     r.update({f"reward_components/{k}": v for k, v in rewards.items()})
-    r.update({f"reward_share/{k}": abs(v) / total_abs for k, v in rewards.items()})
+    # As the run's health monitor computes them (none where they are noise).
+    shares = reward_shares({k: abs(v) for k, v in rewards.items()}, REWARD_RANGE)
+    r.update({f"reward_share/{k}": v for k, v in shares.items()})
     if reasons:
         r["health_reasons"] = {"default_policy": reasons}
     return r
@@ -247,6 +249,23 @@ def test_q_running_off_downward_is_named(tmp_path):
     assert text.splitlines()[0] == ("worst state: diverged at iteration 8 (env step 512): |Q| "
                                     "213x the bound 1455: q_target_min -3.1e+05, running off "
                                     "downward")
+
+
+def test_a_car_standing_still_has_no_dominating_component(tmp_path):
+    """An unstable critic (critic_lr 3.0 on the quickstart) whose car stands
+    still: every component is 0 but for ~1e-16 of rounding in lane_keeping.
+    Shares of that are no data, not lane_keeping dominating at 100%: the
+    branch is the critic's, not reward scaling."""
+    still = {"efficiency": 0.0, "lane_keeping": -4.1e-16, "comfort": 0.0, "safety": 0.0,
+             "progress": 0.0}
+    records = healthy_run(2) + [
+        record(512, {"q_actor_min": -5.1e6, "q_bound_ratio": 3488.0}, rewards=still, state=2),
+        record(576, {"q_actor_min": -1200.0, "q_bound_ratio": 0.9}, rewards=still, state=1)]
+    d = diagnose(run_dir(tmp_path, records, HEALTHY_PROBE))
+    text = d.format()
+    assert d.branch == "overestimation", text
+    assert not d.steps[1].fired and "largest share" not in text
+    assert "no component shares at iteration 9 (env step 576)" in text
 
 
 def test_diagnose_cli_refuses_a_non_run_dir_in_one_line(tmp_path, capsys):

@@ -281,6 +281,10 @@ def diagnose(run_dir: str) -> Diagnosis:
         s.evidence.append(f"largest share: {top} {shares[top]:.2f} (dominating above "
                           f"{DOMINANT_SHARE}: {WHY_DOMINANT})")
         s.fired |= shares[top] > DOMINANT_SHARE
+    elif last:
+        s.evidence.append(f"no component shares at {_at(last)}: the components' magnitude was "
+                          "rounding noise against the declared reward scale (nothing dominates "
+                          "a reward of ~0)")
     rewards = _first_found(probes, "reward_pipeline", ("scale", "accumulation"))
     if rewards:
         s.evidence.append(f"{rewards_measured(rewards)} at env step {rewards.get('env_steps')} "

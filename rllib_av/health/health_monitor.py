@@ -12,7 +12,7 @@ publishes (the exporter, TensorBoard, metrics.jsonl) takes the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping
+from typing import Dict, List, Mapping, Optional, Sequence
 
 from ray.rllib.core import DEFAULT_MODULE_ID
 
@@ -78,9 +78,14 @@ class LifetimeCounts:
 
 
 class HealthMonitor:
-    def __init__(self, settings: HealthSettings, num_env_runners: int):
+    """``reward_range``: the declared per-step range (raw units), against which
+    reward component shares are told from rounding noise (iteration_metrics.py)."""
+
+    def __init__(self, settings: HealthSettings, num_env_runners: int,
+                 reward_range: Optional[Sequence[float]] = None):
         self.settings = settings
         self.num_env_runners = num_env_runners
+        self.reward_range = reward_range
         self._counts = LifetimeCounts()
         self._streak = NonfiniteStreak()
         self._modules = [DEFAULT_MODULE_ID]
@@ -92,7 +97,7 @@ class HealthMonitor:
         self._probe_findings = probe_findings(probe)
 
     def judge(self, result: Mapping) -> IterationHealth:
-        m = from_result(result, self.num_env_runners)
+        m = from_result(result, self.num_env_runners, self.reward_range)
         new = self._counts.advance(m.iteration, m.lifetime)
         # Every source of NaN/inf, one rule: counted ones (replay, skipped
         # learner steps) and learner statistics that came out non-finite.

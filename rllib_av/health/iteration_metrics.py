@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 from rllib_av.envs.reward import COMPONENTS as REWARD_COMPONENTS
 from rllib_av.health.statistics import BY_KEY
@@ -28,7 +28,8 @@ NONFINITE_WHERE = ("replay", "loss", "grads")
 REWARD_MEAN_KEY = "reward_components"
 REWARD_ABS_MEAN_KEY = "reward_components_abs"
 # Per-episode component sums (mean over the iteration's episodes) and the
-# iteration's shares, as they appear in result["env_runners"].
+# iteration's shares (put there by the health monitor's callback), as they
+# appear in result["env_runners"].
 REWARD_EPISODE_SUM_KEY = "reward_components_episode_sum"
 REWARD_SHARE_KEY = "reward_components_share"
 # Lifetime count of simulator restarts: DrivingEnv reports each backend recovery
@@ -91,15 +92,30 @@ def _trained(stats: Mapping) -> bool:
     return steps is None or math.isfinite(steps)
 
 
-def reward_shares(abs_means: Mapping[str, float]) -> Dict[str, float]:
-    """mean |component| / sum of mean |component| over the five components."""
+# Shares of a total under this fraction of the per-step reward scale are no
+# data: a car standing still has every component 0 but for ~1e-16 of rounding,
+# and 1e-16 / 1e-16 is not a component dominating.
+SHARE_MIN_FRACTION = 1e-6
+
+
+def reward_shares(abs_means: Mapping[str, float],
+                  reward_range: Optional[Sequence[float]] = None) -> Dict[str, float]:
+    """mean |component| / sum of mean |component| over the five components;
+    none ({}) when that sum is no signal: 0, or under SHARE_MIN_FRACTION of
+    the declared per-step scale max(|r_min|, |r_max|) (raw units, as the
+    components are) where a range is declared."""
     parts = {c: abs_means[c] for c in REWARD_COMPONENTS
              if c in abs_means and math.isfinite(abs_means[c])}
     total = sum(parts.values())
-    return {c: v / total for c, v in parts.items()} if total > 0 else {}
+    floor = 0.0 if reward_range is None else SHARE_MIN_FRACTION * max(map(abs, reward_range))
+    return {c: v / total for c, v in parts.items()} if total > floor else {}
 
 
-def from_result(result: Mapping, num_env_runners: int) -> IterationMetrics:
+def from_result(result: Mapping, num_env_runners: int,
+                reward_range: Optional[Sequence[float]] = None) -> IterationMetrics:
+    """``reward_range``: the declared per-step range (raw units) the reward
+    shares are judged against; shares the health monitor already put into the
+    result (REWARD_SHARE_KEY) are taken as they are."""
     learners = result.get("learners", {}) or {}
     runners = result.get("env_runners", {}) or {}
     modules = {mid: _floats(stats, LEARNER_STATS if _trained(stats) else (NUM_UPDATES_LIFETIME,))
@@ -132,12 +148,14 @@ def from_result(result: Mapping, num_env_runners: int) -> IterationMetrics:
     if env_steps is not None:
         lifetime[("env_steps", ())] = env_steps
     abs_means = _floats(runners.get(REWARD_ABS_MEAN_KEY, {}) or {}, REWARD_COMPONENTS)
+    shares = (_floats(runners[REWARD_SHARE_KEY] or {}, REWARD_COMPONENTS)
+              if REWARD_SHARE_KEY in runners else reward_shares(abs_means, reward_range))
     return IterationMetrics(
         step=int(env_steps if env_steps is not None else result.get("training_iteration", 0)),
         iteration=int(result.get("training_iteration", 0)),
         modules=modules,
         reward_mean=_floats(runners.get(REWARD_MEAN_KEY, {}) or {}, REWARD_COMPONENTS + ("total",)),
-        reward_share=reward_shares(abs_means),
+        reward_share=shares,
         episode_return_mean=_episode_stat(runners.get("episode_return_mean")),
         episode_length_mean=_episode_stat(runners.get("episode_len_mean")),
         env_runners_healthy=healthy,

@@ -27,7 +27,7 @@ from rllib_av.health.health_monitor import HealthMonitor
 from rllib_av.health.health_settings import HealthSettings
 from rllib_av.health.iteration_metrics import (
     REWARD_ABS_MEAN_KEY, REWARD_EPISODE_SUM_KEY, REWARD_MEAN_KEY, REWARD_SHARE_KEY,
-    SIM_SERVER_RESTARTS_KEY, reward_shares,
+    SIM_SERVER_RESTARTS_KEY,
 )
 from rllib_av.monitoring.exporter import HealthExporter
 from rllib_av.monitoring.metrics_server import MetricsServerError
@@ -75,7 +75,8 @@ class HealthCallbacks(RLlibCallback):
         run = rc.get("run", {})
         mon = from_dict(MonitoringSettings, rc.get("monitoring"), "monitoring")
         self.health = HealthMonitor(from_dict(HealthSettings, rc.get("health"), "health"),
-                                    algorithm.config.num_env_runners)
+                                    algorithm.config.num_env_runners,
+                                    getattr(algorithm.config, "reward_range", None))
         run_dir = run.get("run_dir")
         if mon.exporter:
             self.exporter = start_exporter(mon, run.get("name", "run"), run_dir)
@@ -87,9 +88,10 @@ class HealthCallbacks(RLlibCallback):
     def on_train_result(self, *, algorithm, result: Dict, **kwargs) -> None:
         health = self.health.judge(result)
         result["health"] = health.as_result()
-        abs_means = result.get("env_runners", {}).get(REWARD_ABS_MEAN_KEY)
-        if abs_means:
-            result["env_runners"][REWARD_SHARE_KEY] = reward_shares(abs_means)
+        if REWARD_ABS_MEAN_KEY in result.get("env_runners", {}):
+            # The shares as judged (none where the components are rounding noise),
+            # for whatever reads the result next.
+            result["env_runners"][REWARD_SHARE_KEY] = health.metrics.reward_share
         if self.exporter is not None:
             self.exporter.publish(health)
         if self.tensorboard is not None:

@@ -12,6 +12,9 @@ import subprocess
 import pytest
 import yaml
 
+from rllib_av.health.diagnosis import DOMINANT_SHARE
+from rllib_av.health.divergence import VERDICT_THRESHOLDS
+from rllib_av.health.preflight import COLLAPSE
 from rllib_av.monitoring.exporter import HealthExporter
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "cluster")
@@ -56,6 +59,25 @@ def test_every_required_alert_has_severity_summary_description_and_a_unit_test()
               for case in yaml.safe_load(open(f))["tests"] for t in case["alert_rule_test"]
               if t.get("exp_alerts")}
     assert {r["alert"] for r in rules} <= tested
+
+
+def test_alert_rules_use_the_thresholds_the_health_layer_defines():
+    """Where the verdict has a rule, an alert compares against the threshold the
+    run published (rllib_av_health_threshold{setting}): every setting it names
+    is one the verdict judges by. Constants the rules must spell out (YAML
+    cannot import them) are the health layer's own."""
+    exprs = {r["alert"]: r["expr"] for f in glob.glob(os.path.join(PROM, "rules", "*.yml"))
+             for g in yaml.safe_load(open(f))["groups"] for r in g["rules"]}
+    settings = {s for e in exprs.values() for s in re.findall(r'setting="(\w+)"', e)}
+    assert settings and settings <= set(VERDICT_THRESHOLDS), settings
+    for alert in ("RllibAvQBeyondBound", "RllibAvActorLossBeyondBound",
+                  "RllibAvGradientExplosion"):
+        assert "rllib_av_health_threshold" in exprs[alert], alert
+    assert "1e4" not in " ".join(exprs.values())  # the driving preset's, not every run's
+    assert f"rllib_av_reward_component_share > {DOMINANT_SHARE}" in (
+        exprs["RllibAvRewardComponentDominates"])
+    assert f"< {COLLAPSE} * max_over_time(rllib_av_episode_length_mean" in (
+        exprs["RllibAvEpisodeLengthCollapse"])
 
 
 def test_alertmanager_config_and_routes_by_severity():

@@ -179,10 +179,12 @@ def judge(stats: Mapping[str, float], settings: HealthSettings,
     ratio = reported if reported is not None else q_bound_ratio(stats, bound or 0.0)
     if ratio is not None and not math.isnan(ratio) and bound:
         top = largest_q(stats)
-        way = "" if top is None else (" (Q running off downward)" if top[1] < 0 else "")
-        subject = ("|Q| beyond the bound" if top is None else
-                   f"{top[0]} running off {'downward' if top[1] < 0 else 'upward'}")
-        what = "" if top is None else f"; farthest: {top[0]} {top[1]:.4g}{way}"
+        if top is None:
+            subject, what = "|Q| beyond the bound", ""
+        else:
+            down = top[1] < 0
+            subject = f"{top[0]} running off {'downward' if down else 'upward'}"
+            what = f"; farthest: {top[0]} {top[1]:.4g}" + (" (Q running off downward)" * down)
         threshold = f"warning > {s.q_bound_warn_ratio:g}, diverged > {s.q_bound_diverge_ratio:g}"
         measured = f"|Q| at {ratio:.3g}x the bound {bound:.4g}{what}"
         if ratio > s.q_bound_diverge_ratio:

@@ -195,7 +195,7 @@ def _loop(rc, algo: TD3, guard: DivergenceGuard, run_dir: str, on_result,
     with open(metrics_path, "a") as metrics_file:
         while True:
             result = algo.train()
-            m = from_result(result, rc.resources.num_env_runners)
+            m = from_result(result, rc.resources.num_env_runners, algo.config.reward_range)
             rate, eta = clock.tick(m.step)
             metrics_file.write(json.dumps(_flat_record(result, m)) + "\n")
             metrics_file.flush()

@@ -6,7 +6,7 @@ import pytest
 
 from rllib_av.health.health_monitor import HealthMonitor
 from rllib_av.health.health_settings import HealthSettings
-from rllib_av.health.iteration_metrics import REWARD_SHARE_KEY, from_result, reward_shares
+from rllib_av.health.iteration_metrics import from_result, reward_shares
 from rllib_av.monitoring.synthetic_results import synthetic_result
 
 QUICKSTART_RANGE = (-14.55, 11.5)
@@ -27,14 +27,13 @@ def test_small_but_real_rewards_still_have_shares():
     assert shares["lane_keeping"] == pytest.approx(0.25)
 
 
-def test_the_monitor_judges_shares_against_the_declared_range_and_hands_them_on():
+def test_the_monitor_and_the_metrics_record_judge_shares_against_the_declared_range():
     result = synthetic_result(3)
     result["env_runners"]["reward_components_abs"] = dict(STANDING_STILL)
     health = HealthMonitor(HealthSettings(), 2, reward_range=QUICKSTART_RANGE).judge(result)
     assert health.metrics.reward_share == {}
-    # What the callback puts into the result is what metrics.jsonl's reader takes.
-    result["env_runners"][REWARD_SHARE_KEY] = health.metrics.reward_share
-    assert from_result(result, 2).reward_share == {}
+    # metrics.jsonl's record is made from the same result and range.
+    assert from_result(result, 2, QUICKSTART_RANGE).reward_share == {}
     healthy = HealthMonitor(HealthSettings(), 2, reward_range=QUICKSTART_RANGE).judge(
         synthetic_result(3))
     assert healthy.metrics.reward_share["efficiency"] == pytest.approx(0.6 / 1.37)

@@ -28,8 +28,7 @@ NONFINITE_WHERE = ("replay", "loss", "grads")
 REWARD_MEAN_KEY = "reward_components"
 REWARD_ABS_MEAN_KEY = "reward_components_abs"
 # Per-episode component sums (mean over the iteration's episodes) and the
-# iteration's shares (put there by the health monitor's callback), as they
-# appear in result["env_runners"].
+# iteration's shares, as they appear in result["env_runners"].
 REWARD_EPISODE_SUM_KEY = "reward_components_episode_sum"
 REWARD_SHARE_KEY = "reward_components_share"
 # Lifetime count of simulator restarts: DrivingEnv reports each backend recovery
@@ -114,8 +113,7 @@ def reward_shares(abs_means: Mapping[str, float],
 def from_result(result: Mapping, num_env_runners: int,
                 reward_range: Optional[Sequence[float]] = None) -> IterationMetrics:
     """``reward_range``: the declared per-step range (raw units) the reward
-    shares are judged against; shares the health monitor already put into the
-    result (REWARD_SHARE_KEY) are taken as they are."""
+    shares are judged against (``reward_shares``)."""
     learners = result.get("learners", {}) or {}
     runners = result.get("env_runners", {}) or {}
     modules = {mid: _floats(stats, LEARNER_STATS if _trained(stats) else (NUM_UPDATES_LIFETIME,))
@@ -148,14 +146,12 @@ def from_result(result: Mapping, num_env_runners: int,
     if env_steps is not None:
         lifetime[("env_steps", ())] = env_steps
     abs_means = _floats(runners.get(REWARD_ABS_MEAN_KEY, {}) or {}, REWARD_COMPONENTS)
-    shares = (_floats(runners[REWARD_SHARE_KEY] or {}, REWARD_COMPONENTS)
-              if REWARD_SHARE_KEY in runners else reward_shares(abs_means, reward_range))
     return IterationMetrics(
         step=int(env_steps if env_steps is not None else result.get("training_iteration", 0)),
         iteration=int(result.get("training_iteration", 0)),
         modules=modules,
         reward_mean=_floats(runners.get(REWARD_MEAN_KEY, {}) or {}, REWARD_COMPONENTS + ("total",)),
-        reward_share=shares,
+        reward_share=reward_shares(abs_means, reward_range),
         episode_return_mean=_episode_stat(runners.get("episode_return_mean")),
         episode_length_mean=_episode_stat(runners.get("episode_len_mean")),
         env_runners_healthy=healthy,

@@ -88,9 +88,8 @@ class HealthCallbacks(RLlibCallback):
     def on_train_result(self, *, algorithm, result: Dict, **kwargs) -> None:
         health = self.health.judge(result)
         result["health"] = health.as_result()
-        if REWARD_ABS_MEAN_KEY in result.get("env_runners", {}):
-            # The shares as judged (none where the components are rounding noise),
-            # for whatever reads the result next.
+        if result.get("env_runners", {}).get(REWARD_ABS_MEAN_KEY):
+            # As judged: none where the components are rounding noise.
             result["env_runners"][REWARD_SHARE_KEY] = health.metrics.reward_share
         if self.exporter is not None:
             self.exporter.publish(health)

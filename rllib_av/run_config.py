@@ -70,6 +70,12 @@ class RunConfig:
             raise ConfigError(f"resources.num_envs_per_env_runner: {envs} is not allowed with "
                               "env.carla.mode: attach; expected 1 (one env per attached server), "
                               "or env.carla.mode: launch for a server per env")
+        t, runners = self.training, self.resources.num_env_runners
+        if t.async_sampling and runners == 0:
+            raise ConfigError("training.async_sampling: true is not allowed with "
+                              "resources.num_env_runners: 0; expected at least 1 env runner "
+                              "(the driver's own cannot sample while the learner trains), or "
+                              "training.async_sampling: false")
         n, batch = self.resources.num_learners, self.training.batch_size
         if n > 1 and batch % n:
             raise ConfigError(

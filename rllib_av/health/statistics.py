@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 # Which step computes a statistic: the critic update, the (delayed) actor
-# update, or the algorithm after each learner call (from the Q statistics).
-CRITIC, ACTOR, ALGORITHM = "critic", "actor", "algorithm"
+# update, the algorithm after each learner call (from the Q statistics), or the
+# algorithm as each EnvRunner's fragment of env steps arrives.
+CRITIC, ACTOR, ALGORITHM, ARRIVAL = "critic", "actor", "algorithm", "arrival"
 _REDUCED_OVER = {
     CRITIC: "the iteration's critic updates",
     ACTOR: "the iteration's actor updates",
     ALGORITHM: "the iteration's learner calls",
+    ARRIVAL: "the iteration's arriving EnvRunner fragments",
 }
 _REDUCE_WORD = {"mean": "Mean", "max": "Max", "min": "Min"}
 
@@ -55,6 +57,9 @@ class Statistic:
         return f"{_REDUCE_WORD[self.reduce]} over {_REDUCED_OVER[self.update]} of {self.per_update}"
 
 
+_LAG = ("the policy lag: gradient updates the learners made between the weights the "
+        "fragment's first env step was sampled with and its arrival (0 when sampling and "
+        "learning take turns)")
 _Y = "the Bellman targets y = r + gamma^n * min(Q1', Q2')(s', smoothed mu'(s')) * (1 - terminated)"
 
 _LEARNER_STATISTICS = (
@@ -100,6 +105,9 @@ STATISTICS: Tuple[Statistic, ...] = _LEARNER_STATISTICS + (
     Statistic("q_bound_ratio", ALGORITHM,
               f"max |v| / q_bound over v in the call's {', '.join(Q_VALUES)} (both signs: "
               "> 1 is beyond what any discounted return can be)", "max", finite=False),
+    # -- per arriving fragment, by the algorithm --
+    Statistic("policy_lag_mean", ARRIVAL, _LAG, "mean", finite=False),
+    Statistic("policy_lag_max", ARRIVAL, _LAG, "max", finite=False),
 )
 
 BY_KEY: Dict[str, Statistic] = {s.key: s for s in STATISTICS}

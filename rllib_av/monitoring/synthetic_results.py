@@ -38,6 +38,7 @@ def synthetic_result(iteration: int, diverge_from: Optional[int] = None,
         q1_mean=q_mean * 0.99, q2_mean=q_mean * 0.985, critic_loss=5.0 + 0.01 * q_mean,
         actor_loss=-q_mean, grad_norm_actor=2.0, grad_norm_critic=30.0,
         td_error_abs_mean=1.5, q_bound=Q_BOUND, q_bound_ratio=q_max / Q_BOUND,
+        policy_lag_mean=24.0, policy_lag_max=64.0,
         num_updates_lifetime=float(UPDATES_PER_ITER * i), nonfinite_loss=0.0, nonfinite_grads=0.0,
     )
     runners = dict(episode_return_mean=120.0 + i, episode_len_mean=180.0,

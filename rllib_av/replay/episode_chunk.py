@@ -1,6 +1,7 @@
 """What the replay keeps of one RLlib episode chunk, and what crosses the
 network to the learner: each observation once (no frame stacks), the actions,
-the rewards, and how the chunk ends."""
+the rewards, and how the chunk ends. ``ChunkMeta`` is the little the driver
+needs to know of a chunk it does not hold (bookkeeping, reward statistics)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,23 @@ import numpy as np
 import tree
 
 BOX_KEY = ""  # leaf name of a non-Dict observation
+
+
+@dataclass(frozen=True)
+class ChunkMeta:
+    """An episode chunk without its observations and actions (~4 B per step)."""
+
+    id: str
+    rewards: np.ndarray  # (T,) float32, raw
+    done: bool
+    finite: bool  # whether the chunk may enter the replay (EpisodeChunk.is_finite)
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.rewards)
+
+    def is_finite(self) -> bool:
+        return self.finite
 
 
 @dataclass
@@ -49,6 +67,9 @@ class EpisodeChunk:
         enter the replay."""
         return bool(np.isfinite(self.rewards).all() and all(
             np.isfinite(v).all() for v in self.obs.values() if v.dtype.kind == "f"))
+
+    def meta(self) -> ChunkMeta:
+        return ChunkMeta(self.id, self.rewards, self.done, self.is_finite())
 
     def nbytes(self) -> int:
         return (sum(v.nbytes for v in self.obs.values()) + self.actions.nbytes

@@ -9,9 +9,11 @@ replaying the journal after a restore deals every chunk as it was dealt.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence, TypeVar, Union
 
-from rllib_av.replay.episode_chunk import EpisodeChunk
+from rllib_av.replay.episode_chunk import ChunkMeta, EpisodeChunk
+
+Chunk = TypeVar("Chunk", EpisodeChunk, ChunkMeta)
 
 
 class ShardAssignment:
@@ -19,19 +21,26 @@ class ShardAssignment:
         self.transitions = [0] * max(1, num_shards)  # per shard, as its storage counts them
         self._open: Dict[Any, int] = {}  # episode id -> shard, while the episode runs
 
-    def deal(self, chunks: List[EpisodeChunk]) -> List[List[EpisodeChunk]]:
+    def deal(self, chunks: Sequence[Chunk]) -> List[List[Chunk]]:
         """The chunks, per shard."""
-        shards: List[List[EpisodeChunk]] = [[] for _ in self.transitions]
+        shards: List[List[Chunk]] = [[] for _ in self.transitions]
+        for chunk, shard in zip(chunks, self.assign(chunks)):
+            shards[shard].append(chunk)
+        return shards
+
+    def assign(self, chunks: Sequence[Union[EpisodeChunk, ChunkMeta]]) -> List[int]:
+        """The shard of each chunk, in order (chunks of one episode must come in order)."""
+        out = []
         for chunk in chunks:
             shard = self._open.pop(chunk.id, None)
             if shard is None:
                 shard = min(range(len(self.transitions)), key=self.transitions.__getitem__)
             if not chunk.done:
                 self._open[chunk.id] = shard
-            shards[shard].append(chunk)
             if chunk.is_finite():
                 self.transitions[shard] += chunk.num_steps
-        return shards
+            out.append(shard)
+        return out
 
     def get_state(self) -> Dict[str, Any]:
         return {"transitions": list(self.transitions), "open": dict(self._open)}

@@ -225,6 +225,8 @@ class ReplayStorage:
 
 def _put(target: torch.Tensor, index, values: np.ndarray) -> None:
     """target[index] = values, converted to the target's dtype and device."""
+    if not values.flags.writeable:  # read straight out of Ray's object store: torch wants a copy
+        values = values.copy()
     target[index] = torch.from_numpy(np.ascontiguousarray(values)).to(target.device, target.dtype)
 
 

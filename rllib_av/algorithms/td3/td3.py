@@ -5,12 +5,30 @@
 
 RLlib provides the EnvRunners, RLModule, Learner, optimizers, metrics and
 fault tolerance; the replay is this project's own (rllib_av/replay/) and lives
-in the Learner(s), on the learner's device. One ``training_step``: sample
-``rollout_fragment_length`` env steps per EnvRunner, journal them as compact
-episode chunks, then one call per learner stores its shard's chunks and makes
-as many gradient updates as the update-to-data ratio owes on batches it
-samples itself. The driver keeps the bookkeeping only: counts, the journal,
-the reward statistics, which shard holds which episode.
+in the Learner(s), on the learner's device. The driver keeps the bookkeeping
+only: counts, the journal, the reward statistics, which shard holds which
+episode, the update-to-data ratio (rate_limiter.py).
+
+Two ways to run (``async_sampling``):
+
+- async (the default whenever there is a remote EnvRunner): the EnvRunners
+  sample continuously while the learner trains (async_sampling.py). Each
+  ``training_step`` takes the fragments that came back, journals them, hands
+  their chunks to the learners as object refs and keeps learner calls of at
+  most ``max_policy_lag_updates`` updates in flight, each followed by new
+  weights for the runners.
+- synchronous: sample ``rollout_fragment_length`` env steps per EnvRunner,
+  journal them, then one call per learner stores its shard's chunks and makes
+  every update the ratio owes, then the weights go to the EnvRunners. Exact
+  and reproducible: what tests of exact semantics use.
+
+The journal is written by the driver, as chunks arrive and before any learner
+stores them: it is the record of what the driver counted (env steps, reward
+statistics, which shard got which episode), one ordered log beside the
+checkpoints in the run directory, so a resumed run or a replaced learner
+replays it exactly, whichever node the learners run on. Reading a fragment for
+it costs the driver ~7 KB per image env step, out of the shared-memory object
+store when the runner shares its node; training batches never pass the driver.
 """
 
 from __future__ import annotations
@@ -19,14 +37,15 @@ import copy
 import json
 import logging
 import os
-from typing import Callable, List, Optional, Tuple
+import time
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import ray
 
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
-from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 from ray.rllib.utils.metrics import (
@@ -41,14 +60,19 @@ from ray.rllib.utils.metrics import (
 )
 from ray.tune.registry import register_trainable
 
+from rllib_av.algorithms.td3.async_sampling import AsyncSampler, Fragment, start_weights_server
 from rllib_av.algorithms.td3.frame_stacking import DictImageFrameStacking, stacks_frames
+from rllib_av.algorithms.td3.learner_calls import (
+    Completed, LearnerCalls, ShardFeed, store_and_update,
+)
 from rllib_av.algorithms.td3.networks import encoder_inputs
+from rllib_av.algorithms.td3.rate_limiter import Throughput, UpdateRateLimiter
 from rllib_av.algorithms.td3.replay_shards import load_shards, save_shards
-from rllib_av.algorithms.td3.training_settings import TrainingSettings
+from rllib_av.algorithms.td3.training_settings import TrainingSettings, samples_async
 from rllib_av.config_schema import ConfigError
 from rllib_av.health.q_bound import q_bound_ratio, training_q_bound
 from rllib_av.health.statistics import Q_VALUES
-from rllib_av.replay.episode_chunk import EpisodeChunk
+from rllib_av.replay.episode_chunk import ChunkMeta, EpisodeChunk
 from rllib_av.replay.journal import ReplayJournal
 from rllib_av.replay.reward_processing import RewardProcessor
 from rllib_av.replay.sharding import ShardAssignment
@@ -141,6 +165,19 @@ class TD3Config(AlgorithmConfig):
                              f"{self.replay_buffer_capacity} split into {shards} "
                              f"learner shards holds fewer than train_batch_size_per_learner "
                              f"({self.train_batch_size_per_learner}) transitions each")
+        if self.max_policy_lag_updates < 1:
+            raise ValueError("TD3Config.max_policy_lag_updates must be >= 1, got "
+                             f"{self.max_policy_lag_updates}")
+        if self.async_sampling and self.num_env_runners == 0:
+            raise ValueError("TD3Config.async_sampling=True needs num_env_runners >= 1: the "
+                             "driver's own EnvRunner cannot sample while the learner trains")
+        # Async: RLlib's per-iteration EnvRunner state sync would wait for every
+        # runner to finish its fragment; the runners pull weights instead.
+        self._dont_auto_sync_env_runner_states = self.samples_async
+
+    @property
+    def samples_async(self) -> bool:
+        return samples_async(self.async_sampling, self.num_env_runners)
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         from rllib_av.algorithms.td3.td3_rl_module import TD3TorchRLModule
@@ -181,6 +218,12 @@ BUFFER_DIR = "replay_buffer"
 # statistics, shard assignment) as of its buffer.
 REPLAY_STATE_FILE = "replay_state.json"
 REPLAY_JOURNAL_TIMER = "replay_journal_append"
+# Async: learner calls in flight (one running, one queued behind it, so the
+# learner never waits for the driver to hand it the next).
+LEARNER_CALLS_IN_FLIGHT = 2
+# Async: the longest one training_step waits for a fragment or a learner call.
+ASYNC_STEP_WAIT_S = 1.0
+POLICY_LAG_MEAN, POLICY_LAG_MAX = "policy_lag_mean", "policy_lag_max"
 
 
 class TD3(Algorithm):
@@ -189,6 +232,8 @@ class TD3(Algorithm):
         return TD3Config()
 
     def setup(self, config: TD3Config) -> None:
+        weights_server = (start_weights_server(config.env_runner_state_server_max_concurrency)
+                          if config.samples_async else None)
         try:
             super().setup(config)
         except ray.exceptions.RayTaskError as e:  # a remote learner refused its settings
@@ -201,11 +246,26 @@ class TD3(Algorithm):
         self.replay_shards = ShardAssignment(config.num_learners)
         obs_space = self.env_runner_group.get_spaces()[DEFAULT_MODULE_ID][0]
         self._chunk_leaves = encoder_inputs(obs_space, config.image_encoder)
-        self._updates_owed = 0.0
+        self.rate_limiter = UpdateRateLimiter(config.updates_per_env_step, _error_buffer(config))
         self.replay_journal = (ReplayJournal(config.replay_journal_dir)
                                if config.replay_journal_dir else None)
         self._last_checkpoint: Optional[str] = None
         self._recovering = False
+        self.learner_calls = LearnerCalls(self.learner_group)
+        # Gradient updates made in this process: policy lag is counted on this
+        # clock, which a restored checkpoint does not set back.
+        self._updates_done = 0
+        self._pending = self._no_feeds()  # async: chunks for the next learner call
+        self._throughput = Throughput()
+        self._last_learned = time.perf_counter()
+        self.async_sampler = None
+        if weights_server is not None:
+            self.async_sampler = AsyncSampler(
+                self.env_runner_group, weights_server, leaves=self._chunk_leaves,
+                fragment_steps=config.rollout_fragment_length * config.num_envs_per_env_runner,
+                max_lag_updates=config.max_policy_lag_updates)
+
+    # -- one training step --------------------------------------------------------
 
     def _create_local_replay_buffer_if_necessary(self, config):
         """None: the replay is ours, in the learners (replay_buffer_config only
@@ -213,6 +273,8 @@ class TD3(Algorithm):
         return None
 
     def training_step(self) -> None:
+        if self.async_sampler is not None:
+            return self._async_training_step()
         cfg = self.config
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
             episodes, env_runner_results = synchronous_parallel_sample(
@@ -222,14 +284,151 @@ class TD3(Algorithm):
         self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
 
         chunks = [EpisodeChunk.from_episode(ep, self._chunk_leaves) for ep in episodes]
-        if self.replay_journal is not None:
-            with self.metrics.log_time((TIMERS, REPLAY_JOURNAL_TIMER)):
-                self.replay_journal.append(chunks, self._env_steps_sampled())
+        if chunks:  # sampled with the learner's newest weights
+            self._log_policy_lag([0])
+        self._journal(chunks)
         self._store_and_learn(chunks)
+
+    def _async_training_step(self) -> None:
+        """Take what came back (fragments, learner calls), keep the runners
+        sampling and the learner busy; wait (briefly) only when nothing did."""
+        sampler = self.async_sampler
+        deadline = time.monotonic() + ASYNC_STEP_WAIT_S
+        while True:
+            progressed = self._collect_learner_calls()
+            if self.rate_limiter.may_sample:
+                sampler.request()
+            fragments = sampler.ready()
+            if fragments:
+                self._take_fragments(fragments)
+            progressed = self._submit_learning() or progressed or bool(fragments)
+            left = deadline - time.monotonic()
+            if progressed or left <= 0:
+                return
+            waiting = sampler.in_flight() + self.learner_calls.in_flight()
+            if not waiting:  # no healthy runner: let RLlib try to bring them back
+                time.sleep(min(left, 0.05))
+                return
+            ray.wait(waiting, num_returns=1, timeout=left)
+
+    def _take_fragments(self, fragments: List[Fragment]) -> None:
+        """Count, journal and deal arriving fragments; their chunks wait for the
+        next learner call (remote learners fetch them from where they were sampled)."""
+        self.metrics.aggregate([f.metrics for f in fragments], key=ENV_RUNNER_RESULTS)
+        self._log_policy_lag([self.async_sampler.policy_lag(f, self._updates_done)
+                              for f in fragments])
+        local = self.learner_group.is_local
+        held = (ray.get([f.chunks for f in fragments])
+                if self.replay_journal is not None or local else [None] * len(fragments))
+        if self.replay_journal is not None:
+            self._journal([c for chunks in held for c in chunks])
+        for fragment, chunks in zip(fragments, held):
+            shards = self._bookkeep(fragment.metas)
+            source = chunks if local else fragment.chunks
+            for shard, feed in enumerate(self._pending):
+                feed.add(source, [i for i, s in enumerate(shards) if s == shard])
+        self._throughput.sampled(sum(f.num_steps for f in fragments),
+                                 sum(f.sample_s for f in fragments))
+        warning = self._throughput.shortfall(self.config.updates_per_env_step,
+                                             self.env_runner_group.num_healthy_remote_workers())
+        if warning:
+            logger.warning(warning)
+
+    def _submit_learning(self, most: Optional[int] = None) -> bool:
+        """Hand the learners the pending chunks and up to ``most`` owed updates
+        (default ``max_policy_lag_updates``); False if there was nothing to hand
+        or enough calls are in flight."""
+        if self.learner_calls.num_in_flight >= LEARNER_CALLS_IN_FLIGHT:
+            return False
+        most = self.config.max_policy_lag_updates if most is None else most
+        if self.rate_limiter.owed < 1 and not any(f.parts for f in self._pending):
+            return False
+        num_updates = self.rate_limiter.take(most)
+        feeds, self._pending = self._pending, self._no_feeds()
+        call = store_and_update(feeds, num_updates=num_updates,
+                                reward_scale=self.reward_processor.scale,
+                                timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: self._env_steps_sampled()})
+        try:
+            with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+                self.learner_calls.submit(call, num_updates)
+        except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as e:
+            self._replace_lost_learners(e)
+            return True
+        self._collect_learner_calls()  # a learner in the driver is done already
+        return True
+
+    def _collect_learner_calls(self) -> bool:
+        """Results of the learner calls done since the last look; each one's
+        weights go to the EnvRunners."""
+        try:
+            done = self.learner_calls.completed()
+        except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as e:
+            self._replace_lost_learners(e)
+            return True
+        updates = 0
+        for call in done:
+            self.rate_limiter.done(call.updates)
+            self._learned(call)
+            updates += call.updates
+            if call.weights is not None:
+                self.async_sampler.publish(call.weights, self._updates_done,
+                                           self._env_steps_sampled())
+        if updates:
+            now = time.perf_counter()
+            self.async_sampler.learner_rate(updates, now - self._last_learned)
+            self._last_learned = now
+        return bool(done)
+
+    def _flush_learning(self) -> None:
+        """Async: every learner call done and every arrived chunk stored (before
+        a checkpoint, so the buffer holds all that was journaled)."""
+        self._collect_learner_calls()
+        while self.learner_calls.num_in_flight or any(f.parts for f in self._pending):
+            if not self._submit_learning(most=0):
+                ray.wait(self.learner_calls.in_flight(), num_returns=1, timeout=1.0)
+                self._collect_learner_calls()
+
+    # -- shared by both ways -------------------------------------------------------
 
     def _env_steps_sampled(self) -> int:
         return int(self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME),
                                      default=0))
+
+    def _no_feeds(self) -> List[ShardFeed]:
+        return [ShardFeed() for _ in self.replay_shards.transitions]
+
+    def _journal(self, chunks: List[EpisodeChunk]) -> None:
+        """Write-ahead: the chunks go to the journal before any learner stores them."""
+        if self.replay_journal is not None and chunks:
+            with self.metrics.log_time((TIMERS, REPLAY_JOURNAL_TIMER)):
+                self.replay_journal.append(chunks, self._env_steps_sampled())
+
+    def _bookkeep(self, metas: Sequence[ChunkMeta]) -> List[int]:
+        """The driver's part for arriving chunks: reward statistics, which shard
+        each goes to (returned), and the updates they owe once learning started."""
+        with self.metrics.log_time((TIMERS, REPLAY_BUFFER_ADD_DATA_TIMER)):
+            finite = [m for m in metas if m.finite]  # the rest never enters a shard
+            for m in finite:
+                self.reward_processor.observe(m.id, m.rewards, m.done)
+            shards = self.replay_shards.assign(metas)
+        self.metrics.log_value(("nonfinite", "replay_chunks_dropped"), len(metas) - len(finite),
+                               reduce="lifetime_sum")
+        if self._learning_started():
+            self.rate_limiter.add(sum(m.num_steps for m in finite))
+        return shards
+
+    def _learning_started(self) -> bool:
+        """Updates are owed from ``num_steps_sampled_before_learning_starts`` on,
+        once every shard can fill a batch."""
+        cfg = self.config
+        return (self._env_steps_sampled() >= cfg.num_steps_sampled_before_learning_starts
+                and min(self.replay_shards.transitions) >= cfg.train_batch_size_per_learner)
+
+    def _log_policy_lag(self, lags: List[int]) -> None:
+        for lag in lags:
+            for key, reduce in ((POLICY_LAG_MEAN, "mean"), (POLICY_LAG_MAX, "max")):
+                self.metrics.log_value((LEARNER_RESULTS, DEFAULT_MODULE_ID, key), lag,
+                                       reduce=reduce)
 
     @property
     def num_replay_transitions(self) -> int:
@@ -244,48 +443,53 @@ class TD3(Algorithm):
         return self.reward_processor.process(raw), np.concatenate([pos for _, pos in parts])
 
     def _store_and_learn(self, chunks: List[EpisodeChunk]) -> None:
-        """Hand each learner its shard's chunks and the gradient updates the ratio
-        owes, in one call per learner; each samples its batches from its shard."""
-        with self.metrics.log_time((TIMERS, REPLAY_BUFFER_ADD_DATA_TIMER)):
-            finite = [c for c in chunks if c.is_finite()]  # the rest never enters a shard
-            for chunk in finite:
-                self.reward_processor.observe(chunk.id, chunk.rewards, chunk.done)
-            shards = self.replay_shards.deal(chunks)
-        self.metrics.log_value(("nonfinite", "replay_chunks_dropped"), len(chunks) - len(finite),
-                               reduce="lifetime_sum")
-        num_updates = self._updates_due(sum(c.num_steps for c in finite))
-        store_and_update = _store_and_update_call(
-            shards, remote=self.learner_group.is_remote, num_updates=num_updates,
-            reward_scale=self.reward_processor.scale,
-            timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: self._env_steps_sampled()})
+        """Synchronously: hand each learner its shard's chunks and every update
+        the ratio owes, in one call per learner; then new weights for the runners.
+        (The synchronous loop, and a journal replayed after a restore.)"""
+        shards = self._bookkeep([c.meta() for c in chunks])
+        feeds = self._no_feeds()
+        for shard, feed in enumerate(feeds):
+            mine = [c for c, s in zip(chunks, shards) if s == shard]
+            if mine:  # remote learners: each shard one object, fetched by its learner only
+                feed.add(ray.put(mine) if self.learner_group.is_remote else mine,
+                         list(range(len(mine))))
+        num_updates = self.rate_limiter.take(int(self.rate_limiter.owed))
+        call = store_and_update(feeds, num_updates=num_updates,
+                                reward_scale=self.reward_processor.scale,
+                                timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: self._env_steps_sampled()})
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
             try:
-                learner_results = self._foreach_learner(store_and_update)
+                results = self._foreach_learner(call)
             except ray.exceptions.RayActorError as e:
                 self._replace_lost_learners(e)
                 return
-        if not num_updates:
+        self.rate_limiter.done(num_updates)
+        self._learned(Completed(results, num_updates, None))
+        if num_updates:
+            self._share_weights()
+
+    def _learned(self, call: Completed) -> None:
+        """A learner call's results into the iteration's metrics."""
+        if not call.updates:
             return
+        self._updates_done += call.updates
+        self._throughput.learned(call.updates, max(seconds for _, seconds in call.results))
+        results = [r for r, _ in call.results]
         module_id = DEFAULT_MODULE_ID
-        self._log_q_bound(learner_results[0][module_id], module_id)
-        self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+        self._log_q_bound(results[0][module_id], module_id)
+        self.metrics.aggregate(results, key=LEARNER_RESULTS)
+
+    def _share_weights(self) -> None:
+        """The learners' weights to the EnvRunners: pushed to every one and
+        waited for (synchronous), or published for them to pull (async)."""
+        if self.async_sampler is not None:
+            self.async_sampler.publish(self.learner_calls.weights(), self._updates_done,
+                                       self._env_steps_sampled())
+            return
         with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
             self.env_runner_group.sync_weights(
                 from_worker_or_learner_group=self.learner_group,
-                policies=[module_id], inference_only=True)
-
-    def _updates_due(self, new_steps: int) -> int:
-        """Gradient updates owed for ``new_steps`` new transitions: none before
-        ``num_steps_sampled_before_learning_starts`` or before every shard can
-        fill a batch."""
-        cfg = self.config
-        if (self._env_steps_sampled() < cfg.num_steps_sampled_before_learning_starts
-                or min(self.replay_shards.transitions) < cfg.train_batch_size_per_learner):
-            return 0
-        self._updates_owed += new_steps * cfg.updates_per_env_step
-        num_updates = int(self._updates_owed)
-        self._updates_owed -= num_updates
-        return num_updates
+                policies=[DEFAULT_MODULE_ID], inference_only=True)
 
     def _foreach_learner(self, fn: Callable) -> list:
         """``fn(learner)`` on every learner; a lost learner actor raises RayActorError."""
@@ -298,8 +502,9 @@ class TD3(Algorithm):
         return [r.get() for r in results]
 
     def _replace_lost_learners(self, error: Exception) -> None:
-        """A learner actor died, and its replay shard with it: start new learners
-        and restore the newest checkpoint plus the journal, as a resumed run does."""
+        """A learner actor died, and its replay shard with it (or a chunk on its
+        way to it): start new learners and restore the newest checkpoint plus
+        the journal, as a resumed run does."""
         if self._recovering or self._last_checkpoint is None:
             raise error
         logger.warning("a learner actor was lost (%s); restoring %s plus the replay journal",
@@ -307,6 +512,7 @@ class TD3(Algorithm):
         args, kwargs = self.learner_group.get_ctor_args_and_kwargs()
         self.learner_group.shutdown()
         self.learner_group = type(self.learner_group)(*args, **kwargs)
+        self.learner_calls.reset(self.learner_group)
         self._recovering = True
         try:
             self.restore_from_path(self._last_checkpoint)
@@ -315,7 +521,12 @@ class TD3(Algorithm):
             self._recovering = False
         self.metrics.log_value("learner_restarts", 1, reduce="lifetime_sum")
 
+    # -- checkpoints ------------------------------------------------------------------
+
     def save_to_path(self, path=None, **kwargs) -> str:
+        if self.async_sampler is not None:
+            self._flush_learning()
+            self._update_local_env_runner()
         path = super().save_to_path(path, **kwargs)
         if self.config.checkpoint_replay_buffer:
             save_shards(self._foreach_learner, os.path.join(path, BUFFER_DIR))
@@ -323,28 +534,39 @@ class TD3(Algorithm):
                 json.dump({"journal_head": self.replay_journal.head if self.replay_journal else -1,
                            "reward_statistics": self.reward_processor.get_state(),
                            "shards": self.replay_shards.get_state(),
-                           "updates_owed": self._updates_owed}, f)
+                           "updates_owed": self.rate_limiter.owed}, f)
         return path
 
     def restore_from_path(self, path, *args, component=None, **kwargs) -> None:
+        if self.async_sampler is not None and component is None:
+            # Sampling pauses: what runners sample now belongs to the abandoned
+            # future (unless new learners are replacing lost ones), the learner
+            # calls in flight finish before their learners are overwritten.
+            if not self._recovering:
+                self.async_sampler.drop_in_flight()
+            for call in self.learner_calls.wait_all():  # their results describe the past
+                self._updates_done += call.updates
+            self._pending = self._no_feeds()
+            self.rate_limiter.under_way = 0
         super().restore_from_path(path, *args, component=component, **kwargs)
         if component is not None:
             return
         self._last_checkpoint = str(path)
-        if not os.path.isdir(os.path.join(path, BUFFER_DIR)):
-            return
-        with open(os.path.join(path, REPLAY_STATE_FILE)) as f:
-            state = json.load(f)
-        self.replay_shards.set_state(state["shards"])
-        load_shards(self._foreach_learner, os.path.join(path, BUFFER_DIR))
-        self.reward_processor.set_state(state["reward_statistics"])
-        self._updates_owed = state["updates_owed"]
-        if self.replay_journal is not None:
-            self.replay_journal.restored(state["journal_head"])
+        if os.path.isdir(os.path.join(path, BUFFER_DIR)):
+            with open(os.path.join(path, REPLAY_STATE_FILE)) as f:
+                state = json.load(f)
+            self.replay_shards.set_state(state["shards"])
+            load_shards(self._foreach_learner, os.path.join(path, BUFFER_DIR))
+            self.reward_processor.set_state(state["reward_statistics"])
+            self.rate_limiter.owed = state["updates_owed"]
+            if self.replay_journal is not None:
+                self.replay_journal.restored(state["journal_head"])
+        if self.async_sampler is not None:  # and sampling resumes with the restored weights
+            self._share_weights()
 
     def replay_journal_tail(self) -> int:
         """After a restore: re-add the env steps the journal holds beyond the
-        checkpoint, each training step's with the gradient updates it owed.
+        checkpoint, each entry's with the gradient updates it owed.
         Returns the env steps recovered."""
         recovered = 0
         for chunks, lifetime in (self.replay_journal.replay() if self.replay_journal else ()):
@@ -362,6 +584,30 @@ class TD3(Algorithm):
         if self.replay_journal is not None:
             self.replay_journal.forget_through(_journal_head(path))
 
+    # -- async: the driver's own EnvRunner, restarted EnvRunners, stop ------------------
+
+    def _update_local_env_runner(self) -> None:
+        """The driver's EnvRunner gets the learner's weights (async sampling never
+        pushes them there; checkpoints and ``get_module`` read it)."""
+        self.env_runner.set_state({COMPONENT_RL_MODULE: self.learner_calls.weights()})
+
+    def get_module(self, module_id=DEFAULT_MODULE_ID):
+        if self.async_sampler is not None:
+            self._update_local_env_runner()
+        return super().get_module(module_id)
+
+    def restore_env_runners(self, env_runner_group) -> List[int]:
+        restored = super().restore_env_runners(env_runner_group)
+        # A restarted EnvRunner is a new process: it needs the weights server again.
+        if restored and self.async_sampler is not None and env_runner_group is self.env_runner_group:
+            self.async_sampler.share_server(restored)
+        return restored
+
+    def stop(self) -> None:
+        if self.async_sampler is not None:
+            self.async_sampler.stop()
+        super().stop()
+
     def _log_q_bound(self, module_results, module_id) -> None:
         """q_bound in training units (after clipping/scaling) and how far the Q
         statistics, every one on both ends, are from it. Never raises."""
@@ -377,23 +623,14 @@ class TD3(Algorithm):
         self.metrics.log_value((LEARNER_RESULTS, module_id, "q_bound_ratio"), ratio, reduce="max")
 
 
-def _store_and_update_call(shards: List[List[EpisodeChunk]], *, remote: bool, num_updates: int,
-                           reward_scale: float, timesteps: dict) -> Callable:
-    """What each learner runs: store its shard's chunks, then make ``num_updates``
-    updates (returning RLlib's reduced results; None without updates). For
-    remote learners each shard travels as its own object ref, fetched only by
-    the learner that owns it."""
-    payload = [ray.put(s) for s in shards] if remote else shards
-
-    def store_and_update(learner):
-        chunks = payload[learner.shard_index]
-        learner.add_chunks(ray.get(chunks) if remote else chunks)
-        if not num_updates:
-            return None
-        return learner.update_from_replay(num_updates, reward_scale=reward_scale,
-                                          timesteps=timesteps)
-
-    return store_and_update
+def _error_buffer(config: TD3Config) -> float:
+    """Updates that may be owed (or under way) before sampling waits: one
+    fragment from every runner (fragments arriving together stall nobody),
+    plus the learner calls in flight."""
+    steps = (config.rollout_fragment_length * config.num_envs_per_env_runner
+             * max(1, config.num_env_runners))
+    return (config.updates_per_env_step * steps
+            + LEARNER_CALLS_IN_FLIGHT * config.max_policy_lag_updates)
 
 
 def _journal_head(checkpoint: str) -> int:

@@ -23,8 +23,15 @@ class TrainingSettings:
     learning_starts: int = field(default=1_000, metadata=bounds(ge=0))
     # Gradient updates per sampled env step (the update-to-data ratio).
     updates_per_env_step: float = field(default=1.0, metadata=bounds(gt=0))
-    # Env steps each sampling round collects (per env runner) before updating.
+    # Env steps an env runner samples (per env) before it hands them over.
     rollout_fragment_length: int = field(default=64, metadata=bounds(ge=1))
+    # Sampling overlaps learning: every env runner samples continuously while the
+    # learner trains at updates_per_env_step (rllib_av/algorithms/td3/async_sampling.py).
+    # None: whenever there is a remote env runner; false: sample, then learn, in lockstep.
+    async_sampling: Optional[bool] = None
+    # Async sampling: weights reach every env runner at least every this many
+    # gradient updates (the learner publishes them at least that often).
+    max_policy_lag_updates: int = field(default=64, metadata=bounds(ge=1))
     exploration_noise: float = field(default=0.1, metadata=bounds(ge=0))
     policy_noise: float = field(default=0.2, metadata=bounds(ge=0))
     noise_clip: float = field(default=0.5, metadata=bounds(ge=0))
@@ -47,6 +54,9 @@ class TrainingSettings:
     # Your own TD3TorchLearner subclass as "module:Class" (RLlib's learner_class),
     # e.g. extra loss terms; the module must be importable (PYTHONPATH).
     learner_class: Optional[str] = None
+
+    def samples_async(self, num_env_runners: int) -> bool:
+        return samples_async(self.async_sampling, num_env_runners)
 
     def check(self) -> None:
         if self.learner_class is not None and not _is_qualified_name(self.learner_class):
@@ -91,3 +101,9 @@ _SET_ELSEWHERE = ("rollout_fragment_length", "learner_class", "reward_range")
 def _is_qualified_name(text: str) -> bool:
     module, _, name = text.partition(":")
     return all(part.isidentifier() for part in module.split(".") + [name])
+
+
+def samples_async(async_sampling: Optional[bool], num_env_runners: int) -> bool:
+    """Whether sampling overlaps learning: ``async_sampling``, or (None) whenever
+    there is a remote env runner."""
+    return num_env_runners > 0 if async_sampling is None else bool(async_sampling)

@@ -15,8 +15,9 @@ Two ways to run (``async_sampling``):
   sample continuously while the learner trains (async_sampling.py). Each
   ``training_step`` takes the fragments that came back, journals them, hands
   their chunks to the learners as object refs and keeps learner calls of at
-  most ``max_policy_lag_updates`` updates in flight, each followed by new
-  weights for the runners.
+  most a quarter of ``max_policy_lag_updates`` updates in flight, each
+  followed by new weights for the runners; no call takes a fragment still
+  being sampled (on time) past that lag.
 - synchronous: sample ``rollout_fragment_length`` env steps per EnvRunner,
   journal them, then one call per learner stores its shard's chunks and makes
   every update the ratio owes, then the weights go to the EnvRunners. Exact
@@ -293,6 +294,9 @@ class TD3(Algorithm):
         """Take what came back (fragments, learner calls), keep the runners
         sampling and the learner busy; wait (briefly) only when nothing did."""
         sampler = self.async_sampler
+        for runner_id in sampler.restart_hung(self.config.sample_timeout_s):
+            logger.warning("env runner %d returned nothing for %gs (sample_timeout_s): "
+                           "restarting it", runner_id, self.config.sample_timeout_s)
         deadline = time.monotonic() + ASYNC_STEP_WAIT_S
         while True:
             progressed = self._collect_learner_calls()
@@ -336,12 +340,17 @@ class TD3(Algorithm):
 
     def _submit_learning(self, most: Optional[int] = None) -> bool:
         """Hand the learners the pending chunks and up to ``most`` owed updates
-        (default ``max_policy_lag_updates``); False if there was nothing to hand
-        or enough calls are in flight."""
+        (default: a learner call's worth, as many as keep every on-time
+        fragment's policy lag within bounds); False if there was nothing to
+        hand or enough calls are in flight."""
         if self.learner_calls.num_in_flight >= LEARNER_CALLS_IN_FLIGHT:
             return False
-        most = self.config.max_policy_lag_updates if most is None else most
-        if self.rate_limiter.owed < 1 and not any(f.parts for f in self._pending):
+        if most is None:
+            most = _updates_per_call(self.config)
+            allowed = self.async_sampler.updates_allowed(
+                self._updates_done + self.rate_limiter.under_way)
+            most = most if allowed is None else min(most, allowed)
+        if min(most, self.rate_limiter.owed) < 1 and not any(f.parts for f in self._pending):
             return False
         num_updates = self.rate_limiter.take(most)
         feeds, self._pending = self._pending, self._no_feeds()
@@ -623,6 +632,12 @@ class TD3(Algorithm):
         self.metrics.log_value((LEARNER_RESULTS, module_id, "q_bound_ratio"), ratio, reduce="max")
 
 
+def _updates_per_call(config: TD3Config) -> int:
+    """Async: the most updates one learner call makes (weights are published
+    after each, so a fragment waits for at most a few of them)."""
+    return max(1, config.max_policy_lag_updates // 4)
+
+
 def _error_buffer(config: TD3Config) -> float:
     """Updates that may be owed (or under way) before sampling waits: one
     fragment from every runner (fragments arriving together stall nobody),
@@ -630,7 +645,7 @@ def _error_buffer(config: TD3Config) -> float:
     steps = (config.rollout_fragment_length * config.num_envs_per_env_runner
              * max(1, config.num_env_runners))
     return (config.updates_per_env_step * steps
-            + LEARNER_CALLS_IN_FLIGHT * config.max_policy_lag_updates)
+            + LEARNER_CALLS_IN_FLIGHT * _updates_per_call(config))
 
 
 def _journal_head(checkpoint: str) -> int:

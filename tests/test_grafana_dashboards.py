@@ -13,7 +13,7 @@ import urllib.parse
 import pytest
 
 from rllib_av.monitoring.local_stack import LocalStack, http_json, wait_until
-from rllib_av.monitoring.synthetic_results import SyntheticRun
+from rllib_av.monitoring.synthetic_results import STEPS_PER_ITER, UPDATES_PER_ITER, SyntheticRun
 
 DASHBOARDS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "cluster",
                                            "grafana", "dashboards", "*.json")))
@@ -88,6 +88,19 @@ def test_q_health_shows_ratio_over_time_guard_actions_and_overestimation():
               for t in p["targets"]}
     assert {"rllib_av_q_bound_ratio", "rllib_av_guard_actions_total",
             "rllib_av_overestimation_bias"} <= series
+
+
+@pytest.mark.slow
+def test_cluster_dashboard_shows_the_update_to_data_ratio(stack):
+    """The ratio panel, evaluated by Prometheus, is updates per env step: the
+    synthetic run makes UPDATES_PER_ITER updates per STEPS_PER_ITER env steps."""
+    path = next(d for d in DASHBOARDS if d.endswith("cluster.json"))
+    [panel] = [p for p in json.load(open(path))["panels"] if "ratio" in p["title"].lower()]
+    [target] = panel["targets"]
+    assert {"rllib_av_learner_updates_total", "rllib_av_env_steps_total"} <= set(
+        re.findall(r"rllib_av_\w+", target["expr"]))
+    [series] = stack.query(substitute(target["expr"], "dash"))
+    assert float(series["value"][1]) == pytest.approx(UPDATES_PER_ITER / STEPS_PER_ITER, rel=0.1)
 
 
 @pytest.mark.slow

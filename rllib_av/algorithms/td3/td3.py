@@ -169,7 +169,7 @@ class TD3Config(AlgorithmConfig):
         if self.max_policy_lag_updates < 1:
             raise ValueError("TD3Config.max_policy_lag_updates must be >= 1, got "
                              f"{self.max_policy_lag_updates}")
-        if self.async_sampling and self.num_env_runners == 0:
+        if self.async_sampling and self.num_env_runners == 0 and not self.in_evaluation:
             raise ValueError("TD3Config.async_sampling=True needs num_env_runners >= 1: the "
                              "driver's own EnvRunner cannot sample while the learner trains")
         # Async: RLlib's per-iteration EnvRunner state sync would wait for every

@@ -73,9 +73,9 @@ class RunConfig:
         t, runners = self.training, self.resources.num_env_runners
         if t.async_sampling and runners == 0:
             raise ConfigError("training.async_sampling: true is not allowed with "
-                              "resources.num_env_runners: 0; expected at least 1 env runner "
-                              "(the driver's own cannot sample while the learner trains), or "
-                              "training.async_sampling: false")
+                              "resources.num_env_runners: 0; expected resources.num_env_runners"
+                              " >= 1 (the driver's own env runner cannot sample while the "
+                              "learner trains), or training.async_sampling: false")
         n, batch = self.resources.num_learners, self.training.batch_size
         if n > 1 and batch % n:
             raise ConfigError(

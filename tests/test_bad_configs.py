@@ -136,6 +136,8 @@ CONTRADICTIONS = [
      ("env.carla.port_range_end", "port_range_start")),
     (["health.preflight_episode_len_min=30", "health.preflight_episode_len_max=20"],
      ("health.preflight_episode_len_min", "health.preflight_episode_len_max")),
+    (["training.async_sampling=true", "resources.num_env_runners=0"],
+     ("training.async_sampling", "resources.num_env_runners")),
 ]
 
 
@@ -216,6 +218,8 @@ CLI_SAMPLE = [(k, v) for k, v, _ in CASES[:: max(1, len(CASES) // 16)]] + [
     (None, ["--resume", "/no/such/run_dir"]),
     (None, ["--set", "training.gamma"]),
     (None, ["--set", "training.gamma=[unclosed"]),
+    (None, ["--set", "training.max_policy_lag_updates=0"]),
+    (None, ["--set", "training.async_sampling=true", "--set", "resources.num_env_runners=0"]),
 ]
 
 

@@ -166,3 +166,19 @@ def test_a_crash_after_a_checkpoint_loses_no_env_step(ray_local, tmp_path):
         assert _counts(result)[0] > counted
     finally:
         resumed.stop()
+
+
+def test_remote_learner_stores_every_fragment_fetched_straight_from_the_runners(ray_local):
+    """num_learners=1: the learner actor fetches each fragment's chunks from the
+    object store where the runner put them; it holds every step the driver counted."""
+    algo = config(num_env_runners=1).learners(num_learners=1).build_algo()
+    try:
+        assert algo.learner_group.is_remote
+        result = algo.train()
+        while _counts(result)[1] == 0:
+            result = algo.train()
+        algo._flush_learning()  # every arrived chunk stored, as before a checkpoint
+        [stored] = algo._foreach_learner(lambda learner: learner.replay_storage.num_transitions_added)
+        assert stored == algo.num_replay_transitions == _counts(result)[0]
+    finally:
+        algo.stop()

@@ -65,6 +65,14 @@ def test_async_is_the_default_with_remote_env_runners_and_sync_stays_available()
     assert config(num_env_runners=1).samples_async
     assert not config(num_env_runners=0).samples_async
     assert not config(num_env_runners=2, async_sampling=False).samples_async
+    # Asked for explicitly: the evaluation config (no runners of its own) still validates.
+    explicit = config(num_env_runners=1, async_sampling=True)
+    explicit.validate()
+    explicit.get_evaluation_config_object().validate()
+    with pytest.raises(ValueError, match="num_env_runners"):
+        config(num_env_runners=0, async_sampling=True).validate()
+    with pytest.raises(ValueError, match="max_policy_lag_updates"):
+        config(max_policy_lag_updates=0).validate()
 
 
 @pytest.mark.parametrize("ratio", [0.5, 1.0])

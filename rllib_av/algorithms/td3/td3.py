@@ -300,11 +300,11 @@ class TD3(Algorithm):
         deadline = time.monotonic() + ASYNC_STEP_WAIT_S
         while True:
             progressed = self._collect_learner_calls()
-            if self.rate_limiter.may_sample:
-                sampler.request()
             fragments = sampler.ready()
             if fragments:
                 self._take_fragments(fragments)
+            if self.rate_limiter.may_sample:  # runners just back sample on at once
+                sampler.request()
             progressed = self._submit_learning() or progressed or bool(fragments)
             left = deadline - time.monotonic()
             if progressed or left <= 0:

@@ -83,8 +83,9 @@ def config(runners: int, ratio: float, async_sampling: bool, tick_s: float, devi
     return (TD3Config()
             .environment(SleepingSim, env_config={"tick_s": tick_s, "slow_runner": slow_runner})
             .training(updates_per_env_step=ratio, async_sampling=async_sampling,
-                      train_batch_size_per_learner=BATCH, learning_starts=BATCH,
-                      buffer_size=100_000)
+                      train_batch_size_per_learner=BATCH,
+                      num_steps_sampled_before_learning_starts=BATCH,
+                      replay_buffer_config={"capacity": 100_000})
             .env_runners(num_env_runners=runners, rollout_fragment_length=FRAGMENT)
             .learners(num_learners=0, num_gpus_per_learner=1 if device == "cuda" else 0)
             .reporting(min_time_s_per_iteration=1.0, min_sample_timesteps_per_iteration=0)

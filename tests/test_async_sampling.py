@@ -43,8 +43,9 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 def config(num_env_runners=2, env="Pendulum-v1", env_config=None, sample_timeout_s=60.0,
            **training):
-    training = {"learning_starts": 128, "train_batch_size_per_learner": 32,
-                "buffer_size": 20_000, "actor_hiddens": [32], "critic_hiddens": [32],
+    training = {"num_steps_sampled_before_learning_starts": 128,
+                "train_batch_size_per_learner": 32, "replay_buffer_config": {"capacity": 20_000},
+                "actor_hiddens": [32], "critic_hiddens": [32],
                 **training}
     return (TD3Config().environment(env, env_config=env_config or {})
             .training(**training)

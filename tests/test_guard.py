@@ -75,7 +75,8 @@ def test_rollback_restores_healthy_checkpoint_with_lower_critic_lr_then_stops(ra
     """Async (a remote EnvRunner): the rollback pauses sampling (what was being
     sampled for the abandoned future is dropped), restores, and resumes."""
     rc = load_run_config(QUICKSTART, [
-        f"run.output_dir={tmp_path}", f"resources.num_env_runners={runners}", "run.total_env_steps=8000", "run.min_time_s_per_iteration=0",
+        f"run.output_dir={tmp_path}", f"resources.num_env_runners={runners}",
+        "run.total_env_steps=8000", "run.min_time_s_per_iteration=0",
         "run.checkpoint_every_iters=1", "training.learning_starts=200", "training.batch_size=64",
         "training.buffer_size=10000", "training.learner_class=broken_learners:InflatedBootstrap",
         "monitoring.exporter_port=0", "monitoring.tensorboard=false", "health.guard_action=rollback", "health.guard_patience=2",

@@ -144,7 +144,7 @@ def measure(runners: int, ratio: float, async_sampling: bool, tick_s: float, sec
             "env_steps": int(steps), "updates": int(updates),
             "env_steps_per_s": round(steps / wall, 2), "updates_per_s": round(updates / wall, 2),
             "updates_per_env_step_measured": round(updates / steps, 4) if steps else None,
-            "policy_lag_max": max(lags) if lags else None}
+            "policy_lag_max": float(max(lags)) if lags else None}
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ one delays only its own fragments.
 Policy lag (learner updates between the weights a fragment was sampled with
 and its arrival) is bounded by ``max_policy_lag_updates``: weights are
 published after every learner call (a quarter of that bound at most), a
-fragment is as long as lets the learner make about a quarter of it meanwhile
+fragment is as long as lets the learner make about half of it meanwhile
 (from the learner's measured update rate and the runner's measured step
 time), and the learner is never handed updates that would take an on-time
 fragment past the bound (``updates_allowed``). A fragment overdue by more than

@@ -70,11 +70,14 @@ def test_diverging_training_run_pages_healthy_run_stays_silent(ray_local, tmp_pa
         assert page["labels"]["run"] == div_run and page["labels"]["config"] == "diverging"
         assert page["path"] == "/page"
 
-        # The healthy run learns (its updates and a probe are scraped) over the same time...
+        # The healthy run learns (its updates, a probe and a finished episode are scraped:
+        # the episode panels have nothing to show before its first episode ends, and an
+        # unloaded machine gets here within the first 200-step episode) over the same time...
         wait_until(lambda: stack.query(f'rllib_av_q_bound{{run="{run}"}}') and
-                   stack.query(f'rllib_av_overestimation_bias{{run="{run}"}}') and stack.query(
+                   stack.query(f'rllib_av_overestimation_bias{{run="{run}"}}') and
+                   stack.query(f'rllib_av_episode_length_mean{{run="{run}"}}') and stack.query(
                        f'count_over_time(rllib_av_learner_updates_total{{run="{run}"}}[10s]) >= 5'),
-                   300, "the healthy run's learner metrics and a probe scraped")
+                   300, "the healthy run's learner metrics, a probe and an episode scraped")
         empty = []
         for path in DASHBOARDS:
             for p in json.load(open(path))["panels"]:

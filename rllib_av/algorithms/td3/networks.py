@@ -1,8 +1,8 @@
 """TD3's torch networks: the observation encoder, the deterministic actor, twin critics.
 
 Observations are either a flat Box or the driving Dict of DESIGN.md:
-``image`` uint8 (frames, 84, 84) -> NatureCNN, ``state`` float32 -> MLP, the two
-features concatenated. Images stay uint8 until here; the encoder scales them.
+``image`` uint8 (frames, 84, 84) -> a CNN (``CNNS``), ``state`` float32 -> MLP,
+the two features concatenated. Images stay uint8 until here; the encoder scales them.
 One encoder is shared by actor and critics (as in DrQ-v2): the critic loss
 trains it, the actor sees its features detached. Three CNNs per update would
 cost ~4x the compute for no gain in a TD3 that learns from pixels.
@@ -58,13 +58,54 @@ class NatureCNN(nn.Module):
         return self.net(image.float() * (1.0 / 255.0))
 
 
+class SmallCNN(nn.Module):
+    """An encoder a CPU can afford: the stack at half resolution (2x2 means,
+    42x42: 1 m per pixel on the embedded camera, where a car is still 5 x 2
+    pixels), then three 3x3 convolutions with 16, 32, 32 channels, flattened.
+
+    About a tenth of NatureCNN's multiply-adds per stack
+    (benchmarks/encoder_cost.py measures the update).
+    """
+
+    def __init__(self, in_frames: int, size: int = 84):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_frames, 16, 3, stride=2), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():  # 32 x 7 x 7 for 84x84 frames
+            self.out_dim = self.net(torch.zeros(1, in_frames, size // 2, size // 2)).shape[1]
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net(half_resolution(image) * (1.0 / (4 * 255)))
+
+
+def half_resolution(image: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) uint8 -> (..., H/2, W/2) float sums of 2x2 blocks.
+
+    Pairs of rows, then pairs of columns, added as strided views: about 3x
+    cheaper on a CPU than ``avg_pool2d`` of the float image.
+    """
+    *lead, h, w = image.shape
+    rows = image.reshape(*lead, h // 2, 2 * w)
+    pairs = rows[..., :w].float() + rows[..., w:]
+    return pairs[..., 0::2] + pairs[..., 1::2]
+
+
+#: ``training.image_encoder`` -> the CNN for the image stack ("none": no CNN).
+CNNS = {"nature_cnn": NatureCNN, "small_cnn": SmallCNN}
+
+
 class ObsEncoder(nn.Module):
     """Box obs -> flattened float; Dict(image, state) -> features in [-1, 1].
 
     Dict: CNN(image) ++ MLP(state) -> Linear -> LayerNorm -> tanh (DrQ-v2's
     trunk). The state vector mixes metres, m/s and radians of very different
     scales; without the normalized trunk the actor's tanh saturates and its
-    gradient vanishes. ``image_encoder="none"`` drives from the state vector
+    gradient vanishes. ``image_encoder`` names a CNN of ``CNNS``;
+    ``image_encoder="none"`` drives from the state vector
     alone (the image is still observed, just not encoded): for CPU-only runs
     where a CNN per update is too slow.
     """
@@ -78,13 +119,17 @@ class ObsEncoder(nn.Module):
             self.state_mlp = mlp(state_dim, state_hiddens)
             raw_dim = state_hiddens[-1]
             if IMAGE_KEY in encoder_inputs(obs_space, image_encoder):
-                self.cnn = NatureCNN(obs_space[IMAGE_KEY].shape[0])
+                self.cnn = CNNS[image_encoder](obs_space[IMAGE_KEY].shape[0])
                 raw_dim += self.cnn.out_dim
             self.trunk = nn.Sequential(nn.Linear(raw_dim, feature_dim), nn.LayerNorm(feature_dim),
                                        nn.Tanh())
             self.out_dim = feature_dim
         else:
             self.out_dim = int(np.prod(obs_space.shape))
+
+    @property
+    def encodes_images(self) -> bool:
+        return self.cnn is not None
 
     def forward(self, obs) -> torch.Tensor:
         if self.state_mlp is None:

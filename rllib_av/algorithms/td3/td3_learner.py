@@ -43,6 +43,7 @@ from ray.rllib.utils.metrics import (
 from ray.rllib.utils.typing import ModuleID, ResultDict
 
 from rllib_av.algorithms.td3 import data_parallel
+from rllib_av.algorithms.td3.augmentation import random_shift_obs
 from rllib_av.algorithms.td3.networks import IMAGE_KEY, encoder_inputs
 from rllib_av.algorithms.td3.td3_rl_module import FEATURES, Q1_PREDS, Q2_PREDS
 from rllib_av.config_schema import ConfigError
@@ -241,7 +242,11 @@ class TD3TorchLearner(TorchLearner):
         config = self.config.get_config_for_module(module_id)
         critic_rows: List[torch.Tensor] = []
         actor_rows: List[torch.Tensor] = []
+        encoder = self.module[module_id].unwrapped().encoder
+        augment = config.image_augmentation and encoder.encodes_images
         for minibatch in batches:
+            if augment:  # DrQ: fresh random shifts of obs and next_obs every gradient step
+                minibatch = random_shift_obs(minibatch)
             features, stats = self._critic_step(module_id, config, minibatch)
             critic_rows.append(stats)
             self._critic_steps[module_id] += 1

@@ -49,8 +49,14 @@ class TrainingSettings:
     reward_range: Optional[List[float]] = None
     # Image frames stacked for the policy (Dict observations).
     frame_stack: int = field(default=4, metadata=bounds(ge=1))
-    # "nature_cnn" encodes the image stack; "none" drives from the state vector.
-    image_encoder: str = field(default="nature_cnn", metadata=choices("nature_cnn", "none"))
+    # The CNN over the image stack (networks.CNNS): "nature_cnn" (Mnih et al.
+    # 2015; GPU-sized), "small_cnn" (42x42 input, a CPU can train it); "none"
+    # drives from the state vector.
+    image_encoder: str = field(default="nature_cnn",
+                               metadata=choices("nature_cnn", "small_cnn", "none"))
+    # DrQ random shifts (+-4 px) of obs and next_obs, fresh every gradient step,
+    # when an image encoder is on (augmentation.py).
+    image_augmentation: bool = True
     # Your own TD3TorchLearner subclass as "module:Class" (RLlib's learner_class),
     # e.g. extra loss terms; the module must be importable (PYTHONPATH).
     learner_class: Optional[str] = None

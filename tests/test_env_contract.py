@@ -8,6 +8,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from rllib_av.envs import GYM_ID, DrivingEnv, route_completion
+from rllib_av.envs.driving_env import CONTROLS, WAYPOINTS
 from rllib_av.envs.env_settings import EnvSettings
 from rllib_av.envs.reward import COMPONENTS
 
@@ -15,7 +16,7 @@ from rllib_av.envs.reward import COMPONENTS
 def test_spaces_and_dtypes():
     env = DrivingEnv({"num_waypoints": 7})
     assert env.observation_space["image"] == gym.spaces.Box(0, 255, (84, 84), np.uint8)
-    assert env.observation_space["state"].shape == (3 + 2 * 7,)
+    assert env.observation_space["state"].shape == (5 + 2 * 7,)
     assert env.observation_space["state"].dtype == np.float32
     assert env.action_space == gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
     obs, info = env.reset(seed=0)
@@ -50,7 +51,8 @@ def test_state_reports_route_in_ego_frame_with_left_positive():
     speed, lateral, heading = obs["state"][:3]
     assert speed == pytest.approx(env.settings.target_speed_mps)
     assert abs(lateral) < 1e-3 and abs(heading) < 1e-3
-    wps = obs["state"][3:].reshape(-1, 2)
+    assert np.array_equal(obs["state"][CONTROLS], [0.0, 0.0])  # no control applied yet
+    wps = obs["state"][WAYPOINTS].reshape(-1, 2)
     assert wps[0, 0] == pytest.approx(2.0, abs=0.05)  # first waypoint one spacing ahead
     assert np.all(np.diff(wps[:, 0]) > 0)  # all ahead, in order
     # steer > 0 is a right turn: the car moves right of the lane centre (negative
@@ -64,7 +66,7 @@ def test_constructible_from_gymnasium_registry_and_asdict_config():
     cfg = dataclasses.asdict(EnvSettings(traffic="medium", num_waypoints=4))
     env = gym.make(GYM_ID, env_config=cfg)
     obs, _ = env.reset(seed=1)
-    assert obs["state"].shape == (11,)
+    assert obs["state"].shape == (13,)
     assert env.unwrapped.settings.traffic == "medium"
 
 

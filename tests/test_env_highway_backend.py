@@ -8,6 +8,7 @@ from rllib_av.envs.env_settings import EnvSettings, HighwaySettings
 from rllib_av.envs.highway_backend import TRAFFIC_NPCS, HighwayBackend
 from rllib_av.envs.highway_track import GRASS, ROAD, centreline, road_network
 from rllib_av.envs.topdown_camera import EGO, NPC
+from rllib_av.evaluation.baselines import PurePursuitPID
 
 
 @pytest.mark.parametrize("traffic", ["none", "light", "medium", "heavy"])
@@ -98,6 +99,23 @@ def test_route_progress_is_monotone_and_waypoints_count_with_it():
         progress.append(snap.route_progress)
     assert np.all(np.diff(progress) >= 0) and progress[-1] > 5.0
     assert snap.waypoints_passed == int(progress[-1] // 2.0)
+
+
+def test_waypoints_slide_with_the_car_without_jumps():
+    """The route points ahead are measured from the car's place on the route:
+    the first is always one spacing ahead, and the list changes little from a
+    step to the next (points anchored to fixed marks jumped a whole spacing
+    whenever the car passed a mark)."""
+    settings = EnvSettings(traffic="none", initial_speed_fraction=1.0, waypoint_spacing_m=2.0,
+                           route_length_m=200.0)
+    backend = HighwayBackend(settings)
+    driver = PurePursuitPID.for_env(settings)  # keeps the car on the route
+    snap = backend.reset(seed=4)
+    for _ in range(30):
+        before = snap.waypoints_ego.copy()
+        snap = backend.step(driver.steer(before, snap.speed), 0.0)
+        assert np.hypot(*snap.waypoints_ego[0]) == pytest.approx(2.0, abs=0.25)
+        assert np.abs(snap.waypoints_ego - before).max() < 1.0
 
 
 @pytest.mark.parametrize("lanes", [1, 2])

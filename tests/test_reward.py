@@ -23,10 +23,10 @@ def _random_settings(rng) -> EnvSettings:
         "waypoint_spacing_m": float(rng.uniform(0.5, 5)),
         "reward": {
             "weights": weights,
-            "overspeed_penalty": float(rng.uniform(0, 5)),
             "lateral_scale_m": float(rng.uniform(0.5, 3)),
             "heading_scale_rad": float(rng.uniform(0.1, 1)),
             "jerk_scale_mps3": float(rng.uniform(1, 50)),
+            "steer_change_scale": float(rng.uniform(0.05, 2)),
             "collision_penalty": float(rng.uniform(0, 100)),
             "off_road_penalty": float(rng.uniform(0, 10)),
             "wrong_way_penalty": float(rng.uniform(0, 10)),
@@ -45,6 +45,7 @@ def _random_outcome(rng, cfg: EnvSettings) -> StepOutcome:
 
     return StepOutcome(
         speed=speed(), prev_speed=speed(), prev_accel=float(rng.uniform(-200, 200)),
+        steer_change=float(rng.uniform(-2, 2)),
         lateral_deviation=float(rng.uniform(-50, 50)), heading_error=float(rng.uniform(-np.pi, np.pi)),
         progress_delta=float(rng.uniform(-20, 50)), waypoints_delta=int(rng.integers(-3, 30)),
         collision=bool(rng.integers(2)), off_road=bool(rng.integers(2)),
@@ -66,7 +67,7 @@ def _extreme(cfg: EnvSettings, best: bool) -> StepOutcome:
     return StepOutcome(
         speed=cfg.target_speed_mps if best else 3 * cfg.max_speed_mps,
         prev_speed=cfg.target_speed_mps if best else 0.0,
-        prev_accel=0.0 if best else -big,
+        prev_accel=0.0 if best else -big, steer_change=0.0 if best else 2.0,
         lateral_deviation=0.0 if best else big, heading_error=0.0 if best else np.pi,
         progress_delta=big if best else -big, waypoints_delta=int(big) if best else 0,
         collision=not best, off_road=not best, wrong_way=not best, goal_reached=best,
@@ -76,12 +77,12 @@ def _extreme(cfg: EnvSettings, best: bool) -> StepOutcome:
 def test_reward_range_is_attained_at_both_ends():
     """The bound is tight: the best and the worst step reach it exactly, so a
     wrong formula on either side fails."""
-    cfg = from_dict(EnvSettings, {"reward": {"overspeed_penalty": 5.0, "waypoint_bonus": 0.5}}, "env")
+    cfg = from_dict(EnvSettings, {"reward": {"waypoint_bonus": 0.5}}, "env")
     lo, hi = reward_range(cfg)
     assert reward_components(cfg, _extreme(cfg, best=True))["total"] == pytest.approx(hi)
     assert reward_components(cfg, _extreme(cfg, best=False))["total"] == pytest.approx(lo)
     # The default config's numbers, for the Q bound's reader.
-    assert reward_range(EnvSettings()) == pytest.approx((-14.05, 12.0))
+    assert reward_range(EnvSettings()) == pytest.approx((-14.0, 11.8))
 
 
 def test_components_are_weighted_and_sum_to_total():
@@ -99,6 +100,7 @@ def test_components_are_weighted_and_sum_to_total():
 def test_components_react_to_what_they_measure():
     cfg = EnvSettings()
     base = dict(speed=cfg.target_speed_mps, prev_speed=cfg.target_speed_mps, prev_accel=0.0,
+                steer_change=0.0,
                 lateral_deviation=0.0, heading_error=0.0, progress_delta=0.8, waypoints_delta=0,
                 collision=False, off_road=False, wrong_way=False, goal_reached=False)
 
@@ -110,6 +112,7 @@ def test_components_react_to_what_they_measure():
     assert r()["lane_keeping"] > r(lateral_deviation=1.0)["lane_keeping"] > r(lateral_deviation=3.0)["lane_keeping"]
     assert r()["lane_keeping"] > r(heading_error=-0.3)["lane_keeping"]
     assert r()["comfort"] == 0.0 > r(prev_accel=5.0)["comfort"]
+    assert r()["comfort"] > r(steer_change=0.1)["comfort"] > r(steer_change=-0.7)["comfort"]
     assert r()["safety"] == 0.0 > r(off_road=True)["safety"] > r(collision=True)["safety"]
     assert r(progress_delta=0.0)["progress"] < r()["progress"] < r(goal_reached=True)["progress"]
 
@@ -125,3 +128,29 @@ def test_reward_is_pure():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('highway_env', 'carla', 'pygame')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _steady(cfg, speed):
+    """Components of a step on the lane centre at a constant ``speed``."""
+    return reward_components(cfg, StepOutcome(
+        speed=speed, prev_speed=speed, prev_accel=0.0, steer_change=0.0,
+        lateral_deviation=0.0, heading_error=0.0, progress_delta=speed * cfg.step_dt_s,
+        waypoints_delta=0, collision=False, off_road=False, wrong_way=False, goal_reached=False))
+
+
+def test_the_target_speed_pays_best_per_step_and_per_metre():
+    """The speed incentive points at the target from both sides: per step,
+    nothing beats it (metres beyond the target pace earn no progress, so the
+    overspeed penalty is never bought back); per metre of route, driving
+    slower pays strictly less (else a route would pay the same at any speed
+    below the target). And no speed is paid below zero, so leaving the road
+    to end an episode never pays."""
+    cfg = from_dict(EnvSettings, {"target_speed_mps": 6.0, "max_speed_mps": 10.0}, "env")
+    speeds = np.linspace(0.5, 10.0, 39)
+    per_step = np.array([_steady(cfg, v)["total"] for v in speeds])
+    assert speeds[np.argmax(per_step)] == pytest.approx(6.0, abs=0.25)
+    assert np.all(np.diff(per_step[speeds >= 6.0]) < 0)
+    below = speeds <= 6.0
+    per_metre = per_step[below] / (speeds[below] * cfg.step_dt_s)
+    assert np.all(np.diff(per_metre) > 0)
+    assert min(_steady(cfg, v)["efficiency"] for v in np.linspace(0, 12, 49)) >= 0.0

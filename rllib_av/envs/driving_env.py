@@ -1,10 +1,17 @@
 """DrivingEnv: the one observation/action/reward contract over any backend.
 
-Observation ``{"image": uint8 (84, 84), "state": float32 (3 + 2K,)}`` with state
-= [speed m/s, lateral deviation m, heading error rad, K waypoints (x fwd, y
-left) m]; action ``[steer, throttle_brake]`` in [-1, 1] (steer > 0 = right,
+Observation ``{"image": uint8 (84, 84), "state": float32 (5 + 2K,)}`` with state
+= [speed m/s, lateral deviation m, heading error rad, steer, throttle_brake
+(the control applied over the last step), K waypoints (x fwd, y left) m];
+action ``[steer, throttle_brake]`` in [-1, 1] (steer > 0 = right,
 throttle_brake < 0 = brake). One frame per step: the 4-frame stack is built
 by RLlib connectors so the replay buffer stores each frame once.
+
+The control applied is the action low-pass filtered by
+``env.action_smoothing`` (a first-order actuator lag; 0 = the action as is).
+The state reports it, as a car reports its steering angle and pedals: the
+comfort reward prices a change of control, and a critic that cannot see the
+control it changes from could not learn that price.
 
 Episode ends: terminated on collision, on more than
 ``env.off_road_tolerance_steps`` consecutive off-road steps, or at the goal;
@@ -27,6 +34,10 @@ from rllib_av.envs.env_settings import EnvSettings
 from rllib_av.envs.reward import COMPONENTS, StepOutcome, reward_components
 
 IMAGE_SHAPE = (84, 84)
+# The state vector's layout.
+SPEED, LATERAL, HEADING = 0, 1, 2
+CONTROLS = slice(3, 5)  # [steer, throttle_brake] applied over the last step (0 after a reset)
+WAYPOINTS = slice(5, None)  # K (x forward, y left) pairs, m
 # Generous physical limits for the state Box; values are clipped into it.
 _SPEED_MAX, _LATERAL_MAX, _WAYPOINT_MAX = 100.0, 100.0, 500.0
 
@@ -52,7 +63,8 @@ class DrivingEnv(gym.Env):
         self.settings = env_settings(env_config)
         self.render_mode = render_mode
         k = self.settings.num_waypoints
-        high = np.array([_SPEED_MAX, _LATERAL_MAX, np.pi] + [_WAYPOINT_MAX] * (2 * k), np.float32)
+        high = np.array([_SPEED_MAX, _LATERAL_MAX, np.pi, 1.0, 1.0] + [_WAYPOINT_MAX] * (2 * k),
+                        np.float32)
         self.observation_space = gym.spaces.Dict({
             "image": gym.spaces.Box(0, 255, IMAGE_SHAPE, np.uint8),
             "state": gym.spaces.Box(-high, high, dtype=np.float32),
@@ -71,11 +83,16 @@ class DrivingEnv(gym.Env):
         self._steps = 0
         self._off_road_steps = 0
         self._prev_accel = 0.0
+        self._control = np.zeros(2)
         self._obs = self._observe(self._snap)
         return self._obs, self._info(self._snap, dict.fromkeys(COMPONENTS + ("total",), 0.0))
 
     def step(self, action):
-        steer, throttle_brake = np.clip(np.nan_to_num(np.asarray(action, np.float64)), -1, 1)
+        action = np.clip(np.nan_to_num(np.asarray(action, np.float64)), -1, 1)
+        prev_control = self._control
+        smoothing = self.settings.action_smoothing
+        self._control = smoothing * prev_control + (1 - smoothing) * action
+        steer, throttle_brake = self._control
         prev = self._snap
         self._steps += 1
         try:
@@ -93,6 +110,7 @@ class DrivingEnv(gym.Env):
         accel = (snap.speed - prev.speed) / self.settings.step_dt_s
         components = reward_components(self.settings, StepOutcome(
             speed=snap.speed, prev_speed=prev.speed, prev_accel=self._prev_accel,
+            steer_change=float(steer - prev_control[0]),
             lateral_deviation=snap.lateral_deviation, heading_error=snap.heading_error,
             progress_delta=snap.route_progress - prev.route_progress,
             waypoints_delta=snap.waypoints_passed - prev.waypoints_passed,
@@ -128,7 +146,7 @@ class DrivingEnv(gym.Env):
     # -- internals ------------------------------------------------------------
     def _observe(self, snap: Snapshot):
         state = np.concatenate([
-            [snap.speed, snap.lateral_deviation, snap.heading_error],
+            [snap.speed, snap.lateral_deviation, snap.heading_error], self._control,
             np.asarray(snap.waypoints_ego, np.float64).reshape(-1),
         ]).astype(np.float32)
         space = self.observation_space["state"]

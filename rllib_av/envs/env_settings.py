@@ -11,9 +11,9 @@ from rllib_av.envs.carla_settings import CarlaSettings
 
 @dataclass
 class RewardWeights:
-    efficiency: float = field(default=0.5, metadata=bounds(ge=0))
+    efficiency: float = field(default=1.0, metadata=bounds(ge=0))
     lane_keeping: float = field(default=0.5, metadata=bounds(ge=0))
-    comfort: float = field(default=0.05, metadata=bounds(ge=0))
+    comfort: float = field(default=0.5, metadata=bounds(ge=0))
     safety: float = field(default=1.0, metadata=bounds(ge=0))
     progress: float = field(default=1.0, metadata=bounds(ge=0))
 
@@ -24,21 +24,22 @@ class RewardSettings:
     the per-step range follows from these numbers alone."""
 
     weights: RewardWeights = field(default_factory=RewardWeights)
-    # efficiency: 1 at the target speed, falling linearly to 0 at standstill;
-    # above it, -overspeed_penalty per target-speed of excess (floored at -1).
-    overspeed_penalty: float = field(default=2.0, metadata=bounds(ge=0))
+    # efficiency: 1 at the target speed, x (1 + x) / 2 of x = speed/target
+    # below it, falling linearly to 0 at env.max_speed_mps above it (reward.py).
     # lane_keeping: -(|lat|/lateral_scale_m + |heading|/heading_scale_rad)/2,
     # each term saturating at 1.
     lateral_scale_m: float = field(default=2.0, metadata=bounds(gt=0))
     heading_scale_rad: float = field(default=0.5, metadata=bounds(gt=0))
-    # comfort: -|jerk|/jerk_scale_mps3, saturating at 1.
-    jerk_scale_mps3: float = field(default=30.0, metadata=bounds(gt=0))
+    # comfort: -(|jerk|/jerk_scale_mps3 + |steering change|/steer_change_scale)/2,
+    # each term saturating at 1 (steering in action units per step, [-1, 1]).
+    jerk_scale_mps3: float = field(default=5.0, metadata=bounds(gt=0))
+    steer_change_scale: float = field(default=0.5, metadata=bounds(gt=0))
     # safety: event penalties (each per step it is true).
     collision_penalty: float = field(default=10.0, metadata=bounds(ge=0))
     off_road_penalty: float = field(default=2.0, metadata=bounds(ge=0))
     wrong_way_penalty: float = field(default=1.0, metadata=bounds(ge=0))
-    # progress: per metre along the route (capped at max_speed_mps * step_dt_s
-    # per step), per route waypoint passed, once at the goal.
+    # progress: per metre along the route (capped at the target-speed pace,
+    # target_speed_mps * step_dt_s per step), per route waypoint passed, once at the goal.
     progress_per_m: float = field(default=1.0, metadata=bounds(ge=0))
     waypoint_bonus: float = field(default=0.0, metadata=bounds(ge=0))
     goal_bonus: float = field(default=10.0, metadata=bounds(ge=0))
@@ -88,10 +89,14 @@ class EnvSettings:
     # Simulated seconds per env step (every backend runs at this rate).
     step_dt_s: float = field(default=0.1, metadata=bounds(gt=0, le=1))
     target_speed_mps: float = field(default=8.0, metadata=bounds(gt=0))
-    # The ego vehicle's speed cap; also caps per-step progress in the reward bound.
+    # The ego vehicle's speed cap.
     max_speed_mps: float = field(default=15.0, metadata=bounds(gt=0))
     # Consecutive off-road steps allowed before the episode terminates (0 = none).
     off_road_tolerance_steps: int = field(default=2, metadata=bounds(ge=0))
+    # Control applied = this x the previous control + (1 - this) x the action:
+    # a first-order actuator lag that keeps a jittery policy from jerking the
+    # car (0 = the action as is). The state vector reports the applied control.
+    action_smoothing: float = field(default=0.0, metadata=bounds(ge=0, lt=1))
     # Spawn speed as a fraction of target_speed_mps (0 = start at rest).
     initial_speed_fraction: float = field(default=0.0, metadata=bounds(ge=0, le=1))
     reward: RewardSettings = field(default_factory=RewardSettings)

@@ -157,7 +157,13 @@ class HighwayBackend(DrivingBackend):
         if self.road is None:
             raise SimulatorFailure("step before reset")
         tb = float(throttle_brake)
-        accel = tb * (MAX_ACCEL_MPS2 if tb >= 0 else MAX_BRAKE_MPS2)
+        # Air and rolling resistance: full throttle holds max_speed_mps, less
+        # throttle a lower cruising speed (max_speed_mps * sqrt(throttle)), and
+        # a coasting car slows down. Without it throttle beyond what holds the
+        # speed cap would change nothing (the cap clips it), and a critic that
+        # never sees lifting off pay at top speed would keep the pedal floored.
+        drag = MAX_ACCEL_MPS2 * (self.ego.speed / self.settings.max_speed_mps) ** 2
+        accel = tb * (MAX_ACCEL_MPS2 if tb >= 0 else MAX_BRAKE_MPS2) - drag
         # steer > 0 turns right (CARLA's convention); highway-env's heading is CCW.
         self.ego.act({"steering": -float(steer) * MAX_STEER_RAD, "acceleration": accel})
         self.road.act()
@@ -216,10 +222,13 @@ class HighwayBackend(DrivingBackend):
                 for v in self.road.vehicles]
 
     def _waypoints_ego(self) -> np.ndarray:
+        """The route every ``waypoint_spacing_m`` ahead of the car's own place on
+        it (capped at the goal). Measured from the car, not from fixed marks: a
+        list that jumped a spacing each time a mark was passed would jump the
+        policy's input every few steps, and a policy jerks the car with it."""
         s = self.settings
-        passed = self._waypoints_passed()
-        ahead = np.minimum((passed + 1 + np.arange(s.num_waypoints)) * s.waypoint_spacing_m,
-                           s.route_length_m)
+        spacing = (1 + np.arange(s.num_waypoints)) * s.waypoint_spacing_m
+        ahead = np.minimum(self._progress + spacing, s.route_length_m)
         xy, _ = self.line.pose_at(self._s0 + ahead)
         d = xy - self.ego.position
         c, sn = np.cos(self.ego.heading), np.sin(self.ego.heading)

@@ -24,6 +24,7 @@ class StepOutcome:
     speed: float  # m/s after the step
     prev_speed: float  # m/s before the step
     prev_accel: float  # m/s^2 over the previous step (0 after a reset)
+    steer_change: float  # steering command minus the previous one (0 before the first step)
     lateral_deviation: float  # m
     heading_error: float  # rad
     progress_delta: float  # m along the route during the step
@@ -39,7 +40,10 @@ def _clip(x: float, lo: float, hi: float) -> float:
 
 
 def _max_progress_per_step(cfg: EnvSettings) -> float:
-    return cfg.max_speed_mps * cfg.step_dt_s
+    """Progress earns up to the target-speed pace: faster driving gains nothing,
+    so efficiency's overspeed penalty is never outweighed (uncapped, the
+    quickstart agent drove 37% over its target speed for the metres)."""
+    return cfg.target_speed_mps * cfg.step_dt_s
 
 
 def _max_waypoints_per_step(cfg: EnvSettings) -> int:
@@ -50,15 +54,27 @@ def raw_components(cfg: EnvSettings, o: StepOutcome) -> Dict[str, float]:
     """Unweighted component terms (see ``raw_ranges`` for their bounds)."""
     r = cfg.reward
     v_star = cfg.target_speed_mps
+    # Never negative, so that ending an episode early (off the road) never pays.
+    # Below the target, x (1 + x) / 2 of x = speed/target: per metre driven,
+    # efficiency plus progress then grows with speed up to the target (with x
+    # alone a route would pay the same at any speed below it), and moving off
+    # from rest still pays at once (x^2 would not). Linear down to 0 at
+    # max_speed_mps, so throttle matters up to the cap.
     if o.speed <= v_star:
-        efficiency = _clip(o.speed / v_star, -1.0, 1.0)
+        x = _clip(o.speed / v_star, 0.0, 1.0)
+        efficiency = x * (1.0 + x) / 2
+    elif cfg.max_speed_mps > v_star:
+        efficiency = max(1.0 - (o.speed - v_star) / (cfg.max_speed_mps - v_star), 0.0)
     else:
-        efficiency = max(1.0 - r.overspeed_penalty * (o.speed - v_star) / v_star, -1.0)
+        efficiency = 0.0
     lane_keeping = -0.5 * (min(abs(o.lateral_deviation) / r.lateral_scale_m, 1.0)
                            + min(abs(o.heading_error) / r.heading_scale_rad, 1.0))
     accel = (o.speed - o.prev_speed) / cfg.step_dt_s
     jerk = (accel - o.prev_accel) / cfg.step_dt_s
-    comfort = -min(abs(jerk) / r.jerk_scale_mps3, 1.0)
+    # Longitudinal jerk and the steering rate, half each: a policy that flips
+    # its steering every step rides as badly as one that pumps the brake.
+    comfort = -0.5 * (min(abs(jerk) / r.jerk_scale_mps3, 1.0)
+                      + min(abs(o.steer_change) / r.steer_change_scale, 1.0))
     safety = -(r.collision_penalty * o.collision + r.off_road_penalty * o.off_road
                + r.wrong_way_penalty * o.wrong_way)
     progress = (r.progress_per_m * _clip(o.progress_delta, 0.0, _max_progress_per_step(cfg))
@@ -71,7 +87,7 @@ def raw_components(cfg: EnvSettings, o: StepOutcome) -> Dict[str, float]:
 def raw_ranges(cfg: EnvSettings) -> Dict[str, Tuple[float, float]]:
     r = cfg.reward
     return dict(
-        efficiency=(-1.0, 1.0),  # -1: overspeed floor, or reversing (CARLA)
+        efficiency=(0.0, 1.0),  # 1 at the target speed; 0 at rest, reversing (CARLA), max speed
         lane_keeping=(-1.0, 0.0),
         comfort=(-1.0, 0.0),
         safety=(-(r.collision_penalty + r.off_road_penalty + r.wrong_way_penalty), 0.0),

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from rllib_av.envs.driving_env import SPEED, WAYPOINTS
 from rllib_av.envs.env_settings import EnvSettings
 from rllib_av.envs.highway_backend import MAX_STEER_RAD
 
@@ -64,7 +65,7 @@ class PurePursuitPID:
 
     def act(self, obs: dict, info: dict) -> np.ndarray:
         state = np.asarray(obs["state"], np.float64)
-        speed, waypoints = state[0], state[3:].reshape(-1, 2)
+        speed, waypoints = state[SPEED], state[WAYPOINTS].reshape(-1, 2)
         return np.array([self.steer(waypoints, speed), self.throttle(speed)], np.float32)
 
     def steer(self, waypoints: np.ndarray, speed: float) -> float:

@@ -24,6 +24,7 @@ import numpy as np
 from rllib_av.config_schema import ConfigError
 from rllib_av.envs.reward import COMPONENTS
 from rllib_av.evaluation import EVAL_DIR, RESULT_FILE
+from rllib_av.evaluation.augmented_frames import augmented_frames_html
 from rllib_av.evaluation.driving_metrics import METRICS
 from rllib_av.health.probes import PROBES_FILE
 from rllib_av.monitoring.run_history import read_jsonl
@@ -66,6 +67,7 @@ def write_report(run_dir: str) -> str:
         sections.append(f'<h2>{html.escape(title)}</h2>\n'
                         f'<img src="{name}" alt="{html.escape(title)}">')
     sections.append(_evaluation_html(run_dir, out))
+    sections.append(augmented_frames_html(run_dir, out))
     page = _PAGE.format(title=html.escape(os.path.basename(os.path.abspath(run_dir))),
                         summary=_summary_html(records), body="\n".join(sections))
     path = os.path.join(out, "index.html")

@@ -147,8 +147,13 @@ class Actor(nn.Module):
         super().__init__()
         self.net = mlp(feature_dim, hiddens, action_dim)
 
+    def pre_tanh(self, features: torch.Tensor) -> torch.Tensor:
+        """The action before its tanh squashing (what
+        ``training.actor_preactivation_l2`` keeps from saturating)."""
+        return self.net(features)
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.net(features))
+        return torch.tanh(self.pre_tanh(features))
 
 
 class TwinCritic(nn.Module):

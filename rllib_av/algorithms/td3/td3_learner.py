@@ -281,11 +281,14 @@ class TD3TorchLearner(TorchLearner):
             return fwd_out[FEATURES], torch.stack([values[k] for k in CRITIC_STATS])
 
     def _actor_step(self, module_id, config, features: torch.Tensor) -> torch.Tensor:
-        """-Q1(s, mu(s)) on detached encoder features: only the actor head learns."""
+        """-Q1(s, mu(s)) (+ the pre-tanh L2, not logged) on detached encoder
+        features: only the actor head learns."""
         module = self.module[module_id].unwrapped()
-        q_actor = module.critic.q1(features, module.actor(features))
+        pre_tanh = module.actor.pre_tanh(features)
+        q_actor = module.critic.q1(features, torch.tanh(pre_tanh))
         loss = -q_actor.mean()
-        grad_norm = self._step(module_id, ACTOR, loss, config.actor_grad_clip)
+        penalty = config.actor_preactivation_l2 * pre_tanh.pow(2).mean()
+        grad_norm = self._step(module_id, ACTOR, loss + penalty, config.actor_grad_clip)
         with torch.no_grad():
             q = q_actor.detach()
             values = {"q_actor_mean": q.mean(), "q_actor_max": q.max(), "q_actor_min": q.min(),

@@ -39,6 +39,12 @@ class TrainingSettings:
     actor_grad_clip: Optional[float] = field(default=None, metadata=bounds(gt=0))
     critic_grad_clip: Optional[float] = field(default=None, metadata=bounds(gt=0))
     critic_l2: float = field(default=0.0, metadata=bounds(ge=0))
+    # Actor loss + this x mean(pre-tanh action^2). Where the best action sits at
+    # a bound (full throttle from rest) the pre-tanh value otherwise grows
+    # without end; once tanh is saturated no gradient brings it back where the
+    # bound stops paying (full throttle at top speed). Logged actor_loss stays
+    # -mean Q1(s, mu(s)), as critic_l2 stays out of critic_loss.
+    actor_preactivation_l2: float = field(default=0.0, metadata=bounds(ge=0))
     actor_hiddens: List[int] = field(default_factory=lambda: [256, 256], metadata=bounds(ge=1))
     critic_hiddens: List[int] = field(default_factory=lambda: [256, 256], metadata=bounds(ge=1))
     # Reward processing at sampling time (raw rewards stay in the buffer).

@@ -118,6 +118,20 @@ def test_waypoints_slide_with_the_car_without_jumps():
         assert np.abs(snap.waypoints_ego - before).max() < 1.0
 
 
+def test_waypoints_run_on_past_the_goal():
+    """Near the goal the points keep their spacing along the road (bunched up
+    on the goal, they read like a stop line)."""
+    settings = EnvSettings(traffic="none", initial_speed_fraction=1.0, waypoint_spacing_m=2.0,
+                           route_length_m=12.0, num_waypoints=5)
+    backend = HighwayBackend(settings)
+    driver = PurePursuitPID.for_env(settings)
+    snap = backend.reset(seed=4)
+    while snap.route_progress < 10.0:
+        snap = backend.step(driver.steer(snap.waypoints_ego, snap.speed), 0.0)
+    gaps = np.linalg.norm(np.diff(snap.waypoints_ego, axis=0), axis=1)
+    assert gaps == pytest.approx(np.full(4, 2.0), abs=0.1)
+
+
 @pytest.mark.parametrize("lanes", [1, 2])
 def test_npcs_queue_behind_a_stopped_ego_without_crashing(lanes):
     """IDM must see leaders across segment joins and around the bends (a

@@ -222,13 +222,14 @@ class HighwayBackend(DrivingBackend):
                 for v in self.road.vehicles]
 
     def _waypoints_ego(self) -> np.ndarray:
-        """The route every ``waypoint_spacing_m`` ahead of the car's own place on
-        it (capped at the goal). Measured from the car, not from fixed marks: a
-        list that jumped a spacing each time a mark was passed would jump the
-        policy's input every few steps, and a policy jerks the car with it."""
+        """The lane every ``waypoint_spacing_m`` ahead of the car's own place on
+        the route. Measured from the car, not from fixed marks: a list that
+        jumped a spacing each time a mark was passed would jump the policy's
+        input every few steps, and a policy jerks the car with it. Not capped
+        at the goal: the road goes on past it, and points bunched up on the
+        goal taught agents to stop short of it."""
         s = self.settings
-        spacing = (1 + np.arange(s.num_waypoints)) * s.waypoint_spacing_m
-        ahead = np.minimum(self._progress + spacing, s.route_length_m)
+        ahead = self._progress + (1 + np.arange(s.num_waypoints)) * s.waypoint_spacing_m
         xy, _ = self.line.pose_at(self._s0 + ahead)
         d = xy - self.ego.position
         c, sn = np.cos(self.ego.heading), np.sin(self.ego.heading)

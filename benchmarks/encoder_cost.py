@@ -33,7 +33,7 @@ from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LI
 
 from rllib_av.algorithms.td3 import TD3Config
 from rllib_av.algorithms.td3.augmentation import random_shift_obs
-from rllib_av.algorithms.td3.td3_learner import DISCOUNTS
+from rllib_av.replay.sampling import DISCOUNTS
 from rllib_av.envs.driving_env import IMAGE_SHAPE, DrivingEnv
 from rllib_av.run_config import load_run_config
 from rllib_av.training import build_td3_config

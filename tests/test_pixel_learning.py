@@ -33,6 +33,7 @@ THRESHOLD = 0.75  # success rate; image-blind policies reach at most 0.5
 TRAINING = {
     "image_encoder": "small_cnn", "image_augmentation": True, "frame_stack": FRAMES,
     "batch_size": 128, "updates_per_env_step": 0.5, "learning_starts": 500, "n_step": 3,
+    "buffer_size": STEPS,
 }
 
 

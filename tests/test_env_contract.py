@@ -62,6 +62,33 @@ def test_state_reports_route_in_ego_frame_with_left_positive():
     assert obs["state"][1] < -0.1 and obs["state"][2] < -0.1
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.5])
+def test_applied_control_lags_the_action_by_the_smoothing_and_the_state_reports_it(smoothing):
+    env = DrivingEnv({"traffic": "none", "action_smoothing": smoothing})
+    env.reset(seed=0)
+    applied = np.zeros(2)
+    for action in ([1.0, 1.0], [1.0, 1.0], [-0.5, 0.2], [-0.5, 0.2]):
+        obs, *_ = env.step(action)
+        applied = smoothing * applied + (1 - smoothing) * np.array(action)
+        assert obs["state"][CONTROLS] == pytest.approx(applied)
+
+
+def test_throttle_sets_a_cruising_speed_below_the_cap():
+    """Drag makes full throttle hold max_speed_mps and half throttle a lower
+    speed: lifting off changes what the car does at any speed."""
+    def cruise(throttle):
+        env = DrivingEnv({"traffic": "none", "max_episode_steps": 400,
+                          "route_length_m": 400.0})
+        env.reset(seed=0)
+        for _ in range(300):
+            obs, *_ = env.step([0.0, throttle])
+        return obs["state"][0]
+
+    full, half = cruise(1.0), cruise(0.5)
+    assert full == pytest.approx(DrivingEnv().settings.max_speed_mps, rel=0.05)
+    assert half < 0.8 * full
+
+
 def test_constructible_from_gymnasium_registry_and_asdict_config():
     cfg = dataclasses.asdict(EnvSettings(traffic="medium", num_waypoints=4))
     env = gym.make(GYM_ID, env_config=cfg)
@@ -120,7 +147,8 @@ def test_bad_env_config_is_one_clear_line(config, key):
     assert message.startswith(key) and "\n" not in message
 
 
-@pytest.mark.parametrize("name", ["quickstart", "highway_light", "highway_medium", "highway_heavy"])
+@pytest.mark.parametrize("name", ["quickstart", "highway_light", "highway_medium", "highway_heavy",
+                                  "highway_traffic_camera"])
 def test_scenario_configs_build_their_env(name):
     """configs/<name>.yaml -> RunConfig -> asdict (what training hands RLlib) -> env."""
     import os

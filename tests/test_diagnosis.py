@@ -28,7 +28,7 @@ HEALTHY_STATS = {"q_actor_mean": 0.7, "q_actor_max": 2.6, "q_actor_min": -6.4, "
                  "q2_mean": 0.5, "critic_loss": 0.13, "actor_loss": -0.7, "grad_norm_actor": 0.1,
                  "grad_norm_critic": 23.0, "td_error_abs_mean": 0.13, "q_bound": BOUND,
                  "q_bound_ratio": 0.005}
-HEALTHY_REWARDS = {"efficiency": -0.16, "lane_keeping": -0.22, "comfort": -0.001, "safety": 0.0,
+HEALTHY_REWARDS = {"efficiency": 0.16, "lane_keeping": -0.22, "comfort": -0.001, "safety": 0.0,
                    "progress": 0.99}
 HEALTHY_PROBE = {"env_steps": 1536, "q_bound": BOUND, "reward_train_min": -3.0,
                  "reward_train_max": 0.97, "reward_range_min": -14.55, "reward_range_max": 11.5,

@@ -1,16 +1,16 @@
-"""Typed, validated run configs: dataclasses in, one clear error line out.
+"""Run configs: the base of their sections, one clear error line, the YAML reader.
 
-Each config section is a dataclass owned by the package that uses it. Fields
-carry their constraints in ``field(metadata=...)``:
+Each config section is a pydantic dataclass owned by the package that uses it,
+derived from ``ConfigSection``; its fields carry their constraints, choices and
+descriptions the pydantic way:
 
-    lr: float = field(default=3e-4, metadata=bounds(gt=0))
-    traffic: str = field(default="light", metadata=choices("none", "light"))
-    carla_root: Optional[str] = field(default=None, metadata=existing_path())
+    lr: StrictFloat = Field(3e-4, gt=0, description="...")
+    traffic: Literal["none", "light"] = "light"
 
-``from_dict`` walks the YAML mapping against those dataclasses and raises
-``ConfigError`` naming the dotted key, the value and what is allowed, for the
-first problem it meets: unknown keys, wrong types, out-of-range values,
-missing files. Cross-field rules live in a section's ``check()`` method.
+``from_dict`` validates a YAML mapping against a section and turns pydantic's
+first error into one ``ConfigError`` line naming the dotted key, the value and
+what is allowed: unknown keys (with the keys allowed there), wrong types,
+out-of-range values, missing files, cross-field rules.
 
 ``load_yaml`` is the one YAML reader for run configs (files and ``--set``
 values), ``dump_yaml`` its writer: PyYAML follows YAML 1.1, which reads
@@ -20,15 +20,15 @@ means.
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import os
 import re
 import types
 import typing
-from typing import IO, Any, Dict, Literal, Mapping, Optional, Type, TypeVar, Union
+from typing import IO, Annotated, Any, Dict, Literal, Type, TypeVar, Union
 
 import yaml
+from pydantic import (ConfigDict, TypeAdapter, ValidationError, ValidationInfo,
+                      field_validator)
+from pydantic.dataclasses import dataclass
 
 T = TypeVar("T")
 
@@ -65,30 +65,115 @@ class ConfigError(ValueError):
     """A user's config mistake; its message is the one line the user sees."""
 
 
-def bounds(*, ge=None, gt=None, le=None, lt=None) -> Dict[str, Any]:
-    """Field metadata: numeric range."""
-    return {"bounds": {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt).items() if v is not None}}
+@dataclass(config=ConfigDict(extra="forbid", allow_inf_nan=False))
+class ConfigSection:
+    """Base of every run-config section (a pydantic dataclass): unknown keys and
+    inf/nan are refused; leaves are pydantic's strict types (``StrictInt``,
+    ``StrictFloat``, which also takes an int, ``StrictBool``, ``StrictStr``,
+    ``Literal`` choices), so "3", 1.5 or true are not an integer. Cross-field
+    rules are ``model_validator(mode="after")`` methods that raise ConfigError."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _whole_numbers_as_integers(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML writes ``total_env_steps: 1e6`` as a float: for an integer key
+        (or a list of them) a whole one is that integer."""
+        if _holds_int(cls.__pydantic_fields__[info.field_name].annotation):
+            if isinstance(value, list):
+                return [_whole_as_int(v) for v in value]
+            return _whole_as_int(value)
+        return value
 
 
-def choices(*allowed: str) -> Dict[str, Any]:
-    """Field metadata: value must be one of ``allowed``."""
-    return {"choices": tuple(allowed)}
+def _holds_int(tp: Any) -> bool:
+    return tp is int or any(_holds_int(a) for a in typing.get_args(tp))
 
 
-def existing_path() -> Dict[str, Any]:
-    """Field metadata: value (when set) must name an existing file or folder."""
-    return {"existing_path": True}
+def _whole_as_int(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2 ** 53:
+        return int(value)
+    return value
 
 
-_OPS = {
-    "ge": (lambda v, b: v >= b, ">="),
-    "gt": (lambda v, b: v > b, ">"),
-    "le": (lambda v, b: v <= b, "<="),
-    "lt": (lambda v, b: v < b, "<"),
-}
+def from_dict(cls: Type[T], data: Any, prefix: str = "") -> T:
+    """Build section ``cls`` from a (YAML) mapping; the first problem is one
+    ConfigError line naming the dotted key, the value and what is allowed."""
+    try:
+        return TypeAdapter(cls).validate_python({} if data is None else data)
+    except ValidationError as e:
+        raise ConfigError(_one_line(cls, data, e.errors()[0], prefix)) from None
 
 
-def _describe(tp) -> str:
+_BOUNDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"),
+           "less_than_equal": ("le", "<="), "less_than": ("lt", "<")}
+
+
+def _one_line(cls: type, data: Any, error: Dict[str, Any], prefix: str) -> str:
+    kind, value = error["type"], error["input"]
+    rule = error.get("ctx", {}).get("error")
+    if isinstance(rule, ConfigError):  # a cross-field rule names its keys itself
+        return str(rule)
+    key, tp, section, in_list = _locate(cls, data, error["loc"], prefix)
+    if kind == "unexpected_keyword_argument":
+        return (f"{key}: unknown key; allowed keys here: "
+                + ", ".join(sorted(section.__pydantic_fields__)))
+    if kind in ("missing", "missing_argument"):
+        return f"{key}: missing; this key is required"
+    if kind in _BOUNDS:
+        name, symbol = _BOUNDS[kind]
+        if in_list is not None:  # a bound holds for every item: the list is the value
+            key, value = in_list
+        return _not_allowed(key, value, f"a value {symbol} {_number(error['ctx'][name])}")
+    if kind.endswith("_type") or kind in ("literal_error", "finite_number"):
+        return _not_allowed(key, value, _describe(tp))
+    # A leaf's own check (PydanticCustomError): its message says what is wrong.
+    return f"{key}: {value!r} {error['msg']}"
+
+
+def _not_allowed(key: str, value: Any, allowed: str) -> str:
+    return f"{key}: {value!r} is not allowed; expected {allowed}"
+
+
+def _number(bound: Any) -> Any:
+    return int(bound) if isinstance(bound, float) and bound.is_integer() else bound
+
+
+def _locate(cls: type, data: Any, loc: tuple, prefix: str) -> tuple:
+    """(dotted key, its type, the innermost section, (key, value) of the list
+    when it is a list item) that pydantic's ``loc`` points at in ``data``;
+    union-member tags in ``loc`` are skipped."""
+    key, tp, section, in_list = prefix, cls, cls, None
+    for part in loc:
+        tp, in_list = _strip(tp), None
+        fields = getattr(tp, "__pydantic_fields__", None)
+        if fields is not None and isinstance(part, str):
+            section, key = tp, f"{key}.{part}" if key else part
+            tp = fields[part].annotation if part in fields else None
+            data = data.get(part) if isinstance(data, dict) else None
+        elif isinstance(part, int) and typing.get_origin(tp) in (list, tuple):
+            in_list = (key, data)
+            key, tp = f"{key}[{part}]", typing.get_args(tp)[0]
+            data = data[part] if isinstance(data, (list, tuple)) else None
+        elif isinstance(part, str) and typing.get_origin(tp) is dict:
+            key, tp = f"{key}.{part}", typing.get_args(tp)[1]
+            data = data.get(part) if isinstance(data, dict) else None
+    return key or "config", tp, section, in_list
+
+
+def _strip(tp: Any) -> Any:
+    """``X`` of ``Annotated[X, ...]`` and of ``Optional[X]``."""
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (Union, types.UnionType) and len(args) == 1:
+        return _strip(args[0])
+    return tp
+
+
+def _describe(tp: Any) -> str:
+    """What a value of type ``tp`` may be, in a user's words."""
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         return " or ".join(_describe(a) for a in typing.get_args(tp))
@@ -99,125 +184,10 @@ def _describe(tp) -> str:
     if origin is dict:
         k, v = typing.get_args(tp)
         return f"a mapping of {_describe(k)} to {_describe(v)}"
-    if dataclasses.is_dataclass(tp):
+    if hasattr(tp, "__pydantic_fields__"):
         return "a mapping"
     return {int: "an integer", float: "a finite number", bool: "true or false", str: "a string",
             type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
-
-
-def _fail(key: str, value: Any, allowed: str) -> ConfigError:
-    return ConfigError(f"{key}: {value!r} is not allowed; expected {allowed}")
-
-
-def _convert(tp, value: Any, key: str) -> Any:
-    """Return ``value`` as type ``tp`` or raise ConfigError. No silent coercion
-    except int -> float (YAML writes 1 for 1.0) and a whole float -> int
-    (``total_env_steps: 1e6``)."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(arg, value, key)
-            except ConfigError:
-                pass
-        raise _fail(key, value, _describe(tp))
-    if origin is Literal:
-        if value in typing.get_args(tp) and type(value) is not bool:
-            return value
-        raise _fail(key, value, _describe(tp))
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise _fail(key, value, _describe(tp))
-        item = typing.get_args(tp)[0]
-        out = [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(out) if origin is tuple else out
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise _fail(key, value, _describe(tp))
-        kt, vt = typing.get_args(tp)
-        return {_convert(kt, k, key): _convert(vt, v, f"{key}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, key)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _fail(key, value, "true or false")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer() and abs(value) <= 2 ** 53:
-            return int(value)
-        raise _fail(key, value, "an integer")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = float(value)
-            if math.isfinite(value):
-                return value
-        raise _fail(key, value, _describe(float))
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _fail(key, value, "a string")
-    raise TypeError(f"config schema: unsupported field type {tp!r} at {key}")
-
-
-def _check_metadata(meta: Mapping[str, Any], value: Any, key: str) -> None:
-    if value is None:
-        return
-    for op, bound in meta.get("bounds", {}).items():
-        ok, sym = _OPS[op]
-        values = value if isinstance(value, (list, tuple)) else [value]
-        for v in values:
-            if not ok(v, bound):
-                raise _fail(key, value, f"a value {sym} {bound}")
-    if "choices" in meta and value not in meta["choices"]:
-        raise _fail(key, value, "one of " + ", ".join(meta["choices"]))
-    if meta.get("existing_path") and not os.path.exists(os.path.expanduser(value)):
-        raise ConfigError(f"{key}: {value!r} does not exist; expected an existing path")
-
-
-def from_dict(cls: Type[T], data: Any, prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a (YAML) mapping, validating every key."""
-    where = prefix or "config"
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise _fail(where, data, "a mapping")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        k = unknown[0]
-        raise ConfigError(
-            f"{prefix + '.' if prefix else ''}{k}: unknown key; allowed keys here: "
-            + ", ".join(sorted(fields))
-        )
-    kwargs = {}
-    for name, f in fields.items():
-        key = f"{prefix}.{name}" if prefix else name
-        if name in data:
-            value = _convert(hints[name], data[name], key)
-            _check_metadata(f.metadata, value, key)
-            kwargs[name] = value
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{key}: missing; this key is required")
-    obj = cls(**kwargs)
-    check = getattr(obj, "check", None)
-    if check is not None:
-        check()
-    return obj
-
-
-def to_dict(obj: Any) -> Dict[str, Any]:
-    """The inverse of ``from_dict`` (for writing the resolved config to a run dir)."""
-    return dataclasses.asdict(obj)
 
 
 def override(data: Dict[str, Any], dotted: str) -> None:

@@ -1,69 +1,71 @@
 """The run config: one YAML file (configs/*.yaml), one typed object.
 
-Sections are dataclasses owned by the packages that use them; this module only
-composes them and loads files. ``load_run_config`` raises ``ConfigError`` with
+Sections are pydantic dataclasses owned by the packages that use them; this
+module only composes them and loads files. ``load_run_config`` raises ``ConfigError`` with
 one line naming the key, the value and what is allowed.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import yaml
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
+from pydantic.dataclasses import dataclass
 
 from rllib_av.algorithms.td3.training_settings import TrainingSettings
-from rllib_av.config_schema import ConfigError, bounds, from_dict, load_yaml, override
+from rllib_av.config_schema import ConfigError, ConfigSection, from_dict, load_yaml, override
 from rllib_av.envs.env_settings import EnvSettings
 from rllib_av.health.health_settings import HealthSettings
 from rllib_av.monitoring.monitoring_settings import MonitoringSettings
 
 
 @dataclass
-class RunSettings:
-    name: str = "run"
-    # Run directories are created under here: <output_dir>/<name>-<timestamp>.
-    output_dir: str = "runs"
-    seed: int = field(default=0, metadata=bounds(ge=0))
-    # Stop after this many env steps (sampled lifetime).
-    total_env_steps: int = field(default=20_000, metadata=bounds(gt=0))
-    checkpoint_every_iters: int = field(default=50, metadata=bounds(gt=0))
-    # Complete checkpoints kept (oldest pruned first; the newest healthy one is kept too).
-    keep_checkpoints: int = field(default=3, metadata=bounds(ge=1))
-    # Save the replay buffer with each checkpoint (exact resume; large for images).
-    checkpoint_replay_buffer: bool = True
-    # Cap on a training iteration's wall time; keeps metrics flowing.
-    min_time_s_per_iteration: float = field(default=1.0, metadata=bounds(ge=0))
+class RunSettings(ConfigSection):
+    name: StrictStr = "run"
+    output_dir: StrictStr = Field("runs", description=(
+        "Run directories are created under here: <output_dir>/<name>-<timestamp>."))
+    seed: StrictInt = Field(0, ge=0)
+    total_env_steps: StrictInt = Field(20_000, gt=0, description=(
+        "Stop after this many env steps (sampled lifetime)."))
+    checkpoint_every_iters: StrictInt = Field(50, gt=0)
+    keep_checkpoints: StrictInt = Field(3, ge=1, description=(
+        "Complete checkpoints kept (oldest pruned first; the newest healthy one is kept too)."))
+    checkpoint_replay_buffer: StrictBool = Field(True, description=(
+        "Save the replay buffer with each checkpoint (exact resume; large for images)."))
+    min_time_s_per_iteration: StrictFloat = Field(1.0, ge=0, description=(
+        "Cap on a training iteration's wall time; keeps metrics flowing."))
 
 
 @dataclass
-class ResourceSettings:
-    # 0 = sample in the driver process (fastest on one machine).
-    num_env_runners: int = field(default=0, metadata=bounds(ge=0))
-    num_envs_per_env_runner: int = field(default=1, metadata=bounds(ge=1))
-    # 0 = the learner lives in the driver; 1 = a learner actor (e.g. on a GPU node).
-    num_learners: int = field(default=0, metadata=bounds(ge=0))
-    num_gpus_per_learner: float = field(default=0.0, metadata=bounds(ge=0))
-    # Custom Ray resources each EnvRunner asks for, e.g. {"carla_slot": 1}: its
-    # actor then lands only on nodes that declare that resource.
-    env_runner_resources: dict[str, float] = field(default_factory=dict)
-    # Custom Ray resources each learner actor asks for (needs num_learners >= 1).
-    learner_resources: dict[str, float] = field(default_factory=dict)
-    # Torch intra-op threads in the driver/learner (1 is fastest for small nets).
-    torch_threads: int = field(default=1, metadata=bounds(ge=1))
+class ResourceSettings(ConfigSection):
+    num_env_runners: StrictInt = Field(0, ge=0, description=(
+        "0 = sample in the driver process (fastest on one machine)."))
+    num_envs_per_env_runner: StrictInt = Field(1, ge=1)
+    num_learners: StrictInt = Field(0, ge=0, description=(
+        "0 = the learner lives in the driver; 1 = a learner actor (e.g. on a GPU node)."))
+    num_gpus_per_learner: StrictFloat = Field(0.0, ge=0)
+    env_runner_resources: Dict[StrictStr, StrictFloat] = Field(default_factory=dict, description=(
+        'Custom Ray resources each EnvRunner asks for, e.g. {"carla_slot": 1}: its actor then '
+        "lands only on nodes that declare that resource."))
+    learner_resources: Dict[StrictStr, StrictFloat] = Field(default_factory=dict, description=(
+        "Custom Ray resources each learner actor asks for (needs num_learners >= 1)."))
+    torch_threads: StrictInt = Field(1, ge=1, description=(
+        "Torch intra-op threads in the driver/learner (1 is fastest for small nets)."))
 
 
 @dataclass
-class RunConfig:
-    run: RunSettings = field(default_factory=RunSettings)
-    env: EnvSettings = field(default_factory=EnvSettings)
-    training: TrainingSettings = field(default_factory=TrainingSettings)
-    resources: ResourceSettings = field(default_factory=ResourceSettings)
-    monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
-    health: HealthSettings = field(default_factory=HealthSettings)
+class RunConfig(ConfigSection):
+    run: RunSettings = Field(default_factory=RunSettings)
+    env: EnvSettings = Field(default_factory=EnvSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    resources: ResourceSettings = Field(default_factory=ResourceSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
 
-    def check(self) -> None:
+    @model_validator(mode="after")
+    def check(self) -> "RunConfig":
         envs = self.resources.num_envs_per_env_runner
         if self.env.backend == "carla" and self.env.carla.mode == "attach" and envs > 1:
             # Every env ticks its world synchronously: one server, one env.
@@ -82,6 +84,7 @@ class RunConfig:
                 f"training.batch_size: {batch} is not allowed with resources.num_learners={n}; "
                 f"expected a multiple of {n} (each learner samples batch_size / num_learners "
                 "transitions per update from its own replay shard)")
+        return self
 
 
 def load_run_config(path: Optional[str] = None, overrides: List[str] = ()) -> RunConfig:

@@ -1,21 +1,22 @@
 """Bad run configs (issue 8.5): invalid configs generated from the RunConfig
-dataclass schema (wrong types, out-of-range values, unknown keys, missing
+pydantic schema (its field infos) (wrong types, out-of-range values, unknown keys, missing
 files, contradictory settings) each give ConfigError with ONE line naming the
 key, the value and what is allowed (the "expected ..." part is checked against
 the schema: the type, the bound, the choices, the keys of the section); through
 the real CLI: exit 2, that line on stderr, no traceback."""
 
-import dataclasses
 import json
 import math
 import subprocess
 import sys
 import typing
 
+import annotated_types
 import pytest
 import yaml
 
 from rllib_av.config_schema import ConfigError
+from rllib_av.envs.carla_settings import ExistingPath
 from rllib_av.run_config import RunConfig, load_run_config
 
 # Words a message uses to introduce what is allowed.
@@ -23,33 +24,46 @@ ALLOWED_WORDS = ("expected", "allowed")
 TYPE_WORDS = {int: "integer", float: "number", bool: "true or false", str: "string"}
 
 
+def _fields(cls):
+    """The section's pydantic field infos, by key."""
+    return cls.__pydantic_fields__
+
+
+def _is_section(tp):
+    return hasattr(tp, "__pydantic_fields__")
+
+
 def _leaves(cls, prefix=""):
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        tp, key = hints[f.name], prefix + f.name
-        if dataclasses.is_dataclass(tp):
+    for name, info in _fields(cls).items():
+        tp, key = info.annotation, prefix + name
+        if _is_section(tp):
             yield from _leaves(tp, key + ".")
         else:
-            yield key, tp, f.metadata
+            yield key, tp, info.metadata
 
 
 def _sections(cls, prefix=""):
     yield prefix.rstrip(".")
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            yield from _sections(hints[f.name], prefix + f.name + ".")
+    for name, info in _fields(cls).items():
+        if _is_section(info.annotation):
+            yield from _sections(info.annotation, prefix + name + ".")
+
+
+def _strip(tp):
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
 
 
 def _base(tp):
-    """The non-None member of Optional[X]; X itself otherwise."""
+    """The non-None member of Optional[X]; X itself otherwise (Annotated kept)."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     return args[0] if typing.get_origin(tp) is typing.Union and len(args) == 1 else tp
 
 
 def _type_words(tp):
     """Words the "expected ..." part must hold for a value of the wrong type."""
-    tp = _base(tp)
+    tp = _strip(_base(tp))
     origin = typing.get_origin(tp)
     if origin in (list, tuple):
         return ("list",)
@@ -63,7 +77,7 @@ def _type_words(tp):
 
 
 def _wrong_types(tp):
-    tp = _base(tp)
+    tp = _strip(_base(tp))
     origin = typing.get_origin(tp)
     if origin in (list, tuple):
         values = ["not-a-list", {"a": 1}]
@@ -71,45 +85,63 @@ def _wrong_types(tp):
         values = [[1, 2], "not-a-mapping"]
     elif origin is typing.Union:  # int or "auto"
         values = ["manual", 1.5]
+    elif origin is typing.Literal:  # choices
+        values = [123, ["a"]]
     else:
         values = {int: ["three", 2.5, True], float: ["fast", True, [1.0]],
                   bool: ["yes", 1], str: [123, ["a"]]}[tp]
     return [(v, _type_words(tp)) for v in values]
 
 
+def _bounds(tp, metadata):
+    """{op: bound} of a field: its own constraints, or its list items'."""
+    base = _strip(_base(tp))
+    item = typing.get_args(base)[0] if typing.get_origin(base) is list else None
+    if typing.get_origin(item) is typing.Annotated:
+        metadata = [m for extra in typing.get_args(item)[1:]
+                    for m in getattr(extra, "metadata", [extra])]
+    return {op: getattr(m, op) for m in metadata
+            for op, cls in _OPS.items() if isinstance(m, cls)}
+
+
+_OPS = {"ge": annotated_types.Ge, "gt": annotated_types.Gt, "le": annotated_types.Le,
+        "lt": annotated_types.Lt}
 _SYMBOLS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 
 
-def _out_of_range(tp, meta):
+def _out_of_range(tp, metadata):
     values = []
-    is_int = _base(tp) is int or typing.get_args(_base(tp)) == (int,)
-    for op, b in meta.get("bounds", {}).items():
+    base = _strip(_base(tp))
+    is_list = typing.get_origin(base) is list
+    is_int = base is int or (is_list and _strip(typing.get_args(base)[0]) is int)
+    for op, b in _bounds(tp, metadata).items():
         step = 1 if is_int else max(abs(b) * 0.5, 0.01)
         bad = {"ge": b - step, "gt": b, "le": b + step, "lt": b}[op]
-        bad = [bad] if typing.get_origin(_base(tp)) is list else bad
+        bad = [bad] if is_list else bad
         values.append((bad, (f"{_SYMBOLS[op]} {b}",)))
-    if _base(tp) is float:
+    if base is float:
         values.append((math.inf, ("finite",)))
-    if "choices" in meta:
-        values += [(v, meta["choices"]) for v in ("bogus", meta["choices"][0].upper() + "x")]
+    if typing.get_origin(base) is typing.Literal:
+        choices = typing.get_args(base)
+        values += [(v, tuple(map(repr, choices))) for v in ("bogus", choices[0].upper() + "x")]
     return values
 
 
 def _section_keys(section):
     cls = RunConfig
     for name in filter(None, section.split(".")):
-        cls = typing.get_type_hints(cls)[name]
-    return tuple(f.name for f in dataclasses.fields(cls))
+        cls = _fields(cls)[name].annotation
+    return tuple(_fields(cls))
 
 
 def generated_cases():
     """(override key, value, words the "expected ..." part must hold), each
     invalid on its own."""
     cases = []
-    for key, tp, meta in _leaves(RunConfig):
+    for key, tp, metadata in _leaves(RunConfig):
         cases += [(key, v, allowed) for v, allowed in _wrong_types(tp)]
-        cases += [(key, v, allowed) for v, allowed in _out_of_range(tp, meta)]
-        if meta.get("existing_path"):
+        cases += [(key, v, allowed) for v, allowed in _out_of_range(tp, metadata)]
+        if _base(tp) == ExistingPath:
             cases.append((key, "/no/such/dir/carla", ("existing path",)))
     cases += [(f"{section}.no_such_key" if section else "no_such_section", 1,
                _section_keys(section)) for section in _sections(RunConfig)]

@@ -1,7 +1,7 @@
 """The image encoders: every configurable one builds, takes uint8 stacks, and
 trains through the critic only."""
 
-import dataclasses
+import typing
 
 import gymnasium as gym
 import numpy as np
@@ -13,8 +13,7 @@ from rllib_av.algorithms.td3.training_settings import TrainingSettings
 
 
 def test_every_configurable_encoder_exists():
-    allowed = next(f for f in dataclasses.fields(TrainingSettings)
-                   if f.name == "image_encoder").metadata["choices"]
+    allowed = typing.get_args(TrainingSettings.__pydantic_fields__["image_encoder"].annotation)
     assert set(allowed) == set(CNNS) | {"none"}
 
 

@@ -4,73 +4,79 @@ Defaults follow Fujimoto et al. 2018 (and CleanRL / SB3), in the module's
 normalized action space [-1, 1].
 """
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from dataclasses import asdict
+from typing import Annotated, Any, Dict, List, Literal, Optional
 
-from rllib_av.config_schema import ConfigError, bounds, choices
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
+from pydantic.dataclasses import dataclass
+
+from rllib_av.config_schema import ConfigError, ConfigSection
+
+# A hidden layer's width.
+_Width = Annotated[StrictInt, Field(ge=1)]
 
 
 @dataclass
-class TrainingSettings:
-    gamma: float = field(default=0.99, metadata=bounds(gt=0, lt=1))
-    n_step: int = field(default=1, metadata=bounds(ge=1))
-    tau: float = field(default=0.005, metadata=bounds(gt=0, le=1))
-    actor_lr: float = field(default=3e-4, metadata=bounds(gt=0))
-    critic_lr: float = field(default=3e-4, metadata=bounds(gt=0))
-    batch_size: int = field(default=256, metadata=bounds(ge=1))
-    buffer_size: int = field(default=1_000_000, metadata=bounds(ge=1))
-    # Uniform-random actions for this many env steps before the policy acts.
-    learning_starts: int = field(default=1_000, metadata=bounds(ge=0))
-    # Gradient updates per sampled env step (the update-to-data ratio).
-    updates_per_env_step: float = field(default=1.0, metadata=bounds(gt=0))
-    # Env steps an env runner samples (per env) before it hands them over.
-    rollout_fragment_length: int = field(default=64, metadata=bounds(ge=1))
-    # Sampling overlaps learning: every env runner samples continuously while the
-    # learner trains at updates_per_env_step (rllib_av/algorithms/td3/async_sampling.py).
-    # None: whenever there is a remote env runner; false: sample, then learn, in lockstep.
-    async_sampling: Optional[bool] = None
-    # Async sampling: weights reach every env runner at least every this many
-    # gradient updates (the learner publishes them at least that often).
-    max_policy_lag_updates: int = field(default=64, metadata=bounds(ge=1))
-    exploration_noise: float = field(default=0.1, metadata=bounds(ge=0))
-    policy_noise: float = field(default=0.2, metadata=bounds(ge=0))
-    noise_clip: float = field(default=0.5, metadata=bounds(ge=0))
-    policy_delay: int = field(default=2, metadata=bounds(ge=1))
-    actor_grad_clip: Optional[float] = field(default=None, metadata=bounds(gt=0))
-    critic_grad_clip: Optional[float] = field(default=None, metadata=bounds(gt=0))
-    critic_l2: float = field(default=0.0, metadata=bounds(ge=0))
-    # Actor loss + this x mean(pre-tanh action^2). Where the best action sits at
-    # a bound (full throttle from rest) the pre-tanh value otherwise grows
-    # without end; once tanh is saturated no gradient brings it back where the
-    # bound stops paying (full throttle at top speed). Logged actor_loss stays
-    # -mean Q1(s, mu(s)), as critic_l2 stays out of critic_loss.
-    actor_preactivation_l2: float = field(default=0.0, metadata=bounds(ge=0))
-    actor_hiddens: List[int] = field(default_factory=lambda: [256, 256], metadata=bounds(ge=1))
-    critic_hiddens: List[int] = field(default_factory=lambda: [256, 256], metadata=bounds(ge=1))
-    # Reward processing at sampling time (raw rewards stay in the buffer).
-    reward_clip: Optional[float] = field(default=None, metadata=bounds(gt=0))
-    reward_scaling: bool = False
-    # [r_min, r_max] per step for envs that do not declare one (gymnasium ids);
-    # DrivingEnv's comes from its reward config. Feeds the Q bound.
-    reward_range: Optional[List[float]] = None
-    # Image frames stacked for the policy (Dict observations).
-    frame_stack: int = field(default=4, metadata=bounds(ge=1))
-    # The CNN over the image stack (networks.CNNS): "nature_cnn" (Mnih et al.
-    # 2015; GPU-sized), "small_cnn" (42x42 input, a CPU can train it); "none"
-    # drives from the state vector.
-    image_encoder: str = field(default="nature_cnn",
-                               metadata=choices("nature_cnn", "small_cnn", "none"))
-    # DrQ random shifts (+-4 px) of obs and next_obs, fresh every gradient step,
-    # when an image encoder is on (augmentation.py).
-    image_augmentation: bool = True
-    # Your own TD3TorchLearner subclass as "module:Class" (RLlib's learner_class),
-    # e.g. extra loss terms; the module must be importable (PYTHONPATH).
-    learner_class: Optional[str] = None
+class TrainingSettings(ConfigSection):
+    gamma: StrictFloat = Field(0.99, gt=0, lt=1)
+    n_step: StrictInt = Field(1, ge=1)
+    tau: StrictFloat = Field(0.005, gt=0, le=1)
+    actor_lr: StrictFloat = Field(3e-4, gt=0)
+    critic_lr: StrictFloat = Field(3e-4, gt=0)
+    batch_size: StrictInt = Field(256, ge=1)
+    buffer_size: StrictInt = Field(1_000_000, ge=1)
+    learning_starts: StrictInt = Field(1_000, ge=0, description=(
+        "Uniform-random actions for this many env steps before the policy acts."))
+    updates_per_env_step: StrictFloat = Field(1.0, gt=0, description=(
+        "Gradient updates per sampled env step (the update-to-data ratio)."))
+    rollout_fragment_length: StrictInt = Field(64, ge=1, description=(
+        "Env steps an env runner samples (per env) before it hands them over."))
+    async_sampling: Optional[StrictBool] = Field(None, description=(
+        "Sampling overlaps learning: every env runner samples continuously while the "
+        "learner trains at updates_per_env_step (rllib_av/algorithms/td3/async_sampling.py). "
+        "null: whenever there is a remote env runner; false: sample, then learn, in lockstep."))
+    max_policy_lag_updates: StrictInt = Field(64, ge=1, description=(
+        "Async sampling: weights reach every env runner at least every this many gradient "
+        "updates (the learner publishes them at least that often)."))
+    exploration_noise: StrictFloat = Field(0.1, ge=0)
+    policy_noise: StrictFloat = Field(0.2, ge=0)
+    noise_clip: StrictFloat = Field(0.5, ge=0)
+    policy_delay: StrictInt = Field(2, ge=1)
+    actor_grad_clip: Optional[StrictFloat] = Field(None, gt=0)
+    critic_grad_clip: Optional[StrictFloat] = Field(None, gt=0)
+    critic_l2: StrictFloat = Field(0.0, ge=0)
+    actor_preactivation_l2: StrictFloat = Field(0.0, ge=0, description=(
+        "Actor loss + this x mean(pre-tanh action^2). Where the best action sits at a bound "
+        "(full throttle from rest) the pre-tanh value otherwise grows without end; once tanh "
+        "is saturated no gradient brings it back where the bound stops paying (full throttle "
+        "at top speed). Logged actor_loss stays -mean Q1(s, mu(s)), as critic_l2 stays out "
+        "of critic_loss."))
+    actor_hiddens: List[_Width] = Field(default_factory=lambda: [256, 256])
+    critic_hiddens: List[_Width] = Field(default_factory=lambda: [256, 256])
+    reward_clip: Optional[StrictFloat] = Field(None, gt=0, description=(
+        "Reward processing at sampling time (raw rewards stay in the buffer)."))
+    reward_scaling: StrictBool = False
+    reward_range: Optional[List[StrictFloat]] = Field(None, description=(
+        "[r_min, r_max] per step for envs that do not declare one (gymnasium ids); "
+        "DrivingEnv's comes from its reward config. Feeds the Q bound."))
+    frame_stack: StrictInt = Field(4, ge=1, description=(
+        "Image frames stacked for the policy (Dict observations)."))
+    image_encoder: Literal["nature_cnn", "small_cnn", "none"] = Field("nature_cnn", description=(
+        "The CNN over the image stack (networks.CNNS): nature_cnn (Mnih et al. 2015; "
+        "GPU-sized), small_cnn (42x42 input, a CPU can train it); none drives from the "
+        "state vector."))
+    image_augmentation: StrictBool = Field(True, description=(
+        "DrQ random shifts (+-4 px) of obs and next_obs, fresh every gradient step, when an "
+        "image encoder is on (augmentation.py)."))
+    learner_class: Optional[StrictStr] = Field(None, description=(
+        "Your own TD3TorchLearner subclass as 'module:Class' (RLlib's learner_class), e.g. "
+        "extra loss terms; the module must be importable (PYTHONPATH)."))
 
     def samples_async(self, num_env_runners: int) -> bool:
         return samples_async(self.async_sampling, num_env_runners)
 
-    def check(self) -> None:
+    @model_validator(mode="after")
+    def check(self) -> "TrainingSettings":
         if self.learner_class is not None and not _is_qualified_name(self.learner_class):
             raise ConfigError(f"training.learner_class: {self.learner_class!r} is not allowed; "
                               "expected 'module:Class', e.g. 'my_learners:MyTD3Learner'")
@@ -83,6 +89,7 @@ class TrainingSettings:
                 f"training.batch_size: {self.batch_size} is not allowed; expected "
                 f"<= training.buffer_size ({self.buffer_size})"
             )
+        return self
 
     def td3_training_kwargs(self, num_learners: int = 0) -> Dict[str, Any]:
         """This section as ``TD3Config.training(...)`` keyword arguments, in

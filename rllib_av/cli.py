@@ -1,4 +1,4 @@
-"""`rllib-av train | preflight | evaluate | report | diagnose | monitor`: the command line.
+"""`rllib-av train | preflight | evaluate | report | diagnose | monitor | config`: the command line.
 
 A user's mistake (bad config, missing file, unknown env id) is one line on
 stderr and exit code 2, never a traceback; it is found before torch or Ray is
@@ -8,6 +8,7 @@ imported, so it takes well under a second.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import List, Optional
@@ -15,7 +16,7 @@ from typing import List, Optional
 from rllib_av.config_schema import ConfigError
 from rllib_av.dependency_noise import quiet_dependency_notices
 from rllib_av.evaluation.evaluation_plan import plan_evaluation
-from rllib_av.run_config import RunConfig, load_run_config
+from rllib_av.run_config import RunConfig, load_run_config, run_config_schema
 from rllib_av.startup_checks import check_env, check_output_dir, run_dir_argument
 
 
@@ -55,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     mon = sub.add_parser("monitor", help="Prometheus + Alertmanager on this machine for a running "
                                          "or finished run (Ctrl-C stops)")
     mon.add_argument("run_dir", metavar="RUN_DIR")
+
+    config = sub.add_parser("config", help="about run configs")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    config_sub.add_parser("schema", help="print the run config's JSON Schema "
+                                         "(configs/run_config.schema.json)")
     return parser
 
 
@@ -128,8 +134,14 @@ def _monitor(args) -> int:
     return 0
 
 
+def _config(args) -> int:
+    print(json.dumps(run_config_schema(), indent=2))  # args.config_command is "schema"
+    return 0
+
+
 COMMANDS = {"train": _train, "evaluate": _evaluate, "report": _report,
-            "preflight": _preflight, "diagnose": _diagnose, "monitor": _monitor}
+            "preflight": _preflight, "diagnose": _diagnose, "monitor": _monitor,
+            "config": _config}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

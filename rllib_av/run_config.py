@@ -1,17 +1,19 @@
 """The run config: one YAML file (configs/*.yaml), one typed object.
 
 Sections are pydantic dataclasses owned by the packages that use them; this
-module only composes them and loads files. ``load_run_config`` raises ``ConfigError`` with
-one line naming the key, the value and what is allowed.
+module only composes them, loads files and publishes the JSON Schema. ``load_run_config``
+raises ``ConfigError`` with one line naming the key, the value and what is
+allowed.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import yaml
-from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
+from pydantic import (Field, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter,
+                      model_validator)
 from pydantic.dataclasses import dataclass
 
 from rllib_av.algorithms.td3.training_settings import TrainingSettings
@@ -107,3 +109,14 @@ def load_run_config(path: Optional[str] = None, overrides: List[str] = ()) -> Ru
     for item in overrides:
         override(data, item)
     return from_dict(RunConfig, data)
+
+
+def run_config_schema() -> Dict[str, Any]:
+    """The run config's JSON Schema (``rllib-av config schema``; committed as
+    configs/run_config.schema.json, which the YAML files there name so editors
+    complete and check them)."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            **TypeAdapter(RunConfig).json_schema(),
+            "title": "rllib-av run config",
+            "description": "A run config (configs/*.yaml). Loading it also checks what a "
+                           "schema cannot say: rules between keys and paths that must exist."}

@@ -1,10 +1,11 @@
 """Run configs: the base of their sections, one clear error line, the YAML reader.
 
 Each config section is a pydantic dataclass owned by the package that uses it,
-derived from ``ConfigSection``; its fields carry their constraints, choices and
-descriptions the pydantic way:
+derived from ``ConfigSection``; its fields carry their constraints and choices
+the pydantic way, and the string right below a field is its description (in
+the JSON Schema too):
 
-    lr: StrictFloat = Field(3e-4, gt=0, description="...")
+    lr: StrictFloat = Field(3e-4, gt=0)
     traffic: Literal["none", "light"] = "light"
 
 ``from_dict`` validates a YAML mapping against a section and turns pydantic's
@@ -65,10 +66,11 @@ class ConfigError(ValueError):
     """A user's config mistake; its message is the one line the user sees."""
 
 
-@dataclass(config=ConfigDict(extra="forbid", allow_inf_nan=False))
+@dataclass(config=ConfigDict(extra="forbid", allow_inf_nan=False,
+                             use_attribute_docstrings=True))
 class ConfigSection:
     """Base of every run-config section (a pydantic dataclass): unknown keys and
-    inf/nan are refused; leaves are pydantic's strict types (``StrictInt``,
+    inf/nan are refused, field docstrings are descriptions; leaves are pydantic's strict types (``StrictInt``,
     ``StrictFloat``, which also takes an int, ``StrictBool``, ``StrictStr``,
     ``Literal`` choices), so "3", 1.5 or true are not an integer. Cross-field
     rules are ``model_validator(mode="after")`` methods that raise ConfigError."""

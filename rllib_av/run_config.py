@@ -26,35 +26,36 @@ from rllib_av.monitoring.monitoring_settings import MonitoringSettings
 @dataclass
 class RunSettings(ConfigSection):
     name: StrictStr = "run"
-    output_dir: StrictStr = Field("runs", description=(
-        "Run directories are created under here: <output_dir>/<name>-<timestamp>."))
+    output_dir: StrictStr = "runs"
+    """Run directories are created under here: <output_dir>/<name>-<timestamp>."""
     seed: StrictInt = Field(0, ge=0)
-    total_env_steps: StrictInt = Field(20_000, gt=0, description=(
-        "Stop after this many env steps (sampled lifetime)."))
+    total_env_steps: StrictInt = Field(20_000, gt=0)
+    """Stop after this many env steps (sampled lifetime)."""
     checkpoint_every_iters: StrictInt = Field(50, gt=0)
-    keep_checkpoints: StrictInt = Field(3, ge=1, description=(
-        "Complete checkpoints kept (oldest pruned first; the newest healthy one is kept too)."))
-    checkpoint_replay_buffer: StrictBool = Field(True, description=(
-        "Save the replay buffer with each checkpoint (exact resume; large for images)."))
-    min_time_s_per_iteration: StrictFloat = Field(1.0, ge=0, description=(
-        "Cap on a training iteration's wall time; keeps metrics flowing."))
+    keep_checkpoints: StrictInt = Field(3, ge=1)
+    """Complete checkpoints kept (oldest pruned first; the newest healthy one is
+    kept too)."""
+    checkpoint_replay_buffer: StrictBool = True
+    """Save the replay buffer with each checkpoint (exact resume; large for images)."""
+    min_time_s_per_iteration: StrictFloat = Field(1.0, ge=0)
+    """Cap on a training iteration's wall time; keeps metrics flowing."""
 
 
 @dataclass
 class ResourceSettings(ConfigSection):
-    num_env_runners: StrictInt = Field(0, ge=0, description=(
-        "0 = sample in the driver process (fastest on one machine)."))
+    num_env_runners: StrictInt = Field(0, ge=0)
+    """0 = sample in the driver process (fastest on one machine)."""
     num_envs_per_env_runner: StrictInt = Field(1, ge=1)
-    num_learners: StrictInt = Field(0, ge=0, description=(
-        "0 = the learner lives in the driver; 1 = a learner actor (e.g. on a GPU node)."))
+    num_learners: StrictInt = Field(0, ge=0)
+    """0 = the learner lives in the driver; 1 = a learner actor (e.g. on a GPU node)."""
     num_gpus_per_learner: StrictFloat = Field(0.0, ge=0)
-    env_runner_resources: Dict[StrictStr, StrictFloat] = Field(default_factory=dict, description=(
-        'Custom Ray resources each EnvRunner asks for, e.g. {"carla_slot": 1}: its actor then '
-        "lands only on nodes that declare that resource."))
-    learner_resources: Dict[StrictStr, StrictFloat] = Field(default_factory=dict, description=(
-        "Custom Ray resources each learner actor asks for (needs num_learners >= 1)."))
-    torch_threads: StrictInt = Field(1, ge=1, description=(
-        "Torch intra-op threads in the driver/learner (1 is fastest for small nets)."))
+    env_runner_resources: Dict[StrictStr, StrictFloat] = Field(default_factory=dict)
+    """Custom Ray resources each EnvRunner asks for, e.g. {"carla_slot": 1}: its actor then
+    lands only on nodes that declare that resource."""
+    learner_resources: Dict[StrictStr, StrictFloat] = Field(default_factory=dict)
+    """Custom Ray resources each learner actor asks for (needs num_learners >= 1)."""
+    torch_threads: StrictInt = Field(1, ge=1)
+    """Torch intra-op threads in the driver/learner (1 is fastest for small nets)."""
 
 
 @dataclass

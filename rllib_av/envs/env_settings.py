@@ -54,10 +54,10 @@ class HighwaySettings(ConfigSection):
     lanes: StrictInt = Field(2, ge=1, le=4)
     lane_width_m: StrictFloat = Field(4.0, ge=2.5, le=6)
     npc_speed_fraction: List[Annotated[StrictFloat, Field(gt=0, le=2)]] = Field(
-        default_factory=lambda: [0.6, 0.9], description=(
-            "NPC cruise speeds are drawn from this fraction range of env.target_speed_mps."))
-    view_m_per_px: StrictFloat = Field(0.5, gt=0.05, le=2, description=(
-        "Camera footprint: metres per pixel of the 84x84 top-down view."))
+        default_factory=lambda: [0.6, 0.9])
+    """NPC cruise speeds are drawn from this fraction range of env.target_speed_mps."""
+    view_m_per_px: StrictFloat = Field(0.5, gt=0.05, le=2)
+    """Camera footprint: metres per pixel of the 84x84 top-down view."""
 
     @model_validator(mode="after")
     def check(self) -> "HighwaySettings":
@@ -73,35 +73,36 @@ DRIVING_ENV_ID = "driving"
 
 @dataclass
 class EnvSettings(ConfigSection):
-    id: StrictStr = Field(DRIVING_ENV_ID, description=(
-        f"{DRIVING_ENV_ID!r} = DrivingEnv (configured by every key below but kwargs); anything "
-        "else is a gymnasium id such as 'Pendulum-v1', or 'my_module:MyEnv-v0' (gymnasium "
-        "imports my_module, which registers it)."))
-    kwargs: Dict[StrictStr, Any] = Field(default_factory=dict, description=(
-        "A gymnasium env's constructor arguments (and gymnasium.make's own, e.g. "
-        "max_episode_steps): gymnasium.make(id, **kwargs). The only key besides id a "
-        "gymnasium id takes."))
+    id: StrictStr = DRIVING_ENV_ID
+    """'driving' = DrivingEnv (configured by every key below but kwargs); anything else is
+    a gymnasium id such as 'Pendulum-v1', or 'my_module:MyEnv-v0' (gymnasium imports
+    my_module, which registers it)."""
+    kwargs: Dict[StrictStr, Any] = Field(default_factory=dict)
+    """A gymnasium env's constructor arguments (and gymnasium.make's own, e.g.
+    max_episode_steps): gymnasium.make(id, **kwargs). The only key besides id a
+    gymnasium id takes."""
     backend: Literal["highway", "carla"] = "highway"
-    traffic: Literal["none", "light", "medium", "heavy"] = Field("light", description=(
-        "NPC traffic around the ego vehicle."))
-    num_waypoints: StrictInt = Field(10, ge=1, le=100, description=(
-        "Next K route waypoints in the state vector, spaced along the lane centre."))
+    traffic: Literal["none", "light", "medium", "heavy"] = "light"
+    """NPC traffic around the ego vehicle."""
+    num_waypoints: StrictInt = Field(10, ge=1, le=100)
+    """Next K route waypoints in the state vector, spaced along the lane centre."""
     waypoint_spacing_m: StrictFloat = Field(3.0, gt=0)
-    route_length_m: StrictFloat = Field(300.0, gt=0, description=(
-        "The goal lies this far along the route from the spawn point."))
+    route_length_m: StrictFloat = Field(300.0, gt=0)
+    """The goal lies this far along the route from the spawn point."""
     max_episode_steps: StrictInt = Field(1000, ge=1)
-    step_dt_s: StrictFloat = Field(0.1, gt=0, le=1, description=(
-        "Simulated seconds per env step (every backend runs at this rate)."))
+    step_dt_s: StrictFloat = Field(0.1, gt=0, le=1)
+    """Simulated seconds per env step (every backend runs at this rate)."""
     target_speed_mps: StrictFloat = Field(8.0, gt=0)
-    max_speed_mps: StrictFloat = Field(15.0, gt=0, description="The ego vehicle's speed cap.")
-    off_road_tolerance_steps: StrictInt = Field(2, ge=0, description=(
-        "Consecutive off-road steps allowed before the episode terminates (0 = none)."))
-    action_smoothing: StrictFloat = Field(0.0, ge=0, lt=1, description=(
-        "Control applied = this x the previous control + (1 - this) x the action: a "
-        "first-order actuator lag that keeps a jittery policy from jerking the car (0 = the "
-        "action as is). The state vector reports the applied control."))
-    initial_speed_fraction: StrictFloat = Field(0.0, ge=0, le=1, description=(
-        "Spawn speed as a fraction of target_speed_mps (0 = start at rest)."))
+    max_speed_mps: StrictFloat = Field(15.0, gt=0)
+    """The ego vehicle's speed cap."""
+    off_road_tolerance_steps: StrictInt = Field(2, ge=0)
+    """Consecutive off-road steps allowed before the episode terminates (0 = none)."""
+    action_smoothing: StrictFloat = Field(0.0, ge=0, lt=1)
+    """Control applied = this x the previous control + (1 - this) x the action: a
+    first-order actuator lag that keeps a jittery policy from jerking the car (0 = the
+    action as is). The state vector reports the applied control."""
+    initial_speed_fraction: StrictFloat = Field(0.0, ge=0, le=1)
+    """Spawn speed as a fraction of target_speed_mps (0 = start at rest)."""
     reward: RewardSettings = Field(default_factory=RewardSettings)
     highway: HighwaySettings = Field(default_factory=HighwaySettings)
     carla: CarlaSettings = Field(default_factory=CarlaSettings)

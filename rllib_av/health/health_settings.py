@@ -42,75 +42,75 @@ PRESETS: Dict[str, Dict[str, float]] = {"none": {}, "driving": DRIVING_PRESET}
 
 @dataclass
 class HealthSettings(ConfigSection):
-    preset: Literal[tuple(PRESETS)] = Field("none", description=(
-        "Fills the thresholds below that are left unset (the driving preset: the driving "
-        "incident's GO / NO-GO table)."))
+    preset: Literal[tuple(PRESETS)] = "none"
+    """Fills the thresholds below that are left unset (the driving preset: the driving
+    incident's GO / NO-GO table)."""
 
-    q_bound_warn_ratio: StrictFloat = Field(0.9, gt=0, description=(
-        "q_bound_ratio (max |Q| seen / q_bound) above this: warning."))
-    q_bound_diverge_ratio: StrictFloat = Field(1.0, gt=0, description=(
-        "q_bound_ratio above this: diverged (1.0 = the physical limit itself)."))
-    actor_loss_abs_max: Optional[StrictFloat] = Field(None, gt=0, description=(
-        "|actor_loss| is -mean Q1(s, mu(s)): always judged against the Q bound; this absolute "
-        "ceiling (a warning) is for a reward scale you know."))
-    grad_norm_warn: Optional[StrictFloat] = Field(None, gt=0, description=(
-        "Pre-clip global gradient norm of either optimizer above this: warning (no "
-        "env-independent scale)."))
-    grad_norm_diverge: Optional[StrictFloat] = Field(None, gt=0, description=(
-        "Pre-clip global gradient norm of either optimizer above this: diverged."))
-    nonfinite_diverge_iters: StrictInt = Field(3, ge=1, description=(
-        "NaN/inf from the env or the learner (counted, kept out of buffer and weights): a "
-        "warning in an iteration that brought new ones; diverged once this many consecutive "
-        "iterations have."))
+    q_bound_warn_ratio: StrictFloat = Field(0.9, gt=0)
+    """q_bound_ratio (max |Q| seen / q_bound) above this: warning."""
+    q_bound_diverge_ratio: StrictFloat = Field(1.0, gt=0)
+    """q_bound_ratio above this: diverged (1.0 = the physical limit itself)."""
+    actor_loss_abs_max: Optional[StrictFloat] = Field(None, gt=0)
+    """|actor_loss| is -mean Q1(s, mu(s)): always judged against the Q bound; this absolute
+    ceiling (a warning) is for a reward scale you know."""
+    grad_norm_warn: Optional[StrictFloat] = Field(None, gt=0)
+    """Pre-clip global gradient norm of either optimizer above this: warning (no
+    env-independent scale)."""
+    grad_norm_diverge: Optional[StrictFloat] = Field(None, gt=0)
+    """Pre-clip global gradient norm of either optimizer above this: diverged."""
+    nonfinite_diverge_iters: StrictInt = Field(3, ge=1)
+    """NaN/inf from the env or the learner (counted, kept out of buffer and weights): a
+    warning in an iteration that brought new ones; diverged once this many consecutive
+    iterations have."""
 
     # -- divergence guard (rllib_av/health/guard.py) --
-    guard_action: Literal["off", "alert", "stop", "rollback"] = Field("alert", description=(
-        "What the guard does once divergence_state has been diverged for guard_patience "
-        "consecutive iterations: alert only logs and counts, stop ends the run with a report, "
-        "rollback restores the newest healthy checkpoint and applies the remedy (then stops "
-        "once rollbacks run out)."))
+    guard_action: Literal["off", "alert", "stop", "rollback"] = "alert"
+    """What the guard does once divergence_state has been diverged for guard_patience
+    consecutive iterations: alert only logs and counts, stop ends the run with a report,
+    rollback restores the newest healthy checkpoint and applies the remedy (then stops
+    once rollbacks run out)."""
     guard_patience: StrictInt = Field(3, ge=1)
     guard_max_rollbacks: StrictInt = Field(3, ge=0)
-    guard_critic_lr_factor: StrictFloat = Field(0.5, gt=0, le=1, description=(
-        "Remedy after each rollback: critic learning rate multiplied by this."))
-    guard_policy_noise_factor: StrictFloat = Field(1.5, ge=1, description=(
-        "Remedy after each rollback: target policy smoothing noise multiplied by this "
-        "(stronger smoothing)."))
+    guard_critic_lr_factor: StrictFloat = Field(0.5, gt=0, le=1)
+    """Remedy after each rollback: critic learning rate multiplied by this."""
+    guard_policy_noise_factor: StrictFloat = Field(1.5, ge=1)
+    """Remedy after each rollback: target policy smoothing noise multiplied by this
+    (stronger smoothing)."""
 
     # -- critic probes (rllib_av/critic_probes.py) --
-    probe_every_iters: StrictInt = Field(50, ge=0, description=(
-        "Critic probes run at the end of every run and every this many iterations "
-        "(0 = only at the end)."))
-    probe_episodes: StrictInt = Field(3, ge=0, description=(
-        "Evaluation rollouts of the overestimation probe (0 = none). Never run on the CARLA "
-        "backend: they would need a simulator of their own."))
+    probe_every_iters: StrictInt = Field(50, ge=0)
+    """Critic probes run at the end of every run and every this many iterations (0 = only
+    at the end)."""
+    probe_episodes: StrictInt = Field(3, ge=0)
+    """Evaluation rollouts of the overestimation probe (0 = none). Never run on the CARLA
+    backend: they would need a simulator of their own."""
 
     # -- preflight GO / NO-GO gate (rllib_av/health/preflight.py) --
     preflight_steps: StrictInt = Field(5000, ge=1)
-    preflight_probes: StrictInt = Field(4, ge=1, description=(
-        "Probes spread evenly over the preflight run (the last at its end): the "
-        "overestimation trend needs three."))
-    preflight_actor_loss_abs_max: Optional[StrictFloat] = Field(None, gt=0, description=(
-        "Unset: |actor loss| against the Q bound only."))
-    preflight_episode_len_min: Optional[StrictFloat] = Field(None, ge=0, description=(
-        "Final mean episode length in [min, max] steps, or growing over the run. Unset: the "
-        "episode length must not collapse (see preflight.py)."))
-    preflight_episode_len_max: Optional[StrictFloat] = Field(None, gt=0, description=(
-        "See preflight_episode_len_min."))
-    preflight_q_bound_ratio_max: StrictFloat = Field(1.0, gt=0, description=(
-        "max |Q| / q_bound over the run (the incident's 'Q1 < 200 for that reward scale', "
-        "generalized)."))
-    preflight_grad_norm_max: Optional[StrictFloat] = Field(None, gt=0, description=(
-        "Unset: the row reports the norm, judges nothing."))
-    preflight_overestimation_max: StrictFloat = Field(2.0, gt=0, description=(
-        "Overestimation: the bias Q(s, mu(s)) - return grows over the last three probes and "
-        "ends above this many times the run's own return scale. A critic still near its "
-        "initial 0 is off by 1x (|0 - G| = |G|): beyond 2x is more than initialization "
-        "explains."))
+    preflight_probes: StrictInt = Field(4, ge=1)
+    """Probes spread evenly over the preflight run (the last at its end): the
+    overestimation trend needs three."""
+    preflight_actor_loss_abs_max: Optional[StrictFloat] = Field(None, gt=0)
+    """Unset: |actor loss| against the Q bound only."""
+    preflight_episode_len_min: Optional[StrictFloat] = Field(None, ge=0)
+    """Final mean episode length in [min, max] steps, or growing over the run. Unset: the
+    episode length must not collapse (see preflight.py)."""
+    preflight_episode_len_max: Optional[StrictFloat] = Field(None, gt=0)
+    """See preflight_episode_len_min."""
+    preflight_q_bound_ratio_max: StrictFloat = Field(1.0, gt=0)
+    """max |Q| / q_bound over the run (the incident's 'Q1 < 200 for that reward scale',
+    generalized)."""
+    preflight_grad_norm_max: Optional[StrictFloat] = Field(None, gt=0)
+    """Unset: the row reports the norm, judges nothing."""
+    preflight_overestimation_max: StrictFloat = Field(2.0, gt=0)
+    """Overestimation: the bias Q(s, mu(s)) - return grows over the last three probes and
+    ends above this many times the run's own return scale. A critic still near its
+    initial 0 is off by 1x (|0 - G| = |G|): beyond 2x is more than initialization
+    explains."""
     preflight_required: List[StrictStr] = Field(
         default_factory=lambda: ["actor_loss", "episode_length", "q_bound", "reward_range",
-                                 "terminal_masking"],
-        description="Rows that must pass for GO; the others are reported only.")
+                                 "terminal_masking"])
+    """Rows that must pass for GO; the others are reported only."""
 
     def __post_init__(self) -> None:
         for key, value in PRESETS.get(self.preset, {}).items():

@@ -13,13 +13,13 @@ DEFAULT_EXPORTER_PORT = 9464
 
 @dataclass
 class MonitoringSettings(ConfigSection):
-    exporter: StrictBool = Field(True, description=(
-        "Serve the health metrics to Prometheus. Off, the health verdict, the guard, "
-        "metrics.jsonl and TensorBoard work all the same."))
-    exporter_host: StrictStr = Field("127.0.0.1", description=(
-        "Prometheus exporter; loopback unless a deployment says otherwise."))
-    exporter_port: Optional[StrictInt] = Field(None, ge=0, le=65535, description=(
-        f"null: {DEFAULT_EXPORTER_PORT}, or any free port when {DEFAULT_EXPORTER_PORT} is taken "
-        "(a second run on this machine; it says which, and RUN_DIR/exporter_port holds it); "
-        "0: any free port; N: exactly N (a taken port is an error)."))
+    exporter: StrictBool = True
+    """Serve the health metrics to Prometheus. Off, the health verdict, the guard,
+    metrics.jsonl and TensorBoard work all the same."""
+    exporter_host: StrictStr = "127.0.0.1"
+    """Prometheus exporter; loopback unless a deployment says otherwise."""
+    exporter_port: Optional[StrictInt] = Field(None, ge=0, le=65535)
+    """null: 9464, or any free port when 9464 is taken (a second run on this machine; it
+    says which, and RUN_DIR/exporter_port holds it); 0: any free port; N: exactly N (a
+    taken port is an error)."""
     tensorboard: StrictBool = True

@@ -25,19 +25,19 @@ class TrainingSettings(ConfigSection):
     critic_lr: StrictFloat = Field(3e-4, gt=0)
     batch_size: StrictInt = Field(256, ge=1)
     buffer_size: StrictInt = Field(1_000_000, ge=1)
-    learning_starts: StrictInt = Field(1_000, ge=0, description=(
-        "Uniform-random actions for this many env steps before the policy acts."))
-    updates_per_env_step: StrictFloat = Field(1.0, gt=0, description=(
-        "Gradient updates per sampled env step (the update-to-data ratio)."))
-    rollout_fragment_length: StrictInt = Field(64, ge=1, description=(
-        "Env steps an env runner samples (per env) before it hands them over."))
-    async_sampling: Optional[StrictBool] = Field(None, description=(
-        "Sampling overlaps learning: every env runner samples continuously while the "
-        "learner trains at updates_per_env_step (rllib_av/algorithms/td3/async_sampling.py). "
-        "null: whenever there is a remote env runner; false: sample, then learn, in lockstep."))
-    max_policy_lag_updates: StrictInt = Field(64, ge=1, description=(
-        "Async sampling: weights reach every env runner at least every this many gradient "
-        "updates (the learner publishes them at least that often)."))
+    learning_starts: StrictInt = Field(1_000, ge=0)
+    """Uniform-random actions for this many env steps before the policy acts."""
+    updates_per_env_step: StrictFloat = Field(1.0, gt=0)
+    """Gradient updates per sampled env step (the update-to-data ratio)."""
+    rollout_fragment_length: StrictInt = Field(64, ge=1)
+    """Env steps an env runner samples (per env) before it hands them over."""
+    async_sampling: Optional[StrictBool] = None
+    """Sampling overlaps learning: every env runner samples continuously while the learner
+    trains at updates_per_env_step (rllib_av/algorithms/td3/async_sampling.py). null:
+    whenever there is a remote env runner; false: sample, then learn, in lockstep."""
+    max_policy_lag_updates: StrictInt = Field(64, ge=1)
+    """Async sampling: weights reach every env runner at least every this many gradient
+    updates (the learner publishes them at least that often)."""
     exploration_noise: StrictFloat = Field(0.1, ge=0)
     policy_noise: StrictFloat = Field(0.2, ge=0)
     noise_clip: StrictFloat = Field(0.5, ge=0)
@@ -45,32 +45,32 @@ class TrainingSettings(ConfigSection):
     actor_grad_clip: Optional[StrictFloat] = Field(None, gt=0)
     critic_grad_clip: Optional[StrictFloat] = Field(None, gt=0)
     critic_l2: StrictFloat = Field(0.0, ge=0)
-    actor_preactivation_l2: StrictFloat = Field(0.0, ge=0, description=(
-        "Actor loss + this x mean(pre-tanh action^2). Where the best action sits at a bound "
-        "(full throttle from rest) the pre-tanh value otherwise grows without end; once tanh "
-        "is saturated no gradient brings it back where the bound stops paying (full throttle "
-        "at top speed). Logged actor_loss stays -mean Q1(s, mu(s)), as critic_l2 stays out "
-        "of critic_loss."))
+    actor_preactivation_l2: StrictFloat = Field(0.0, ge=0)
+    """Actor loss + this x mean(pre-tanh action^2). Where the best action sits at a bound
+    (full throttle from rest) the pre-tanh value otherwise grows without end; once tanh
+    is saturated no gradient brings it back where the bound stops paying (full throttle
+    at top speed). Logged actor_loss stays -mean Q1(s, mu(s)), as critic_l2 stays out of
+    critic_loss."""
     actor_hiddens: List[_Width] = Field(default_factory=lambda: [256, 256])
     critic_hiddens: List[_Width] = Field(default_factory=lambda: [256, 256])
-    reward_clip: Optional[StrictFloat] = Field(None, gt=0, description=(
-        "Reward processing at sampling time (raw rewards stay in the buffer)."))
+    reward_clip: Optional[StrictFloat] = Field(None, gt=0)
+    """Reward processing at sampling time (raw rewards stay in the buffer)."""
     reward_scaling: StrictBool = False
-    reward_range: Optional[List[StrictFloat]] = Field(None, description=(
-        "[r_min, r_max] per step for envs that do not declare one (gymnasium ids); "
-        "DrivingEnv's comes from its reward config. Feeds the Q bound."))
-    frame_stack: StrictInt = Field(4, ge=1, description=(
-        "Image frames stacked for the policy (Dict observations)."))
-    image_encoder: Literal["nature_cnn", "small_cnn", "none"] = Field("nature_cnn", description=(
-        "The CNN over the image stack (networks.CNNS): nature_cnn (Mnih et al. 2015; "
-        "GPU-sized), small_cnn (42x42 input, a CPU can train it); none drives from the "
-        "state vector."))
-    image_augmentation: StrictBool = Field(True, description=(
-        "DrQ random shifts (+-4 px) of obs and next_obs, fresh every gradient step, when an "
-        "image encoder is on (augmentation.py)."))
-    learner_class: Optional[StrictStr] = Field(None, description=(
-        "Your own TD3TorchLearner subclass as 'module:Class' (RLlib's learner_class), e.g. "
-        "extra loss terms; the module must be importable (PYTHONPATH)."))
+    reward_range: Optional[List[StrictFloat]] = None
+    """[r_min, r_max] per step for envs that do not declare one (gymnasium ids);
+    DrivingEnv's comes from its reward config. Feeds the Q bound."""
+    frame_stack: StrictInt = Field(4, ge=1)
+    """Image frames stacked for the policy (Dict observations)."""
+    image_encoder: Literal["nature_cnn", "small_cnn", "none"] = "nature_cnn"
+    """The CNN over the image stack (networks.CNNS): nature_cnn (Mnih et al. 2015;
+    GPU-sized), small_cnn (42x42 input, a CPU can train it); none drives from the state
+    vector."""
+    image_augmentation: StrictBool = True
+    """DrQ random shifts (+-4 px) of obs and next_obs, fresh every gradient step, when an
+    image encoder is on (augmentation.py)."""
+    learner_class: Optional[StrictStr] = None
+    """Your own TD3TorchLearner subclass as 'module:Class' (RLlib's learner_class), e.g.
+    extra loss terms; the module must be importable (PYTHONPATH)."""
 
     def samples_async(self, num_env_runners: int) -> bool:
         return samples_async(self.async_sampling, num_env_runners)

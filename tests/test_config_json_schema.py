@@ -7,12 +7,13 @@ real JSON-Schema validator; the schema refuses what loading refuses."""
 import glob
 import json
 import os
+import re
 
 import pytest
 
 from rllib_av.cli import main
-from rllib_av.config_schema import ConfigError, load_yaml
-from rllib_av.run_config import load_run_config, run_config_schema
+from rllib_av.config_schema import ConfigError, from_dict, load_yaml
+from rllib_av.run_config import RunConfig, load_run_config, run_config_schema
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -75,3 +76,12 @@ def test_scientific_notation_for_an_integer_key_is_valid_in_both():
     data = load_yaml("run:\n  total_env_steps: 1e6\ntraining:\n  critic_lr: 1e-4\n")
     jsonschema.validate(data, run_config_schema())
     assert load_run_config(None, ["run.total_env_steps=1e6"]).run.total_env_steps == 1_000_000
+
+
+def test_readmes_config_example_names_the_schema_and_is_valid():
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    examples = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if MODELINE in b]
+    assert examples
+    for text in examples:
+        jsonschema.validate(load_yaml(text), run_config_schema())
+        from_dict(RunConfig, load_yaml(text))

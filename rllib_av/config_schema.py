@@ -70,10 +70,11 @@ class ConfigError(ValueError):
                              use_attribute_docstrings=True))
 class ConfigSection:
     """Base of every run-config section (a pydantic dataclass): unknown keys and
-    inf/nan are refused, field docstrings are descriptions; leaves are pydantic's strict types (``StrictInt``,
-    ``StrictFloat``, which also takes an int, ``StrictBool``, ``StrictStr``,
-    ``Literal`` choices), so "3", 1.5 or true are not an integer. Cross-field
-    rules are ``model_validator(mode="after")`` methods that raise ConfigError."""
+    inf/nan are refused, field docstrings are descriptions. Leaves are
+    pydantic's strict types (``StrictInt``, ``StrictFloat``, which also takes
+    an int, ``StrictBool``, ``StrictStr``, ``Literal`` choices), so "3", 1.5 or
+    true are not an integer. Cross-field rules are
+    ``model_validator(mode="after")`` methods that raise ConfigError."""
 
     @field_validator("*", mode="before")
     @classmethod

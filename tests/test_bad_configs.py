@@ -173,6 +173,38 @@ CONTRADICTIONS = [
 ]
 
 
+# What the generator does not derive from the fields: (override, the whole line).
+EXACT = [
+    # pydantic's lax mode would take these: a numeric string, a bool, a whole string.
+    ('run.seed="3"', "run.seed: '3' is not allowed; expected an integer"),
+    ("training.gamma=true", "training.gamma: True is not allowed; expected a finite number"),
+    ('monitoring.exporter="true"',
+     "monitoring.exporter: 'true' is not allowed; expected true or false"),
+    ("env=5", "env: 5 is not allowed; expected a mapping"),
+    ("training.actor_hiddens=[64, x]",
+     "training.actor_hiddens[1]: 'x' is not allowed; expected an integer"),
+    ("resources.env_runner_resources={carla_slot: x}",
+     "resources.env_runner_resources.carla_slot: 'x' is not allowed; expected a finite number"),
+    ("env.carla.gpu_indices=[0, -1]",
+     "env.carla.gpu_indices: [0, -1] is not allowed; expected a value >= 0"),
+]
+
+
+@pytest.mark.parametrize("override,line", EXACT, ids=[e[0] for e in EXACT])
+def test_messages_pydantic_does_not_write(override, line):
+    with pytest.raises(ConfigError) as e:
+        load_run_config(None, [override])
+    assert str(e.value) == line
+
+
+def test_a_whole_float_is_an_integer_only_where_an_integer_is_expected():
+    rc = load_run_config(None, ["training.actor_hiddens=[64.0, 3e1]", "run.seed=7.0",
+                                "training.gamma=1e-1"])
+    assert rc.training.actor_hiddens == [64, 30] and rc.run.seed == 7
+    assert all(type(v) is int for v in rc.training.actor_hiddens + [rc.run.seed])
+    assert type(rc.training.gamma) is float
+
+
 def _override(key, value):
     return f"{key}={json.dumps(value)}" if value != math.inf else f"{key}=.inf"
 

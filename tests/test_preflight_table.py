@@ -42,7 +42,7 @@ def test_defaults_go_on_a_sane_run_and_every_row_says_why():
     checks, go = rows([rec(256 + 64 * i) for i in range(6)])
     assert go
     assert [n for n, c in checks.items() if c.required] == [
-        "actor_loss", "episode_length", "q_bound", "reward_range", "terminal_masking"]
+        "actor_loss", "episode_length", "q_bound", "reward_range", "terminal_masking", "nonfinite"]
     assert all(c.passed for n, c in checks.items() if n != "grad_norm")
     assert all(c.why for c in checks.values())
 
@@ -66,6 +66,24 @@ def test_episode_length_must_not_collapse(lengths, returns, passed):
     checks, _ = rows([rec(256 + 64 * i, length=n, ret=r)
                       for i, (n, r) in enumerate(zip(lengths, returns))])
     assert checks["episode_length"].passed is passed, checks["episode_length"]
+
+
+@pytest.mark.parametrize("replay,critic_loss,passed", [
+    ([0, 0, 0, 0, 0, 0], [1.0] * 6, True),
+    ([0, 2, 2, 2, 2, 2], [1.0] * 6, True),  # one iteration's worth: survivable
+    ([0, 2, 2, 3, 3, 5], [1.0] * 6, True),  # never as many in a row as the verdict's 3
+    ([1, 2, 3, 4, 5, 6], [1.0] * 6, False),  # an env that keeps sending NaN/inf
+    ([0] * 6, [1.0, 1.0, math.nan, math.inf, math.nan, 1.0], False),  # a learner's losses
+])
+def test_nan_or_inf_that_keeps_coming_is_no_go(replay, critic_loss, passed):
+    """The verdict's own rule: NaN/inf new in nonfinite_diverge_iters iterations
+    in a row is diverged; a run the verdict called diverged is not GO."""
+    records = [{**rec(256 + 64 * i), "nonfinite/replay": float(n), "nonfinite/loss": 0.0,
+                "default_policy/critic_loss": c}
+               for i, (n, c) in enumerate(zip(replay, critic_loss))]
+    checks, go = rows(records)
+    assert checks["nonfinite"].passed is passed and go is passed, checks["nonfinite"]
+    assert checks["nonfinite"].required
 
 
 def test_too_few_episodes_is_not_measured_and_not_counted():

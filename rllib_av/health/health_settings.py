@@ -22,7 +22,7 @@ from rllib_av.config_schema import ConfigError, ConfigSection
 
 # Rows of the preflight GO / NO-GO table (rllib_av/health/preflight.py).
 PREFLIGHT_CHECKS = ("actor_loss", "episode_length", "q_bound", "grad_norm", "reward_range",
-                    "terminal_masking", "overestimation")
+                    "terminal_masking", "nonfinite", "overestimation")
 
 # The incident's table (|actor loss| < 1e5, final episode length in [5, 20]
 # steps, grad norm < 1e4; its "Q1 < 200 for that reward scale" is the Q bound,
@@ -109,7 +109,7 @@ class HealthSettings(ConfigSection):
     explains."""
     preflight_required: List[StrictStr] = Field(
         default_factory=lambda: ["actor_loss", "episode_length", "q_bound", "reward_range",
-                                 "terminal_masking"])
+                                 "terminal_masking", "nonfinite"])
     """Rows that must pass for GO; the others are reported only."""
 
     def __post_init__(self) -> None:

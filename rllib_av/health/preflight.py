@@ -15,6 +15,8 @@ measured, its threshold and why that threshold holds for this env:
 - reward_range: the rewards the critic trains on inside the declared range;
 - terminal_masking: the learner's Bellman targets on terminal transitions are
   the rewards alone (critic_probes.py checks it in the learner);
+- nonfinite: NaN/inf (from the env, or the learner's losses and gradients)
+  not new in as many consecutive iterations as the verdict calls diverged;
 - overestimation: the probes' bias trend (health/overestimation.py).
 
 A row that cannot measure says so and counts as neither pass nor fail. GO when
@@ -32,8 +34,8 @@ from typing import Dict, List, Optional, Tuple
 from ray.rllib.core import DEFAULT_MODULE_ID
 
 from rllib_av.health.divergence import (
-    TERMINAL_THRESHOLD, WHY_BOUND, WHY_REWARDS, WHY_TERMINAL, rewards_measured, rewards_threshold,
-    terminal_measured,
+    TERMINAL_THRESHOLD, WHY_BOUND, WHY_NONFINITE, WHY_REWARDS, WHY_TERMINAL, NonfiniteStreak,
+    nonfinite_stats, rewards_measured, rewards_threshold, terminal_measured,
 )
 from rllib_av.health.overestimation import judge_overestimation
 from rllib_av.health.tensorboard_records import read_tensorboard_records
@@ -190,13 +192,38 @@ def terminal_masking_check(probe: Dict) -> Check:
         "terminal_masking_unmeasured", "no probe"), TERMINAL_THRESHOLD, None, WHY_TERMINAL)
 
 
+def nonfinite_check(records: List[Dict], h) -> Check:
+    """The verdict's NaN/inf rule over the whole run: an iteration brought some
+    when a ``nonfinite/<where>`` counter rose or a learner statistic that must
+    be finite was not; ``h.nonfinite_diverge_iters`` of them in a row is
+    diverged there, and NO-GO here."""
+    streak, longest, brought, totals, previous = NonfiniteStreak(), 0, 0, {}, {}
+    for r in records:
+        counters = {k.split("/", 1)[1]: float(v) for k, v in r.items()
+                    if k.startswith("nonfinite/") and v is not None}
+        new = {k: max(v - previous.get(k, 0.0), 0.0) for k, v in counters.items()}
+        previous = {**previous, **counters}
+        stats = {k.split("/", 1)[1]: float(v) for k, v in r.items()
+                 if k.startswith(f"{DEFAULT_MODULE_ID}/") and isinstance(v, (int, float))}
+        bad = sum(new.values()) + len(nonfinite_stats(stats))
+        for k, n in new.items():
+            totals[k] = totals.get(k, 0.0) + n
+        brought += bad > 0
+        longest = max(longest, streak.update(bad))
+    limit = h.nonfinite_diverge_iters
+    where = ", ".join(f"{n:g} in {k}" for k, n in sorted(totals.items()) if n) or "none counted"
+    return Check("nonfinite", f"new in {brought} of {len(records)} iterations, at most {longest} "
+                 f"in a row ({where})", f"< {limit} iterations in a row (health."
+                 "nonfinite_diverge_iters)", longest < limit, WHY_NONFINITE)
+
+
 def evaluate(records: List[Dict], probes: List[Dict], h, learning_starts: int) -> List[Check]:
     """The table's rows from a run's metrics and its probe records (oldest first)."""
     probe = probes[-1] if probes else {}
     over = judge_overestimation(probes, h.preflight_overestimation_max)
     checks = [actor_loss_check(records, h), episode_length_check(records, h, learning_starts),
               q_bound_check(records, h), grad_norm_check(records, h), reward_range_check(probe),
-              terminal_masking_check(probe),
+              terminal_masking_check(probe), nonfinite_check(records, h),
               Check("overestimation", over[1], over[2], over[0], over[3])]
     for c in checks:
         c.required = c.name in h.preflight_required

@@ -186,7 +186,7 @@ def rollout_bias(module, make_env, *, limit: Optional[int], config, gamma: float
     device = next(module.parameters()).device
     env_to_module = config.build_env_to_module_connector(env=env, device=device)
     module_to_env = config.build_module_to_env_connector(env=env)
-    q_all, lo_all, hi_all, lengths = [], [], [], []
+    q_all, lo_all, hi_all, lengths, nonfinite = [], [], [], [], 0
     try:
         for i in range(episodes):
             obs, info = env.reset(seed=seed + i)
@@ -210,6 +210,7 @@ def rollout_bias(module, make_env, *, limit: Optional[int], config, gamma: float
                                      truncated=truncated)
                 rewards.append(reward)
             train_rewards = reward_processor.process(np.asarray(rewards, np.float64))
+            nonfinite += int((~np.isfinite(np.asarray(rewards, np.float64))).sum())
             g_lo, g_hi, usable = returns_with_tail(train_rewards.tolist(), gamma,
                                                    episode.is_terminated, tail_range)
             keep = np.flatnonzero(usable[:min(len(rewards), limit or len(rewards))])
@@ -219,14 +220,20 @@ def rollout_bias(module, make_env, *, limit: Optional[int], config, gamma: float
             lengths.append(len(rewards))
     finally:
         env.close()
+    # The env's own rewards, seen where nothing drops them: NaN/inf here is the env's.
+    found = {"probe_steps": int(sum(lengths)), "probe_nonfinite_rewards": nonfinite}
     if not q_all:
-        return {"overestimation_states": 0, "overestimation_unmeasured": (
-            f"no state has a usable return: rollouts ended by truncation after {max(lengths)} "
-            f"steps, gamma {gamma:g} needs ~{extra} more for the rest to weigh <= "
-            f"{NEGLIGIBLE_TAIL:g}, the env could not run past its time limit, and no reward "
-            "range bounds the rest (training.reward_range)")}
+        why = (f"the env returned {nonfinite} NaN/inf rewards in {sum(lengths)} steps, and a "
+               "return through one is unknown" if nonfinite else
+               f"rollouts ended by truncation after {max(lengths)} steps, gamma {gamma:g} needs "
+               f"~{extra} more for the rest to weigh <= {NEGLIGIBLE_TAIL:g}, the env could not "
+               "run past its time limit, and no reward range bounds the rest "
+               "(training.reward_range)")
+        return {**found, "overestimation_states": 0,
+                "overestimation_unmeasured": f"no state has a usable return: {why}"}
     step_scale = max(abs(reward_range[0]), abs(reward_range[1])) if reward_range else 0.0
-    return bias_record(np.asarray(q_all), np.asarray(lo_all), np.asarray(hi_all), step_scale)
+    return {**found, **bias_record(np.asarray(q_all), np.asarray(lo_all), np.asarray(hi_all),
+                                   step_scale)}
 
 
 def overestimation_probe(algo, rc, episodes: int,

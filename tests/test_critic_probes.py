@@ -43,6 +43,16 @@ def test_a_rollout_cut_short_has_its_missing_tail_bounded_by_the_reward_range():
     assert low[0] == pytest.approx(g[0] - gamma ** 200 * 16270.0)
 
 
+@pytest.mark.parametrize("terminated,tail_range", [(True, None), (False, (-10.0, 10.0))])
+def test_a_return_through_a_nan_or_inf_reward_is_not_usable(terminated, tail_range):
+    """A NaN reward made the whole probe's bias NaN, and a NaN bias passed the
+    overestimation row; the states after the last bad reward still have a return."""
+    rewards = [1.0, math.nan, 1.0, math.inf, 1.0, 1.0]
+    low, high, usable = returns_with_tail(rewards, 0.5, terminated, tail_range)
+    assert usable.tolist() == [False] * 4 + [True] * 2
+    assert np.isfinite(low[usable]).all() and np.isfinite(high[usable]).all()
+
+
 def test_without_a_range_only_states_with_a_negligible_tail_are_kept():
     gamma = 0.9
     n = tail_horizon(gamma) + 5

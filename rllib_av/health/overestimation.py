@@ -60,15 +60,17 @@ def returns_with_tail(rewards: Sequence[float], gamma: float, terminated: bool,
     missing tail, bounded by ``tail_range`` = [r_min, r_max] / (1 - gamma)
     when a reward range is declared; without one, only the steps whose tail
     weighs at most NEGLIGIBLE_TAIL are usable (their tail counted as 0 on both
-    sides, as the weight says)."""
+    sides, as the weight says). A return through a NaN/inf reward is unknown:
+    the steps before one are not usable."""
     g = discounted_returns(rewards, gamma)
     n = len(rewards)
+    known = np.isfinite(g)
     if terminated:
-        return g, g, np.ones(n, bool)
+        return g, g, known
     weight = gamma ** (n - np.arange(n))  # of the value after the last step
     if tail_range is not None:
-        return g + weight * tail_range[0], g + weight * tail_range[1], np.ones(n, bool)
-    return g, g, weight <= NEGLIGIBLE_TAIL
+        return g + weight * tail_range[0], g + weight * tail_range[1], known
+    return g, g, known & (weight <= NEGLIGIBLE_TAIL)
 
 
 def bias_record(q: np.ndarray, g_low: np.ndarray, g_high: np.ndarray,

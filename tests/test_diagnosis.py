@@ -131,6 +131,20 @@ def test_each_branch_fires_on_its_evidence(tmp_path, records, probe, branch, evi
     assert f"branch: {branch}" in text and "remedy:" in text
 
 
+def test_nan_rewards_the_env_returned_are_a_reward_problem_not_unexplained(tmp_path):
+    """Training drops every chunk holding a NaN/inf, so the replay's rewards are
+    all in range while the verdict says diverged (NaN/inf in every iteration);
+    the probes' rollouts see the env's own rewards."""
+    reason = "diverged: nonfinite: NaN/inf new in 4 consecutive iterations (2 in replay)"
+    records = healthy_run(2) + [record(512, state=2, reasons=[reason])]
+    d = diagnose(run_dir(tmp_path, records, {**HEALTHY_PROBE, "probe_steps": 600,
+                                             "probe_nonfinite_rewards": 13}))
+    text = d.format()
+    assert d.branch == "reward_scaling", text
+    assert "the env returned 13 NaN/inf rewards in the probe's 600 rollout steps" in text
+    assert "remedy: return a finite reward on every step" in text
+
+
 def test_a_large_but_shrinking_bias_is_not_overestimation(tmp_path):
     """Early in a negative-reward task Q ~ 0 sits a return's magnitude above
     the returns, and shrinks as the critic learns: initialization, not

@@ -10,7 +10,8 @@ question with the numbers behind it, the threshold and why it holds:
   1. Does what TensorBoard shows differ from what the learner computed
      (metrics.jsonl)?                                -> logging / calculation error
   2. Is a reward beyond its declared range (a component, or the rewards the
-     critic trains on: scaled, or summed along episodes), or one component
+     critic trains on: scaled, or summed along episodes), not finite (NaN/inf
+     the env returned in the probes' rollouts), or one component
      dominating?                                     -> reward scaling
   3. Is the Bellman update itself wrong: targets on terminal transitions that
      are not the reward alone (checked in the learner)? -> bootstrap error
@@ -55,6 +56,8 @@ DOMINANT_SHARE = 0.9
 WHY_DOMINANT = (f"a component with more than {DOMINANT_SHARE:.0%} of the reward magnitude leaves "
                 "the others no say in the policy")
 WHY_COMPONENT = "each component is bounded by construction (envs/reward.py); outside it is a bug"
+WHY_NONFINITE_REWARD = ("training drops every chunk holding one (counted as "
+                        "nonfinite_total{where=\"replay\"}), so the critic never sees why")
 # TensorBoard keeps float32: a published value matches the learner's within this.
 PUBLISHED_REL_TOL = 1e-5
 WHY_PUBLISHED = ("TensorBoard stores float32; a larger difference means the writer published "
@@ -65,6 +68,7 @@ REMEDIES = {
                 "(rllib_av/health/statistics.py)",
                 "check the reductions (mean vs max, per update vs per iteration) of logged stats"],
     "reward_scaling": ["return per-step rewards from the env, not running sums",
+                       "return a finite reward on every step (guard divisions, logs, sqrt)",
                        "bring the per-step reward into its declared range: fix the scale, or set "
                        "training.reward_clip / training.reward_scaling",
                        "declare the range the critic really trains on (training.reward_range)",
@@ -266,7 +270,7 @@ def diagnose(run_dir: str) -> Diagnosis:
 
     # 2. rewards beyond their declared range, or dominating
     s = Step("a reward beyond its declared range (a component, or the critic's rewards: scaled "
-             "or summed along episodes), or one component dominating?")
+             "or summed along episodes), not finite, or one component dominating?")
     means = [r for r in records if any(k.startswith("reward_components/") for k in r)]
     last = means[-1] if means else {}
     for comp, (lo, hi) in declared_component_ranges(env).items():
@@ -293,6 +297,12 @@ def diagnose(run_dir: str) -> Diagnosis:
     else:
         s.evidence.append("the critic's rewards not measured: no declared reward range "
                           "(training.reward_range) or no probe")
+    nan = next((p for p in probes if p.get("probe_nonfinite_rewards")), None)
+    if nan is not None:
+        s.fired = True
+        s.evidence.append(f"the env returned {nan['probe_nonfinite_rewards']} NaN/inf rewards in "
+                          f"the probe's {nan['probe_steps']} rollout steps at env step "
+                          f"{nan.get('env_steps')} ({WHY_NONFINITE_REWARD})")
     steps.append(s)
     if s.fired:
         return finish("reward_scaling")

@@ -167,7 +167,7 @@ BLIND_SETUPS = [
     # rule; a reward bug, so the reward branch.
     Setup("reward_occasionally_nan", False,
           ["env.id=setup_zoo_blind:NaNRewardPendulum-v0", PENDULUM_RANGE] + SMALL, 1000,
-          "reward_scaling"),
+          "reward_scaling", ["nonfinite"]),
     # The time limit reported as terminated and a reward growing with t past the
     # declared (documented Pendulum) range: the critic's rewards are beyond it.
     Setup("terminated_at_time_limit_growing_reward", False,

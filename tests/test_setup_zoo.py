@@ -1,6 +1,6 @@
-"""The gate, the verdict and the diagnosis on the set-up zoo (tests/setup_zoo.py):
-healthy set-ups unlike the driving task and genuinely broken ones, none of
-them a switch in the product. Each runs the real preflight (a short TD3 run
+"""The gate, the verdict and the diagnosis on the set-up zoo (tests/setup_zoo.py,
+and the blind set-ups of tests/setup_zoo_blind.py): healthy set-ups unlike the
+driving task and genuinely broken ones, none of them a switch in the product. Each runs the real preflight (a short TD3 run
 with its critic probes), then `diagnose` on its run directory; each must get
 its expected verdict (the worst divergence_state the run reached), preflight
 result (and the rows that catch it) and diagnose branch. The suite prints the
@@ -20,13 +20,17 @@ from rllib_av.preflight_run import preflight
 from rllib_av.run_config import load_run_config
 
 from setup_zoo import RESULTS, ROOT, SETUPS, Outcome
+from setup_zoo_blind import BLIND_SETUPS
 
 pytestmark = pytest.mark.slow
 CUSTOM_ENV_DIR = os.path.join(ROOT, "configs", "custom_env")
 STEPS = os.environ.get("ZOO_STEPS")
 
 
-@pytest.mark.parametrize("setup", SETUPS, ids=[s.name for s in SETUPS])
+ZOO = SETUPS + BLIND_SETUPS
+
+
+@pytest.mark.parametrize("setup", ZOO, ids=[s.name for s in ZOO])
 def test_gate_verdict_and_diagnosis_are_right(ray_local, tmp_path, monkeypatch, setup):
     monkeypatch.syspath_prepend(CUSTOM_ENV_DIR)  # configs/custom_env.yaml's env module
     rc = load_run_config(setup.config, setup.overrides + [

@@ -11,11 +11,13 @@ ones are bugs users write or TD settings that genuinely diverge.
 
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
 import numpy as np
 
 from broken_envs import PENDULUM_REWARD_RANGE
-from setup_zoo import PENDULUM, PENDULUM_RANGE, SMALL, Setup
+from setup_zoo import PENDULUM, PENDULUM_RANGE, ROOT, SMALL, Setup
 
 LARGE = 60.0  # Pendulum's reward in other units: [-976.4, 0] per step
 LARGE_RANGE = (f"training.reward_range=[{LARGE * PENDULUM_REWARD_RANGE[0]}, "
@@ -154,6 +156,13 @@ BLIND_SETUPS = [
     Setup("zero_observations", True,
           ["env.id=setup_zoo_blind:ZeroObsPendulum-v0", PENDULUM_RANGE] + SMALL, 1200,
           "healthy"),
+    # The driving task among NPC traffic, from the state vector: collisions end
+    # episodes early (terminal rows), the driving preset's table applies.
+    Setup("highway_medium_traffic_state", True,
+          ["training.image_encoder=none", "training.frame_stack=1",
+           "training.learning_starts=200", "training.batch_size=64",
+           "training.buffer_size=5000"] + SMALL[:2], 1200, "healthy",
+          config=os.path.join(ROOT, "configs", "highway_medium.yaml")),
     # -- broken ----------------------------------------------------------------
     # Without tau = 1: Adam at critic_lr 0.05, the actor updated every step, no
     # target smoothing, a fast target (tau 0.5): the TD update is unstable and

@@ -90,6 +90,16 @@ class RewardOnGlobalStepCounter(gym.Wrapper):
         return obs, float(reward) - 0.01 * self._steps, terminated, truncated, info
 
 
+class AliveBonus(gym.Wrapper):
+    """Rewards like a locomotion task's: +1 for every step alive, less a small
+    effort cost (a hundredth of Pendulum's), so every reward lies in [0.837, 1]
+    and a correct critic's values sit right under the Q bound."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, 1.0 + 0.01 * float(reward), terminated, truncated, info
+
+
 class GoalOnlyCorridor(gym.Env):
     """A 1-D corridor: the point moves by ``action * 0.1`` in [-1, 1]; reaching
     x >= 1 pays 1 and ends the episode (terminated); every other step pays 0,
@@ -131,6 +141,8 @@ _register("TerminatedAtLimitPendulum-v0", _pendulum(TerminatedAtTimeLimitGrowing
           max_episode_steps=None)
 _register("StepCounterPendulum-v0", _pendulum(RewardOnGlobalStepCounter))
 _register("GoalOnlyCorridor-v0", GoalOnlyCorridor)
+_register("AliveBonusPendulum-v0", _pendulum(AliveBonus))
+ALIVE_RANGE = f"training.reward_range=[{1 + 0.01 * PENDULUM_REWARD_RANGE[0]}, 1.0]"
 
 BLIND_SETUPS = [
     # -- healthy ---------------------------------------------------------------
@@ -155,6 +167,12 @@ BLIND_SETUPS = [
     # task is learnable (the learning curve and `evaluate` say that).
     Setup("zero_observations", True,
           ["env.id=setup_zoo_blind:ZeroObsPendulum-v0", PENDULUM_RANGE] + SMALL, 1200,
+          "healthy"),
+    # An alive bonus: every reward within 16% of r_max, so every true value lies
+    # in [0.84, 1] x the bound (the time limit truncates: the critic bootstraps
+    # through it). A critic right under the bound is correct here.
+    Setup("alive_bonus_rewards_near_r_max", True,
+          ["env.id=setup_zoo_blind:AliveBonusPendulum-v0", ALIVE_RANGE] + SMALL, 1200,
           "healthy"),
     # The driving task among NPC traffic, from the state vector: collisions end
     # episodes early (terminal rows), the driving preset's table applies.

@@ -83,6 +83,11 @@ def _run_probes(algo, rc, run_dir: str, result: Dict) -> Dict:
                                         scale=algo.reward_processor.scale)
         record["q_bound"] = q_bound(*r_range, rc.training.gamma)
         record.update(reward_pipeline_check(*algo.recent_training_rewards(RECENT), r_range))
+    else:  # no declared range: what the critic trained on still bounds it (q_bound.py)
+        rewards, _ = algo.recent_training_rewards(RECENT)
+        if len(rewards):
+            record["q_bound_observed"] = q_bound(float(rewards.min()), float(rewards.max()),
+                                                 rc.training.gamma)
     record.update(terminal_masking_check(algo))
     if rc.health.probe_episodes and not (rc.env.id == DRIVING_ENV_ID
                                          and rc.env.backend == "carla"):

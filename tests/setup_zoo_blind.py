@@ -189,6 +189,14 @@ BLIND_SETUPS = [
           PENDULUM + ["training.critic_lr=0.05", "training.actor_lr=0.01",
                       "training.policy_delay=1", "training.policy_noise=0.0",
                       "training.tau=0.5"], 1000, "overestimation", ["q_bound"]),
+    # The same without a declared range (a user's gymnasium env declares none):
+    # the rewards the critic trained on bound it all the same. (Added after the
+    # first blind run: it found the Q checks all needed training.reward_range.)
+    Setup("unstable_td_undeclared_range", False,
+          [o for o in PENDULUM if o != PENDULUM_RANGE]
+          + ["training.critic_lr=0.05", "training.actor_lr=0.01", "training.policy_delay=1",
+             "training.policy_noise=0.0", "training.tau=0.5"], 1000, "overestimation",
+          ["q_bound"]),
     # NaN on ~2% of steps, inf on ~0.5%: every iteration brings new non-finite
     # rewards (dropped before the replay, counted): diverged by the nonfinite
     # rule; a reward bug, so the reward branch.

@@ -46,7 +46,7 @@ from rllib_av.health.divergence import (
 from rllib_av.health.health_monitor import HEALTH_REASONS_KEY
 from rllib_av.health.health_settings import HealthSettings
 from rllib_av.health.overestimation import judge_overestimation
-from rllib_av.health.preflight import read_records
+from rllib_av.health.preflight import observed_bound, read_records
 from rllib_av.health.probes import read_probes
 from rllib_av.health.q_bound import largest_q
 from rllib_av.health.statistics import BY_KEY
@@ -248,7 +248,10 @@ def diagnose(run_dir: str) -> Diagnosis:
         return Diagnosis(branch, steps, focus, probe, worst_state_summary(records, focus))
 
     f = focus or {}
-    bound = _s(f, "q_bound")
+    bound, observed = _s(f, "q_bound"), ""
+    if not bound:  # no declared range: the bound of the rewards the critic trained on
+        bound = observed_bound(records, probes)
+        observed = " (of the rewards the critic trained on: no declared reward range)"
 
     # 1. logging / calculation
     s = Step("published numbers differ from what the learner computed "
@@ -339,7 +342,8 @@ def diagnose(run_dir: str) -> Diagnosis:
             s.evidence.append(f"{name} in [{lo:.4g}, {hi:.4g}], {ratio:.3g} x bound {bound:.4g}"
                               f"{way}")
             s.fired |= not ratio <= 1.0
-    s.evidence.append(f"threshold: |Q| <= q_bound on both ends ({WHY_BOUND})" if bound else
+    s.evidence.append(f"threshold: |Q| <= q_bound{observed} on both ends ({WHY_BOUND})"
+                      if bound else
                       "Q bound not measured: no declared reward range (training.reward_range)")
     passed, measured, threshold, why = judge_overestimation(probes,
                                                            health.preflight_overestimation_max)

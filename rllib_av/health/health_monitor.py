@@ -3,8 +3,10 @@
 ``HealthMonitor.judge(result)`` reads the iteration's numbers, works out what
 is new since the previous iteration (counters, NaN/inf) and gives each module a
 verdict. It carries the little history that needs: the lifetime totals seen at
-each iteration, the NaN/inf streak, and what the latest critic probe found
-wrong with the rewards or the Bellman update (``note_probe``). Whatever
+each iteration, the NaN/inf streak, what the latest critic probe found wrong
+with the rewards or the Bellman update (``note_probe``), and, without a
+declared reward range, the bound of the rewards the critic trained on (the
+probes') and where the critic started (q_bound.observed_q_bound). Whatever
 publishes (the exporter, TensorBoard, metrics.jsonl) takes the
 ``IterationHealth`` it returns; nothing here depends on a publisher being there.
 """
@@ -22,6 +24,7 @@ from rllib_av.health.divergence import (
 )
 from rllib_av.health.health_settings import HealthSettings
 from rllib_av.health.iteration_metrics import CounterKey, IterationMetrics, from_result
+from rllib_av.health.q_bound import largest_q, observed_q_bound
 
 
 # metrics.jsonl: the verdict's reasons per module, on iterations that are not healthy.
@@ -90,11 +93,26 @@ class HealthMonitor:
         self._streak = NonfiniteStreak()
         self._modules = [DEFAULT_MODULE_ID]
         self._probe_findings: List[Finding] = []
+        self._rewards_bound: Optional[float] = None  # the probes' q_bound_observed, largest
+        self._start_q: Optional[float] = None
 
     def note_probe(self, probe: Mapping) -> None:
         """A critic probe's record: what it found wrong stands in every verdict
         until the next probe."""
         self._probe_findings = probe_findings(probe)
+        seen = probe.get("q_bound_observed")
+        if seen is not None:
+            self._rewards_bound = max(seen, self._rewards_bound or 0.0)
+
+    def _bounded(self, stats: Mapping[str, float]) -> Mapping[str, float]:
+        """``stats`` with the observed bound where the learner has no declared one."""
+        top = largest_q(stats)
+        if self._start_q is None and top is not None:
+            self._start_q = abs(top[1])
+        bound = observed_q_bound(self._rewards_bound, self._start_q or 0.0)
+        if stats.get("q_bound") is not None or bound is None:
+            return stats
+        return {**stats, "q_bound": bound}
 
     def judge(self, result: Mapping) -> IterationHealth:
         m = from_result(result, self.num_env_runners, self.reward_range)
@@ -109,7 +127,8 @@ class HealthMonitor:
         if m.modules:
             self._modules = list(m.modules)
         # An iteration without a gradient update still gets a verdict (on NaN/inf).
-        verdicts = {mid: judge(m.modules.get(mid, {}), self.settings, sources, iters)
+        verdicts = {mid: judge(self._bounded(m.modules.get(mid, {})), self.settings, sources,
+                               iters)
                     for mid in self._modules}
         for verdict in verdicts.values():
             for finding in self._probe_findings:

@@ -10,7 +10,8 @@ measured, its threshold and why that threshold holds for this env:
   ceiling only where a preset or the config gives one;
 - episode_length: not collapsing (the general rule), or in a [min, max] range
   or growing where a preset or the config gives the range;
-- q_bound: max |Q| / q_bound over the run;
+- q_bound: max |Q| / q_bound over the run; without a declared reward range,
+  against the bound of the rewards the critic trained on (q_bound.py);
 - grad_norm: judged only against a threshold a preset or the config gives;
 - reward_range: the rewards the critic trains on inside the declared range;
 - terminal_masking: the learner's Bellman targets on terminal transitions are
@@ -38,6 +39,7 @@ from rllib_av.health.divergence import (
     nonfinite_stats, rewards_measured, rewards_threshold, terminal_measured,
 )
 from rllib_av.health.overestimation import judge_overestimation
+from rllib_av.health.q_bound import largest_q, observed_q_bound, q_bound_ratio
 from rllib_av.health.tensorboard_records import read_tensorboard_records
 
 GROWTH = 1.25  # "growing": mean length over the last third >= this x the first third
@@ -76,6 +78,22 @@ def read_records(run_dir: str) -> List[Dict]:
 def _stat(record: Dict, key: str) -> Optional[float]:
     v = record.get(f"{DEFAULT_MODULE_ID}/{key}")
     return None if v is None else float(v)
+
+
+def module_stats(record: Dict) -> Dict[str, float]:
+    """The learner statistics of one record, by their statistics.py keys."""
+    return {k.split("/", 1)[1]: v for k, v in record.items()
+            if k.startswith(f"{DEFAULT_MODULE_ID}/") and v is not None}
+
+
+def observed_bound(records: List[Dict], probes: List[Dict]) -> Optional[float]:
+    """Without a declared range: q_bound.observed_q_bound of the largest rewards
+    any probe found in the replay and the critic's largest |Q| in its first
+    iteration."""
+    seen = [p["q_bound_observed"] for p in probes if p.get("q_bound_observed") is not None]
+    start = next((abs(top[1]) for top in map(largest_q, map(module_stats, records))
+                  if top is not None), 0.0)
+    return observed_q_bound(max(seen) if seen else None, start)
 
 
 def _worst(records: List[Dict], key: str, magnitude=abs) -> Optional[Tuple[float, Dict]]:
@@ -149,14 +167,21 @@ def episode_length_check(records: List[Dict], h, learning_starts: int) -> Check:
                  last >= COLLAPSE * max(first, middle) or rising, WHY_COLLAPSE)
 
 
-def q_bound_check(records: List[Dict], h) -> Check:
-    worst = _worst(records, "q_bound_ratio")
+def q_bound_check(records: List[Dict], probes: List[Dict], h) -> Check:
+    worst, source = _worst(records, "q_bound_ratio"), ""
+    bound = observed_bound(records, probes) if worst is None else None
+    if bound is not None:  # no declared range: the rewards the critic trained on
+        ratios = [(q_bound_ratio(module_stats(r), bound), r) for r in records]
+        ratios = [(x, r) for x, r in ratios if x is not None]
+        if ratios:
+            worst = max(ratios, key=lambda x: math.inf if math.isnan(x[0]) else x[0])
+            source = "of the rewards the critic trained on; no declared range, "
     if worst is None:
         return Check("q_bound", "not measured: no declared reward range (training.reward_range) "
                      "or no update", "-", None, WHY_BOUND)
     ratio, at = worst
-    return Check("q_bound", f"max |Q|/bound {ratio:.3g} (bound {_stat(at, 'q_bound'):.4g}, "
-                            f"step {at['env_steps']})",
+    return Check("q_bound", f"max |Q|/bound {ratio:.3g} (bound {bound or _stat(at, 'q_bound'):.4g} "
+                            f"{source}step {at['env_steps']})",
                  f"< {h.preflight_q_bound_ratio_max:g}",
                  math.isfinite(ratio) and ratio < h.preflight_q_bound_ratio_max, WHY_BOUND)
 
@@ -203,8 +228,7 @@ def nonfinite_check(records: List[Dict], h) -> Check:
                     if k.startswith("nonfinite/") and v is not None}
         new = {k: max(v - previous.get(k, 0.0), 0.0) for k, v in counters.items()}
         previous = {**previous, **counters}
-        stats = {k.split("/", 1)[1]: float(v) for k, v in r.items()
-                 if k.startswith(f"{DEFAULT_MODULE_ID}/") and isinstance(v, (int, float))}
+        stats = {k: float(v) for k, v in module_stats(r).items() if isinstance(v, (int, float))}
         bad = sum(new.values()) + len(nonfinite_stats(stats))
         for k, n in new.items():
             totals[k] = totals.get(k, 0.0) + n
@@ -222,7 +246,7 @@ def evaluate(records: List[Dict], probes: List[Dict], h, learning_starts: int) -
     probe = probes[-1] if probes else {}
     over = judge_overestimation(probes, h.preflight_overestimation_max)
     checks = [actor_loss_check(records, h), episode_length_check(records, h, learning_starts),
-              q_bound_check(records, h), grad_norm_check(records, h), reward_range_check(probe),
+              q_bound_check(records, probes, h), grad_norm_check(records, h), reward_range_check(probe),
               terminal_masking_check(probe), nonfinite_check(records, h),
               Check("overestimation", over[1], over[2], over[0], over[3])]
     for c in checks:

@@ -70,6 +70,19 @@ def q_bound_ratio(stats: Mapping[str, float], bound: float) -> Optional[float]:
     return max(values) / bound
 
 
+def observed_q_bound(rewards_bound: Optional[float], start_q: float) -> Optional[float]:
+    """Without a declared range, the bound on what the critic trained on:
+    ``rewards_bound`` is q_bound of the rewards in its replay (training units,
+    the probes' ``q_bound_observed``), ``start_q`` the critic's largest |Q| in
+    its first iteration. Each update y = r + gamma Q' contracts towards the
+    rewards' ball: |Q_k| <= rewards_bound + gamma^k start_q, so a critic beyond
+    their sum did not get there by fitting its data. None while the rewards
+    bound less than the critic's initial noise (nothing to tell it from)."""
+    if rewards_bound is None or not rewards_bound > 0 or rewards_bound < start_q:
+        return None
+    return rewards_bound + start_q
+
+
 def largest_q(stats: Mapping[str, float]) -> Optional[Tuple[str, float]]:
     """(key, value) of the Q statistic farthest from zero (what drives the ratio)."""
     present = [(k, float(stats[k])) for k in Q_VALUES

@@ -7,6 +7,10 @@ tasks unlike Pendulum and the driving task (a sparse goal behind long
 episodes, rewards in the hundreds and all negative, a reward only at the
 goal with a random horizon, an observation that carries nothing); the broken
 ones are bugs users write or TD settings that genuinely diverge.
+tests/test_setup_zoo.py runs them with the first zoo at their CI-sized
+``steps``; at the gate's default steps (health.preflight_steps):
+
+    ZOO_STEPS=default pytest tests/test_setup_zoo.py -s
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The gate, the verdict and the diagnosis on the set-up zoo (tests/setup_zoo.py,
 and the blind set-ups of tests/setup_zoo_blind.py): healthy set-ups unlike the
-driving task and genuinely broken ones, none of them a switch in the product. Each runs the real preflight (a short TD3 run
-with its critic probes), then `diagnose` on its run directory; each must get
+driving task and genuinely broken ones, none of them a switch in the product.
+Each runs the real preflight (a short TD3 run with its critic probes), then
+`diagnose` on its run directory; each must get
 its expected verdict (the worst divergence_state the run reached), preflight
 result (and the rows that catch it) and diagnose branch. The suite prints the
 confusion table at the end (conftest.py).

@@ -246,8 +246,8 @@ def evaluate(records: List[Dict], probes: List[Dict], h, learning_starts: int) -
     probe = probes[-1] if probes else {}
     over = judge_overestimation(probes, h.preflight_overestimation_max)
     checks = [actor_loss_check(records, h), episode_length_check(records, h, learning_starts),
-              q_bound_check(records, probes, h), grad_norm_check(records, h), reward_range_check(probe),
-              terminal_masking_check(probe), nonfinite_check(records, h),
+              q_bound_check(records, probes, h), grad_norm_check(records, h),
+              reward_range_check(probe), terminal_masking_check(probe), nonfinite_check(records, h),
               Check("overestimation", over[1], over[2], over[0], over[3])]
     for c in checks:
         c.required = c.name in h.preflight_required

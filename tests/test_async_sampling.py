@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import ray
 
-from rllib_av.algorithms.td3 import TD3Config
+from rllib_av.algorithms.td3 import TD3, TD3Config
 
 pytestmark = pytest.mark.slow
 
@@ -41,13 +41,23 @@ class HangingPendulum(gym.Wrapper):
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
+class BacklogTD3(TD3):
+    """TD3 that records the learner's backlog (updates owed and under way)
+    each time fragments have arrived."""
+
+    def _take_fragments(self, fragments):
+        super()._take_fragments(fragments)
+        self.backlogs = getattr(self, "backlogs", [])
+        self.backlogs.append(self.rate_limiter.owed + self.rate_limiter.under_way)
+
+
 def config(num_env_runners=2, env="Pendulum-v1", env_config=None, sample_timeout_s=60.0,
-           **training):
+           algo_class=None, **training):
     training = {"num_steps_sampled_before_learning_starts": 128,
                 "train_batch_size_per_learner": 32, "replay_buffer_config": {"capacity": 20_000},
                 "actor_hiddens": [32], "critic_hiddens": [32],
                 **training}
-    return (TD3Config().environment(env, env_config=env_config or {})
+    return (TD3Config(algo_class=algo_class).environment(env, env_config=env_config or {})
             .training(**training)
             .env_runners(num_env_runners=num_env_runners, rollout_fragment_length=16,
                          sample_timeout_s=sample_timeout_s)
@@ -74,6 +84,11 @@ def test_async_is_the_default_with_remote_env_runners_and_sync_stays_available()
         config(num_env_runners=0, async_sampling=True).validate()
     with pytest.raises(ValueError, match="max_policy_lag_updates"):
         config(max_policy_lag_updates=0).validate()
+    # Fragments are cut at env steps: RLlib's complete-episode batches would be ignored.
+    with pytest.raises(ValueError, match="batch_mode='complete_episodes'.*async_sampling"):
+        config(num_env_runners=1).env_runners(batch_mode="complete_episodes").validate()
+    config(num_env_runners=1, async_sampling=False).env_runners(
+        batch_mode="complete_episodes").validate()
 
 
 @pytest.mark.parametrize("ratio", [0.5, 1.0])
@@ -109,6 +124,48 @@ def test_ratio_holds_over_a_window_and_policy_lag_stays_bounded(ray_local, ratio
     assert max(lags) >= 1, lags
     print(f"async ratio {ratio}: {updates - updates0} updates / {steps - steps0} env steps "
           f"= {measured:.4f}; policy lag max {max(lags):g} (bound {max_lag})")
+
+
+def test_four_runners_ahead_of_the_learner_never_put_it_more_than_the_error_buffer_behind(
+        ray_local):
+    """Four runners offer more env steps than the learner holds at ratio 2 on two
+    cores, so sampling is throttled: the learner's backlog (updates owed and
+    under way) never exceeds the rate limiter's error buffer, not even when the
+    fragments asked for before it fell behind arrive. (With the backlog bounded,
+    updates / env steps over a window is within error buffer / window of the
+    ratio: test_rate_limiter.py.)"""
+    algo = (config(num_env_runners=4, updates_per_env_step=2.0, max_policy_lag_updates=32,
+                   algo_class=BacklogTD3)
+            .env_runners(num_cpus_per_env_runner=0.5, rollout_fragment_length=8)
+            .build_algo())
+    try:
+        result = algo.train()
+        while _counts(result)[0] < 600:
+            result = algo.train()
+        error_buffer, backlogs = algo.rate_limiter.error_buffer, algo.backlogs
+    finally:
+        algo.stop()
+    # The learner was behind (the throttle is what is under test)...
+    assert max(backlogs) > error_buffer / 2, (max(backlogs), error_buffer)
+    # ...and never more than the error buffer behind.
+    assert max(backlogs) <= error_buffer, (max(backlogs), error_buffer)
+    print(f"4 runners, ratio 2: backlog max {max(backlogs):g} (error buffer {error_buffer:g})")
+
+
+def test_auto_fragment_length_and_no_sample_timeout_are_run_as_rllib_means_them(ray_local):
+    """RLlib's rollout_fragment_length="auto" (sized from the train batch) and
+    sample_timeout_s=None (no timeout) are valid RLlib settings: async sampling
+    runs with them."""
+    algo = (config(num_env_runners=1, sample_timeout_s=None)
+            .env_runners(rollout_fragment_length="auto").build_algo())
+    try:
+        assert algo.async_sampler is not None
+        result = algo.train()
+        while _counts(result)[1] == 0:
+            result = algo.train()
+        assert _counts(result)[0] >= 128
+    finally:
+        algo.stop()
 
 
 def test_a_hung_env_runner_holds_up_no_one_and_is_restarted(ray_local, tmp_path):

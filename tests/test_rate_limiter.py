@@ -10,28 +10,40 @@ def test_learner_is_handed_only_what_is_owed_and_sampling_waits_past_the_error_b
     assert limiter.take(100) == 0  # nothing sampled: the learner waits, never overtrains
     limiter.add(9)
     assert limiter.take(100) == 4 and limiter.owed == pytest.approx(0.5)  # 4.5 owed, whole updates
-    assert limiter.may_sample
+    assert limiter.may_sample(0, 8)  # 0.5 owed + 4 under way + 4 to be owed
+    assert not limiter.may_sample(4, 8)  # ... + 2 for the 4 steps already asked for
     limiter.add(16)  # 8.5 owed + 4 under way > 10: the learner is behind
-    assert not limiter.may_sample
+    assert not limiter.may_sample(0, 1)
     limiter.done(4)
-    assert limiter.may_sample and limiter.take(3) == 3  # at most what a call may make
+    assert limiter.may_sample(0, 2) and limiter.take(3) == 3  # at most what a call may make
 
 
-def test_updates_track_the_ratio_over_any_window():
-    """Fragments of 16 steps arrive; the learner takes at most 4 updates per call:
-    over every window the updates done stay within the error buffer of ratio x steps."""
-    limiter = UpdateRateLimiter(ratio=2.0, error_buffer=40)
+def test_backlog_stays_within_the_error_buffer_with_every_runner_sampling():
+    """Four runners ask for 16-step fragments whenever the limiter lets them and
+    deliver them a few rounds later; the learner is slower than they are. The
+    updates owed and under way never exceed the error buffer (steps asked for
+    count from the moment they are asked for, so fragments in flight when the
+    learner falls behind cannot push it past), and over the run updates /
+    env steps stays within 5% of the ratio."""
+    ratio, steps_per_fragment = 2.0, 16
+    limiter = UpdateRateLimiter(ratio=ratio, error_buffer=ratio * 4 * steps_per_fragment + 8)
+    out = {}  # runner -> rounds until its fragment is back
     steps = updates = 0
-    for i in range(200):
-        if limiter.may_sample:
-            limiter.add(16)
-            steps += 16
-        for _ in range(3):  # the learner makes three calls per arrival
-            n = limiter.take(4)
-            limiter.done(n)
-            updates += n
-        assert abs(updates - 2.0 * steps) <= 40 + 2.0 * 16
-    assert updates / steps == pytest.approx(2.0, rel=0.05)
+    for round_ in range(1000):
+        for runner in [r for r, left in out.items() if left == 0]:
+            del out[runner]
+            limiter.add(steps_per_fragment)
+            steps += steps_per_fragment
+        out = {r: left - 1 for r, left in out.items()}
+        for runner in range(4):
+            if runner not in out and limiter.may_sample(steps_per_fragment * len(out),
+                                                        steps_per_fragment):
+                out[runner] = 1 + (runner + round_) % 3
+        n = limiter.take(4)  # one call of at most 4 updates per round: slower than the runners
+        updates += n
+        assert limiter.owed + limiter.under_way <= limiter.error_buffer
+        limiter.done(n)
+    assert steps > 1500 and updates / steps == pytest.approx(ratio, rel=0.05)
 
 
 def test_a_learner_slower_than_the_runners_is_reported_once_with_the_numbers():

@@ -8,8 +8,9 @@ object store. The driver gets a ``Fragment`` back: the chunks' object ref, the
 little bookkeeping it needs (``ChunkMeta``), the weights it sampled with, its
 metrics; the chunks themselves go from there to the learner that stores them.
 As soon as a runner's fragment is back it is asked for the next one (unless the
-rate limiter holds sampling back): no runner waits for another, a slow or hung
-one delays only its own fragments.
+rate limiter holds sampling back: the steps asked for count there from the
+moment they are asked for): no runner waits for another, a slow or hung one
+delays only its own fragments.
 
 Policy lag (learner updates between the weights a fragment was sampled with
 and its arrival) is bounded by ``max_policy_lag_updates``: weights are
@@ -29,7 +30,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Collection, Dict, List, Optional, Tuple
+from typing import Any, Callable, Collection, Dict, List, Optional, Tuple
 
 import ray
 from ray.rllib.core import COMPONENT_RL_MODULE
@@ -125,8 +126,9 @@ class AsyncSampler:
         # per runner, measured: seconds per env step sampled, seconds per round trip
         self._step_s: Dict[int, float] = {}
         self._round_trip_s: Dict[int, float] = {}
-        # per runner with a request out: (asked at, updates of the newest weights then)
-        self._asked: Dict[int, Tuple[float, int]] = {}
+        # per runner with a request out: (asked at, updates of the newest weights
+        # then, env steps asked for)
+        self._asked: Dict[int, Tuple[float, int, int]] = {}
         self.server = server
         self._pushed: Optional[ray.ObjectRef] = None  # the newest push to it
         self.share_server(None)
@@ -161,27 +163,37 @@ class AsyncSampler:
         or under way) so far, without taking an on-time fragment out past
         ``max_lag_updates``; None: no fragment out constrains it."""
         now = time.monotonic()
-        bases = [base for runner_id, (asked, base) in self._asked.items()
+        bases = [base for runner_id, (asked, base, _) in self._asked.items()
                  if now - asked <= self._late_after_s(runner_id)]
         return max(0, min(bases) + self.max_lag_updates - committed) if bases else None
 
     # -- fragments ------------------------------------------------------------------
 
-    def request(self) -> int:
-        """Ask every healthy runner without a request out for its next fragment."""
+    @property
+    def steps_in_flight(self) -> int:
+        """Env steps asked for and not back yet (fragments to be dropped aside)."""
+        return sum(steps for _, _, steps in self._asked.values())
+
+    def request(self, may_sample: Callable[[int, int], bool]) -> int:
+        """Ask every healthy runner without a request out for its next fragment,
+        as long as ``may_sample(steps in flight, steps)`` (the rate limiter's)."""
         busy = {actor_id for tag, actor_id in self.group._worker_manager
                 ._in_flight_req_to_actor_id.values() if tag == TAG}
         self._asked = {i: v for i, v in self._asked.items() if i in busy}  # failed ones go
-        ids = [i for i in self.group.healthy_env_runner_ids() if i not in busy]
+        ids, steps = [], []
+        for i in self.group.healthy_env_runner_ids():
+            n = self.steps_for(i)
+            if i not in busy and may_sample(self.steps_in_flight + sum(steps), n):
+                ids.append(i)
+                steps.append(n)
         if not ids:
             return 0
         # The runners pull what the server holds: the newest weights, once pushed.
         if self._pushed is not None:
             ray.get(self._pushed)
         now, base = time.monotonic(), self._updates_at[self.seq_no]
-        self._asked.update({i: (now, base) for i in ids})
-        kwargs = [dict(steps=self.steps_for(i), leaves=self.leaves, epoch=self.epoch)
-                  for i in ids]
+        self._asked.update({i: (now, base, n) for i, n in zip(ids, steps)})
+        kwargs = [dict(steps=n, leaves=self.leaves, epoch=self.epoch) for n in steps]
         return self.group.foreach_env_runner_async([sample_fragment] * len(ids), tag=TAG,
                                                    kwargs=kwargs, remote_worker_ids=ids)
 
@@ -219,12 +231,14 @@ class AsyncSampler:
     def in_flight(self) -> List[ray.ObjectRef]:
         return in_flight(self.group._worker_manager, TAG)
 
-    def restart_hung(self, timeout_s: float) -> List[int]:
+    def restart_hung(self, timeout_s: Optional[float]) -> List[int]:
         """Runners whose fragment has been out for more than ``timeout_s`` (a hung
         simulator): their actor is killed and marked unhealthy, so that RLlib's
         fault tolerance restarts it as it does a crashed one. Returns their ids."""
+        if timeout_s is None:  # RLlib's "no timeout"
+            return []
         now = time.monotonic()
-        hung = [i for i, (asked, _) in self._asked.items() if now - asked > timeout_s]
+        hung = [i for i, (asked, _, _) in self._asked.items() if now - asked > timeout_s]
         manager = self.group._worker_manager
         for runner_id in hung:
             del self._asked[runner_id]

@@ -4,10 +4,12 @@ Reverb's ``SampleToInsertRatio`` idea, with gradient updates for samples and
 env steps for inserts: every env step that enters the replay once learning has
 started owes ``ratio`` updates; the learner is handed only what is owed (when
 data comes slower than it can learn, it waits: it never trains more than the
-ratio says), and while more than ``error_buffer`` updates are owed or under way
-the learner is behind, so no new sampling is requested (sampling is throttled;
-nothing sampled is dropped). Over a window, updates / env steps therefore stay
-within ``error_buffer / (ratio * env steps in the window)`` of ``ratio``.
+ratio says). Sampling is requested only while the updates owed, under way and
+to be owed by the env steps already asked for stay within ``error_buffer``
+(when the learner is behind, sampling is throttled; nothing sampled is
+dropped). The learner's backlog is therefore never more than ``error_buffer``,
+and over a window updates / env steps stay within
+``error_buffer / (ratio * env steps in the window)`` of ``ratio``.
 """
 
 from __future__ import annotations
@@ -37,10 +39,12 @@ class UpdateRateLimiter:
     def done(self, updates: int) -> None:
         self.under_way -= updates
 
-    @property
-    def may_sample(self) -> bool:
-        """Whether the learner keeps up well enough for more sampling."""
-        return self.owed + self.under_way <= self.error_buffer
+    def may_sample(self, steps_in_flight: int, steps: int) -> bool:
+        """Whether ``steps`` more env steps may be asked for, ``steps_in_flight``
+        being asked for and not back yet: whether the learner keeps up well
+        enough for the updates they will all owe."""
+        return (self.owed + self.under_way + self.ratio * (steps_in_flight + steps)
+                <= self.error_buffer)
 
 
 # Measure this much before judging whether the learner can hold the ratio.

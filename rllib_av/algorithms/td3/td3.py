@@ -172,6 +172,11 @@ class TD3Config(AlgorithmConfig):
         if self.async_sampling and self.num_env_runners == 0 and not self.in_evaluation:
             raise ValueError("TD3Config.async_sampling=True needs num_env_runners >= 1: the "
                              "driver's own EnvRunner cannot sample while the learner trains")
+        if self.samples_async and self.batch_mode != "truncate_episodes" \
+                and not self.in_evaluation:
+            raise ValueError(f"TD3Config.batch_mode={self.batch_mode!r} is not supported with "
+                             "async_sampling: fragments are cut at env steps; expected "
+                             "batch_mode='truncate_episodes', or async_sampling=False")
         # Async: RLlib's per-iteration EnvRunner state sync would wait for every
         # runner to finish its fragment; the runners pull weights instead.
         self._dont_auto_sync_env_runner_states = self.samples_async
@@ -263,7 +268,7 @@ class TD3(Algorithm):
         if weights_server is not None:
             self.async_sampler = AsyncSampler(
                 self.env_runner_group, weights_server, leaves=self._chunk_leaves,
-                fragment_steps=config.rollout_fragment_length * config.num_envs_per_env_runner,
+                fragment_steps=_fragment_steps(config),
                 max_lag_updates=config.max_policy_lag_updates)
 
     # -- one training step --------------------------------------------------------
@@ -303,8 +308,7 @@ class TD3(Algorithm):
             fragments = sampler.ready()
             if fragments:
                 self._take_fragments(fragments)
-            if self.rate_limiter.may_sample:  # runners just back sample on at once
-                sampler.request()
+            sampler.request(self.rate_limiter.may_sample)  # runners just back sample on at once
             progressed = self._submit_learning() or progressed or bool(fragments)
             left = deadline - time.monotonic()
             if progressed or left <= 0:
@@ -638,13 +642,16 @@ def _updates_per_call(config: TD3Config) -> int:
     return max(1, config.max_policy_lag_updates // 4)
 
 
+def _fragment_steps(config: TD3Config) -> int:
+    """Env steps of one EnvRunner's fragment (all its envs; "auto" resolved)."""
+    return config.get_rollout_fragment_length() * config.num_envs_per_env_runner
+
+
 def _error_buffer(config: TD3Config) -> float:
-    """Updates that may be owed (or under way) before sampling waits: one
-    fragment from every runner (fragments arriving together stall nobody),
-    plus the learner calls in flight."""
-    steps = (config.rollout_fragment_length * config.num_envs_per_env_runner
-             * max(1, config.num_env_runners))
-    return (config.updates_per_env_step * steps
+    """Updates that may be owed, under way or to be owed by the steps asked
+    for before sampling waits: one fragment from every runner (all of them
+    sample at once while the learner keeps up), plus the learner calls in flight."""
+    return (config.updates_per_env_step * _fragment_steps(config) * max(1, config.num_env_runners)
             + LEARNER_CALLS_IN_FLIGHT * _updates_per_call(config))
 
 

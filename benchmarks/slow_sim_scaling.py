@@ -25,6 +25,8 @@ servers): there the ideal counts it as a third of a runner.
         [--seconds 60] [--warmup-s 15] [--tick-s 0.05] [--slow-runner 4]
         [--device cpu|cuda] [--out PATH]
 
+(``--runners`` with no N and ``--slow-runner 4``: the heterogeneous cells only.)
+
 Writes benchmarks/results/slow_sim_scaling.json (after every cell, so a cut
 run keeps what it measured). Numbers from a shared machine are noisy (its
 load average is recorded); the ratios to the ideal are what compare.
@@ -216,7 +218,7 @@ def report(args, ceilings, rows, load_start) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runners", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--runners", type=int, nargs="*", default=[1, 2, 4, 8])
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.25, 1.0])
     ap.add_argument("--tick-s", type=float, default=0.05)
     ap.add_argument("--seconds", type=float, default=60.0, help="measured window per cell")
@@ -231,7 +233,7 @@ def main() -> None:
     torch.set_num_threads(1)  # as rllib_av.training does
     load_start = os.getloadavg()[0]
     # EnvRunners ask for a CPU each; sleeping ones use little.
-    ray.init(num_cpus=max(args.runners) + 2, num_gpus=1 if args.device == "cuda" else 0,
+    ray.init(num_cpus=max(args.runners + [args.slow_runner]) + 2, num_gpus=1 if args.device == "cuda" else 0,
              include_dashboard=False, log_to_driver=False, configure_logging=False)
     ceilings = [learner_ceiling(args.device)]
     print(json.dumps({"learner_updates_per_s": ceilings[0]}), flush=True)

@@ -127,13 +127,14 @@ def test_ratio_holds_over_a_window_and_policy_lag_stays_bounded(ray_local, ratio
 
 
 def test_four_runners_ahead_of_the_learner_never_put_it_more_than_the_error_buffer_behind(
-        ray_local):
+        ray_local, caplog):
     """Four runners offer more env steps than the learner holds at ratio 2 on two
     cores, so sampling is throttled: the learner's backlog (updates owed and
     under way) never exceeds the rate limiter's error buffer, not even when the
-    fragments asked for before it fell behind arrive. (With the backlog bounded,
+    fragments asked for before it fell behind arrive (with the backlog bounded,
     updates / env steps over a window is within error buffer / window of the
-    ratio: test_rate_limiter.py.)"""
+    ratio: test_rate_limiter.py), and the user is told once, with the measured
+    numbers, that the ratio cannot be held at this many runners."""
     algo = (config(num_env_runners=4, updates_per_env_step=2.0, max_policy_lag_updates=32,
                    algo_class=BacklogTD3)
             .env_runners(num_cpus_per_env_runner=0.5, rollout_fragment_length=8)
@@ -149,7 +150,11 @@ def test_four_runners_ahead_of_the_learner_never_put_it_more_than_the_error_buff
     assert max(backlogs) > error_buffer / 2, (max(backlogs), error_buffer)
     # ...and never more than the error buffer behind.
     assert max(backlogs) <= error_buffer, (max(backlogs), error_buffer)
-    print(f"4 runners, ratio 2: backlog max {max(backlogs):g} (error buffer {error_buffer:g})")
+    warnings = [r.getMessage() for r in caplog.records
+                if "is more than the learner can hold" in r.getMessage()]
+    assert len(warnings) == 1 and "at 4 env runners" in warnings[0], warnings
+    print(f"4 runners, ratio 2: backlog max {max(backlogs):g} (error buffer {error_buffer:g}); "
+          f"{warnings[0]}")
 
 
 def test_auto_fragment_length_and_no_sample_timeout_are_run_as_rllib_means_them(ray_local):

@@ -118,8 +118,9 @@ class ReplayStorage:
                           chunk.actions.shape[1])
         steps = chunk.num_steps
         last = self._open.pop(chunk.id, None)
-        # Continue the stored episode only while its last observation is still stored.
-        continuing = last is not None and last >= self.num_added - self.capacity
+        # Continue the stored episode only if its last observation is still stored
+        # once this chunk's new ones are (they must not overwrite what they link to).
+        continuing = last is not None and last >= self.num_added + steps - self.capacity
         first_new = 1 if continuing else 0
         n_new = steps + 1 - first_new
         new_nums = np.arange(self.num_added, self.num_added + n_new)

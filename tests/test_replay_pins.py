@@ -1,0 +1,75 @@
+"""Replay storage and sampling at their edges, through add / sample / restore
+and what the critic probes read: an empty buffer answers in the right types,
+a wrapped ring reports only what it still holds, and the memory it declares
+is the memory it takes."""
+
+import numpy as np
+import torch
+from ray.rllib.core.columns import Columns
+
+from rllib_av.replay.episode_chunk import BOX_KEY, EpisodeChunk
+from rllib_av.replay.sampling import TransitionSampler
+from rllib_av.replay.storage import ReplayStorage, slot_bytes
+
+
+def one_step_episode(i, terminated=True):
+    return EpisodeChunk(id=f"e{i}", obs={BOX_KEY: np.full((2, 3), i, np.float32)},
+                        actions=np.full((1, 2), i / 10, np.float32),
+                        rewards=np.array([float(i)], np.float32),
+                        terminated=terminated, done=True)
+
+
+def test_an_empty_buffer_answers_the_probes_in_their_types():
+    storage = ReplayStorage(10)
+    assert storage.nbytes() == 0
+    rewards, positions = storage.recent_transitions(5)
+    assert (rewards.dtype, positions.dtype) == (np.float32, np.int64)
+    assert len(rewards) == len(positions) == 0
+    terminal = storage.terminal_slots(5)
+    assert terminal.dtype == torch.int64 and terminal.shape == (0,)
+
+
+def test_a_wrapped_ring_reports_only_the_terminal_transitions_it_still_holds():
+    """Capacity 6, four one-step episodes (8 observations): the first episode
+    is overwritten; the others' first observations sit in slots 2, 4 and 0."""
+    storage = ReplayStorage(6)
+    storage.add_chunks([one_step_episode(i) for i in range(4)])
+    assert storage.oldest == 2
+    assert storage.terminal_slots(10).tolist() == [2, 4, 0]
+    assert storage.terminal_slots(2).tolist() == [4, 0]  # the newest
+    rewards, positions = storage.recent_transitions(10)
+    assert rewards.tolist() == [1.0, 2.0, 3.0] and positions.tolist() == [0, 0, 0]
+    assert positions.dtype == np.int64
+
+
+def test_the_declared_slot_size_is_what_a_slot_takes():
+    leaves = {BOX_KEY: ((3,), np.float32)}
+    storage = ReplayStorage(10)
+    storage.allocate(leaves, action_dim=2)
+    # + one int64: ``prev`` has a pad row (the pad frame links to itself).
+    assert storage.nbytes() == 10 * slot_bytes(leaves, 2) + 8
+    assert slot_bytes(leaves, 2) == 12 + 16 + 8 + 4 + 1
+
+
+def chunk_of(episode, values, done):
+    """One chunk of ``episode`` whose observations are ``values``, rewards 1."""
+    steps = len(values) - 1
+    return EpisodeChunk(id=episode, obs={BOX_KEY: np.array(values, np.float32)[:, None]},
+                        actions=np.zeros((steps, 1), np.float32),
+                        rewards=np.ones(steps, np.float32), terminated=False, done=done)
+
+
+def test_a_chunk_never_links_to_an_observation_it_overwrites_itself():
+    """Ring of 4: episode A's first chunk (observations 10, 11), then B's three
+    steps fill the ring up to A's 11, the oldest one stored. A's next chunk
+    (11, 12) would overwrite 11 with 12 while linking 11 -> 12 in that very
+    slot: a transition from 12 to itself. It must start afresh instead."""
+    storage = ReplayStorage(4)
+    storage.add_chunks([chunk_of("A", [10, 11], done=False)])
+    storage.add_chunks([chunk_of("B", [20, 21, 22], done=True)])
+    assert storage.oldest == 1  # A's 11, still stored when A's next chunk arrives
+    storage.add_chunks([chunk_of("A", [11, 12], done=False)])
+    sampler = TransitionSampler(storage, gamma=0.9, seed=0)
+    batch = sampler.sample(200)
+    pairs = set(zip(batch[Columns.OBS][:, 0].tolist(), batch[Columns.NEXT_OBS][:, 0].tolist()))
+    assert pairs == {(21.0, 22.0), (11.0, 12.0)}

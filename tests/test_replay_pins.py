@@ -3,13 +3,16 @@ and what the critic probes read: an empty buffer answers in the right types,
 a wrapped ring reports only what it still holds, and the memory it declares
 is the memory it takes."""
 
+import os
+import pickle
+
 import numpy as np
 import torch
 from ray.rllib.core.columns import Columns
 
 from rllib_av.replay.episode_chunk import BOX_KEY, EpisodeChunk
-from rllib_av.replay.sampling import TransitionSampler
-from rllib_av.replay.storage import ReplayStorage, slot_bytes
+from rllib_av.replay.sampling import DISCOUNTS, TransitionSampler
+from rllib_av.replay.storage import ReplayStorage, load_state, save_state, slot_bytes
 
 
 def one_step_episode(i, terminated=True):
@@ -73,3 +76,50 @@ def test_a_chunk_never_links_to_an_observation_it_overwrites_itself():
     batch = sampler.sample(200)
     pairs = set(zip(batch[Columns.OBS][:, 0].tolist(), batch[Columns.NEXT_OBS][:, 0].tolist()))
     assert pairs == {(21.0, 22.0), (11.0, 12.0)}
+
+
+def test_n_step_returns_stop_at_the_last_stored_observation_and_bootstrap_there():
+    """An episode cut by its time limit (truncated: not terminated) or still
+    open: the n-step return sums what is stored and bootstraps from the last
+    observation, discounted by the steps actually taken."""
+    storage = ReplayStorage(20)
+    storage.add_chunks([chunk_of("T", [0, 1, 2, 3], done=True),  # truncated
+                        chunk_of("O", [10, 11], done=False)])  # open
+    sampler = TransitionSampler(storage, gamma=0.5, seed=0)
+    batch = sampler.sample(300, n_step=3)
+    start = batch[Columns.OBS][:, 0].numpy()
+    steps = {0: 3, 1: 2, 2: 1, 10: 1}
+    expected_steps = np.array([steps[int(s)] for s in start])
+    assert set(start.tolist()) == set(steps)
+    assert np.allclose(batch[Columns.REWARDS].numpy(), (1 - 0.5 ** expected_steps) / 0.5)
+    assert np.allclose(batch[DISCOUNTS].numpy(), 0.5 ** expected_steps)
+    last = np.where(start < 10, 3, 11)
+    assert (batch[Columns.NEXT_OBS][:, 0].numpy() == last).all()
+    assert not batch[Columns.TERMINATEDS].any()
+
+
+def test_a_single_stored_transition_is_sampled():
+    storage = ReplayStorage(5)
+    storage.add_chunks([one_step_episode(7)])
+    batch = TransitionSampler(storage, gamma=0.9, seed=0).sample(4)
+    assert batch[Columns.REWARDS].tolist() == [7.0] * 4
+
+
+def test_a_saved_state_goes_into_an_existing_directory_and_comes_back(tmp_path):
+    storage = ReplayStorage(8)
+    storage.add_chunks([one_step_episode(i) for i in range(3)])
+    save_state(storage.get_state(), str(tmp_path))  # the directory exists already
+    restored = ReplayStorage(8)
+    restored.set_state(load_state(str(tmp_path)))
+    assert restored.num_added == 6 and restored.num_transitions_added == 3
+    assert torch.equal(restored.obs[BOX_KEY][:6], storage.obs[BOX_KEY][:6])
+    assert torch.equal(restored.next[:6], storage.next[:6])
+    assert torch.equal(restored.terminated[:6], storage.terminated[:6])
+    # Bulk data as one .npy per array, never pickled; an empty buffer saves too.
+    files = sorted(os.listdir(tmp_path))
+    assert files == sorted(["meta.pkl", "obs__.npy", "prev.npy", "next.npy", "action.npy",
+                            "reward.npy", "terminated.npy"])
+    with open(tmp_path / "meta.pkl", "rb") as f:
+        assert "arrays" not in pickle.load(f)
+    save_state(ReplayStorage(8).get_state(), str(tmp_path / "empty"))
+    assert "arrays" not in load_state(str(tmp_path / "empty"))

@@ -7,10 +7,12 @@ import os
 import pickle
 
 import numpy as np
+import pytest
 import torch
 from ray.rllib.core.columns import Columns
 
-from rllib_av.replay.episode_chunk import BOX_KEY, EpisodeChunk
+from rllib_av.replay.episode_chunk import BOX_KEY, ChunkMeta, EpisodeChunk
+from rllib_av.replay.reward_processing import RewardProcessor
 from rllib_av.replay.sampling import DISCOUNTS, TransitionSampler
 from rllib_av.replay.storage import ReplayStorage, load_state, save_state, slot_bytes
 
@@ -123,3 +125,39 @@ def test_a_saved_state_goes_into_an_existing_directory_and_comes_back(tmp_path):
         assert "arrays" not in pickle.load(f)
     save_state(ReplayStorage(8).get_state(), str(tmp_path / "empty"))
     assert "arrays" not in load_state(str(tmp_path / "empty"))
+
+
+def test_the_return_scale_is_one_over_the_std_of_the_clipped_discounted_returns():
+    """gamma 0.5, clip 2: episode a brings rewards 1, 3 (clipped: 2), then 1
+    and ends; b brings -1. Running returns 1, 2.5, 2.25 (a continues from its
+    2.5) and -1; the scale is one over their sample standard deviation."""
+    proc = RewardProcessor(gamma=0.5, clip=2.0, scale_by_return_std=True)
+    proc.observe("a", np.array([1.0, 3.0]), done=False)
+    proc.observe("b", np.array([-1.0]), done=True)
+    proc.observe("a", np.array([1.0]), done=True)
+    proc.observe("c", np.array([]), done=False)  # nothing arrived: nothing counted
+    assert proc.scale == pytest.approx(1 / np.std([1.0, 2.5, -1.0, 2.25], ddof=1))
+    restored = RewardProcessor(gamma=0.5, clip=2.0, scale_by_return_std=True)
+    restored.set_state(proc.get_state())
+    assert restored.scale == proc.scale
+    # An episode left open keeps its running return through a restore.
+    proc.observe("d", np.array([4.0]), done=False)
+    restored.set_state(proc.get_state())
+    for p in (proc, restored):
+        p.observe("d", np.array([0.0]), done=True)  # 0.5 * 2 + 0
+    assert restored.scale == proc.scale == pytest.approx(
+        1 / np.std([1.0, 2.5, -1.0, 2.25, 2.0, 1.0], ddof=1))
+
+
+def test_without_return_scaling_nothing_is_tracked():
+    proc = RewardProcessor(gamma=0.9, scale_by_return_std=False)
+    proc.observe("a", np.array([5.0, -5.0, 7.0]), done=False)
+    assert proc.scale == 1.0
+    assert proc.get_state() == {"count": 0, "mean": 0.0, "m2": 0.0, "returns": {}}
+
+
+def test_what_the_driver_keeps_of_a_chunk():
+    chunk = one_step_episode(3)
+    assert chunk.meta() == ChunkMeta("e3", chunk.rewards, True, True)
+    bad = chunk_of("x", [0.0, float("nan")], done=False)
+    assert bad.meta() == ChunkMeta("x", bad.rewards, False, False)

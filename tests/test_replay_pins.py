@@ -161,3 +161,13 @@ def test_what_the_driver_keeps_of_a_chunk():
     assert chunk.meta() == ChunkMeta("e3", chunk.rewards, True, True)
     bad = chunk_of("x", [0.0, float("nan")], done=False)
     assert bad.meta() == ChunkMeta("x", bad.rewards, False, False)
+
+
+def test_a_shard_of_another_size_is_refused_by_name():
+    storage = ReplayStorage(10)
+    storage.add_chunks([one_step_episode(1)])
+    with pytest.raises(ValueError) as refused:
+        ReplayStorage(20).set_state(storage.get_state())
+    assert str(refused.value) == (
+        "replay buffer: the saved shard holds 10 slots, this one 20; keep "
+        "training.buffer_size and resources.num_learners unchanged to resume")

@@ -14,6 +14,7 @@ from ray.rllib.core.columns import Columns
 from rllib_av.replay.episode_chunk import BOX_KEY, ChunkMeta, EpisodeChunk
 from rllib_av.replay.reward_processing import RewardProcessor
 from rllib_av.replay.sampling import DISCOUNTS, TransitionSampler
+from rllib_av.replay.sharding import ShardAssignment
 from rllib_av.replay.storage import ReplayStorage, load_state, save_state, slot_bytes
 
 
@@ -171,3 +172,47 @@ def test_a_shard_of_another_size_is_refused_by_name():
     assert str(refused.value) == (
         "replay buffer: the saved shard holds 10 slots, this one 20; keep "
         "training.buffer_size and resources.num_learners unchanged to resume")
+
+
+def dict_chunk(i):
+    return EpisodeChunk(id=f"d{i}", obs={"image": np.full((2, 4, 4), i, np.uint8),
+                                         "state": np.full((2, 2), i, np.float32)},
+                        actions=np.zeros((1, 2), np.float32), rewards=np.ones(1, np.float32),
+                        terminated=True, done=True)
+
+
+def test_a_preallocated_shard_takes_a_saved_state_whole():
+    """The learner allocates its shard at build, before any checkpoint is
+    loaded into it: the loaded state's counters and observation kind win,
+    whatever leaves the shard was allocated with."""
+    saved = ReplayStorage(10, padded_keys={"image"})
+    saved.add_chunks([dict_chunk(1), dict_chunk(2),
+                      EpisodeChunk(id="nan", obs={"image": np.zeros((2, 4, 4), np.uint8),
+                                                  "state": np.full((2, 2), np.nan, np.float32)},
+                                   actions=np.zeros((1, 2), np.float32),
+                                   rewards=np.ones(1, np.float32), terminated=True, done=True)])
+    for leaves in ({"image": ((4, 4), np.uint8), "state": ((2,), np.float32)},
+                   {"other": ((3,), np.float32)}):
+        shard = ReplayStorage(10, padded_keys={"image"})
+        shard.allocate(leaves, action_dim=2)
+        shard.set_state(saved.get_state())
+        assert shard.num_nonfinite_dropped == 1 and shard.num_transitions_added == 2
+        obs = TransitionSampler(shard, gamma=0.9, frame_stack=2, seed=0).sample(8)[Columns.OBS]
+        assert set(obs) >= {"image", "state"}
+        assert set(obs["state"][:, 0].tolist()) == {1.0, 2.0}
+
+
+def test_one_learner_holds_one_shard_and_a_resume_names_what_to_keep():
+    dealt = ShardAssignment(1).deal([one_step_episode(i) for i in range(3)])
+    assert [[c.id for c in shard] for shard in dealt] == [["e0", "e1", "e2"]]
+    assert len(ShardAssignment(0).transitions) == 1
+    with pytest.raises(ValueError) as refused:
+        ShardAssignment(1).set_state(ShardAssignment(2).get_state())
+    assert str(refused.value) == ("replay buffer: saved in 2 shards, this run has 1; keep "
+                                  "resources.num_learners unchanged to resume")
+
+
+def test_return_scaling_is_off_unless_asked_for():
+    proc = RewardProcessor(gamma=0.9)
+    proc.observe("a", np.array([1.0, 5.0, -3.0]), done=True)
+    assert proc.scale == 1.0

@@ -216,3 +216,23 @@ def test_return_scaling_is_off_unless_asked_for():
     proc = RewardProcessor(gamma=0.9)
     proc.observe("a", np.array([1.0, 5.0, -3.0]), done=True)
     assert proc.scale == 1.0
+
+
+def test_batches_default_to_one_step_raw_rewards_and_never_gather_less_than_one(monkeypatch):
+    from rllib_av.replay import sampling
+
+    storage = ReplayStorage(20)
+    storage.add_chunks([chunk_of("a", [0, 1, 2, 3, 4], done=False)])
+    sampler = TransitionSampler(storage, gamma=0.5, seed=0)
+    (batch,) = sampler.batches(1, 6)
+    assert batch[Columns.REWARDS].tolist() == [1.0] * 6
+    assert batch[DISCOUNTS].tolist() == [0.5] * 6
+    (scaled,) = sampler.batches(1, 6, reward_scale=3.0)
+    assert scaled[Columns.REWARDS].tolist() == [3.0] * 6
+    # A batch bigger than GATHER_BYTES: one batch a gather, not none and not two.
+    monkeypatch.setattr(sampling, "GATHER_BYTES", 1)
+    gathered = []
+    sample = sampler.sample
+    monkeypatch.setattr(sampler, "sample", lambda n, *a: gathered.append(n) or sample(n, *a))
+    assert len(list(sampler.batches(3, 4))) == 3
+    assert gathered == [4, 4, 4]

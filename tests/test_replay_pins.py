@@ -108,6 +108,20 @@ def test_a_single_stored_transition_is_sampled():
     assert batch[Columns.REWARDS].tolist() == [7.0] * 4
 
 
+def test_sampling_defaults_to_one_step_raw_rewards_and_refuses_an_empty_shard():
+    storage = ReplayStorage(10)
+    storage.allocate({BOX_KEY: ((1,), np.float32)}, action_dim=1)  # as a learner's shard
+    sampler = TransitionSampler(storage, gamma=0.5, seed=0)
+    with pytest.raises(ValueError) as refused:
+        sampler.sample(4)
+    assert str(refused.value) == "cannot sample from an empty replay buffer"
+    storage.add_chunks([chunk_of("a", [0, 1, 2, 3], done=False)])
+    batch = sampler.sample(16)
+    assert batch[Columns.REWARDS].tolist() == [1.0] * 16
+    assert batch[DISCOUNTS].tolist() == [0.5] * 16
+    assert (batch[Columns.NEXT_OBS] == batch[Columns.OBS] + 1).all()
+
+
 def test_a_saved_state_goes_into_an_existing_directory_and_comes_back(tmp_path):
     storage = ReplayStorage(8)
     storage.add_chunks([one_step_episode(i) for i in range(3)])

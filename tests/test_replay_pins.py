@@ -120,6 +120,8 @@ def test_sampling_defaults_to_one_step_raw_rewards_and_refuses_an_empty_shard():
     assert batch[Columns.REWARDS].tolist() == [1.0] * 16
     assert batch[DISCOUNTS].tolist() == [0.5] * 16
     assert (batch[Columns.NEXT_OBS] == batch[Columns.OBS] + 1).all()
+    first = sampler.transitions(torch.tensor([0]))  # the probes' call
+    assert (first[Columns.REWARDS].tolist(), first[DISCOUNTS].tolist()) == ([1.0], [0.5])
 
 
 def test_a_saved_state_goes_into_an_existing_directory_and_comes_back(tmp_path):

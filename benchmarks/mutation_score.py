@@ -8,7 +8,10 @@ test now kills it or why it is equivalent.
 
 A run narrowed with MUTANTS checks some modules only: those replace their
 entries, every other module keeps the one its own last run wrote (each entry
-says how long its run took and how loaded the machine was).
+says how long its run took and how loaded the machine was). When a run
+re-checks a module's mutants (``mutmut run NAME ...``, e.g. the former
+survivors after new tests), the entry keeps the score they had first as
+``before`` and that pass's time as ``first_run``.
 
     python benchmarks/mutation_score.py [--elapsed-s SECONDS]
 """
@@ -35,28 +38,45 @@ NAME = re.compile(r"^(?P<module>[\w.]+?)\.x[_ǁ].*__mutmut_\d+$")
 
 
 def score(results: str) -> dict:
-    """Counts per module of the mutants checked (a module none of whose mutants
-    this run checked is left out)."""
-    counts, survivors = defaultdict(Counter), defaultdict(list)
+    """Per module with any mutant checked: counts and the survivors by name (a
+    module none of whose mutants was checked is left out)."""
+    statuses = defaultdict(dict)
     for line in results.splitlines():
         if ": " not in line:
             continue
         name, status = (part.strip() for part in line.rsplit(": ", 1))
-        module = NAME.match(name)["module"]
-        counts[module][status] += 1
-        if status not in DETECTED and status != "not checked":
-            survivors[module].append(f"{name}: {status}")
+        statuses[NAME.match(name)["module"]][name] = status
     modules = {}
-    for module, c in sorted(counts.items()):
-        checked = sum(c.values()) - c["not checked"]
+    for module, by_name in sorted(statuses.items()):
+        checked = {n: s for n, s in by_name.items() if s != "not checked"}
         if not checked:  # outside this run's MUTANTS
             continue
-        detected = sum(c[s] for s in DETECTED)
-        modules[module] = {"mutants": checked, "detected": detected,
-                           "score": round(detected / checked, 4),
-                           "statuses": {s: n for s, n in c.items() if n},
-                           "survivors": sorted(survivors[module])}
+        detected = sum(s in DETECTED for s in checked.values())
+        modules[module] = {"mutants": len(checked), "detected": detected,
+                           "score": round(detected / len(checked), 4),
+                           "statuses": dict(Counter(checked.values())),
+                           "survivors": sorted(f"{n}: {s}" for n, s in checked.items()
+                                               if s not in DETECTED),
+                           # False: a pass stopped before it checked every mutant
+                           "complete": len(checked) == len(by_name), "checked": checked}
     return modules
+
+
+def recheck(last: dict, statuses: dict) -> dict:
+    """``last`` with each of its survivors that ``statuses`` (name -> status)
+    now detects counted as detected."""
+    counts, survivors = Counter(last["statuses"]), []
+    for line in last["survivors"]:
+        name, status = line.rsplit(": ", 1)
+        if statuses.get(name) in DETECTED:
+            counts[status] -= 1
+            counts[statuses[name]] += 1
+        else:
+            survivors.append(line)
+    detected = last["detected"] + len(last["survivors"]) - len(survivors)
+    return {**last, "detected": detected, "score": round(detected / last["mutants"], 4),
+            "statuses": {s: n for s, n in counts.items() if n}, "survivors": survivors,
+            "before": last.get("before", f'{last["detected"]}/{last["mutants"]}')}
 
 
 def summary(modules: dict) -> dict:
@@ -81,7 +101,19 @@ def main() -> int:
     run = {"elapsed_s": args.elapsed_s, "load_avg_1m_at_end": round(os.getloadavg()[0], 2)}
     path = RESULTS_DIR / "mutation_score.json"
     modules = json.loads(path.read_text())["modules"] if path.exists() else {}
-    modules.update({m: {**v, "run": run} for m, v in checked.items()})
+    for module, now in checked.items():
+        last, names = modules.get(module, {}), now.pop("checked")
+        if now["statuses"] == last.get("statuses"):
+            continue  # nothing of this module was checked in this run
+        if now["mutants"] < last.get("mutants", 0):  # some re-checked after a reset
+            now = recheck(last, names)
+        elif "before" in last or now["mutants"] == last.get("mutants"):
+            # The same mutants re-checked (after new tests): the score they
+            # had first stays on record as "before".
+            now["before"] = last.get("before", f'{last["detected"]}/{last["mutants"]}')
+        if "before" in now:  # and the first pass's time with it
+            now["first_run"] = last.get("first_run", last.get("run"))
+        modules[module] = {**now, "run": run}
     modules = dict(sorted(modules.items()))
     write_results("mutation_score", {"modules": modules, "summary": summary(modules)})
     return 0

@@ -70,7 +70,3 @@ class EpisodeChunk:
 
     def meta(self) -> ChunkMeta:
         return ChunkMeta(self.id, self.rewards, self.done, self.is_finite())
-
-    def nbytes(self) -> int:
-        return (sum(v.nbytes for v in self.obs.values()) + self.actions.nbytes
-                + self.rewards.nbytes)

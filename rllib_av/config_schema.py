@@ -1,4 +1,4 @@
-"""Run configs: the base of their sections, one clear error line, the YAML reader.
+"""Run-config sections: their base and one clear error line.
 
 Each config section is a pydantic dataclass owned by the package that uses it,
 derived from ``ConfigSection``; its fields carry their constraints and choices
@@ -12,54 +12,19 @@ the JSON Schema too):
 first error into one ``ConfigError`` line naming the dotted key, the value and
 what is allowed: unknown keys (with the keys allowed there), wrong types,
 out-of-range values, missing files, cross-field rules.
-
-``load_yaml`` is the one YAML reader for run configs (files and ``--set``
-values), ``dump_yaml`` its writer: PyYAML follows YAML 1.1, which reads
-``1e-4`` as a string; these read it as the number every user of learning rates
-means.
 """
 
 from __future__ import annotations
 
-import re
 import types
 import typing
-from typing import IO, Annotated, Any, Dict, Literal, Type, TypeVar, Union
+from typing import Annotated, Any, Dict, Literal, Type, TypeVar, Union
 
-import yaml
 from pydantic import (ConfigDict, TypeAdapter, ValidationError, ValidationInfo,
                       field_validator)
 from pydantic.dataclasses import dataclass
 
 T = TypeVar("T")
-
-
-class _ConfigLoader(yaml.SafeLoader):
-    """SafeLoader whose floats follow YAML 1.2: an exponent needs no dot and no
-    sign (``1e-4``, ``3E5``); YAML 1.1's forms still read as before."""
-
-
-class _ConfigDumper(yaml.SafeDumper):
-    """Quotes the strings ``_ConfigLoader`` would read as numbers (a run named
-    "1e5"), so what is written reads back the same."""
-
-
-for _cls in (_ConfigLoader, _ConfigDumper):
-    _cls.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-        list("-+0123456789."),
-    )
-
-
-def load_yaml(source: Union[str, IO[str]]) -> Any:
-    """Parse run-config YAML (a string or an open file); raises yaml.YAMLError."""
-    return yaml.load(source, Loader=_ConfigLoader)
-
-
-def dump_yaml(data: Any, stream: IO[str]) -> None:
-    """Write ``data`` as run-config YAML that ``load_yaml`` reads back unchanged."""
-    yaml.dump(data, stream, Dumper=_ConfigDumper, sort_keys=False)
 
 
 class ConfigError(ValueError):
@@ -191,20 +156,3 @@ def _describe(tp: Any) -> str:
         return "a mapping"
     return {int: "an integer", float: "a finite number", bool: "true or false", str: "a string",
             type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
-
-
-def override(data: Dict[str, Any], dotted: str) -> None:
-    """Apply one ``a.b.c=value`` command-line override (value parsed as YAML)."""
-    if "=" not in dotted:
-        raise ConfigError(f"--set {dotted!r}: expected KEY=VALUE, e.g. training.gamma=0.98")
-    key, raw = dotted.split("=", 1)
-    node = data
-    parts = key.split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {key}: {p!r} is not a section")
-    try:
-        node[parts[-1]] = load_yaml(raw)
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {key}: {raw!r} is not a valid YAML value")

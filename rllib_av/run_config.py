@@ -1,15 +1,17 @@
 """The run config: one YAML file (configs/*.yaml), one typed object.
 
 Sections are pydantic dataclasses owned by the packages that use them; this
-module only composes them, loads files and publishes the JSON Schema. ``load_run_config``
-raises ``ConfigError`` with one line naming the key, the value and what is
-allowed.
+module composes them, reads and writes their YAML (numbers the way users write
+them: ``1e-4`` is a number, not YAML 1.1's string) and publishes the JSON
+Schema. ``load_run_config`` raises ``ConfigError`` with one line naming the
+key, the value and what is allowed.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional
+import re
+from typing import IO, Any, Dict, List, Optional, Union
 
 import yaml
 from pydantic import (Field, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter,
@@ -17,10 +19,55 @@ from pydantic import (Field, StrictBool, StrictFloat, StrictInt, StrictStr, Type
 from pydantic.dataclasses import dataclass
 
 from rllib_av.algorithms.td3.training_settings import TrainingSettings
-from rllib_av.config_schema import ConfigError, ConfigSection, from_dict, load_yaml, override
+from rllib_av.config_schema import ConfigError, ConfigSection, from_dict
 from rllib_av.envs.env_settings import EnvSettings
 from rllib_av.health.health_settings import HealthSettings
 from rllib_av.monitoring.monitoring_settings import MonitoringSettings
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader whose floats follow YAML 1.2: an exponent needs no dot and no
+    sign (``1e-4``, ``3E5``); YAML 1.1's forms still read as before."""
+
+
+class _ConfigDumper(yaml.SafeDumper):
+    """Quotes the strings ``_ConfigLoader`` would read as numbers (a run named
+    "1e5"), so what is written reads back the same."""
+
+
+for _cls in (_ConfigLoader, _ConfigDumper):
+    _cls.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+        list("-+0123456789."),
+    )
+
+
+def load_yaml(source: Union[str, IO[str]]) -> Any:
+    """Parse run-config YAML (a string or an open file); raises yaml.YAMLError."""
+    return yaml.load(source, Loader=_ConfigLoader)
+
+
+def dump_yaml(data: Any, stream: IO[str]) -> None:
+    """Write ``data`` as run-config YAML that ``load_yaml`` reads back unchanged."""
+    yaml.dump(data, stream, Dumper=_ConfigDumper, sort_keys=False)
+
+
+def override(data: Dict[str, Any], dotted: str) -> None:
+    """Apply one ``a.b.c=value`` command-line override (value parsed as YAML)."""
+    if "=" not in dotted:
+        raise ConfigError(f"--set {dotted!r}: expected KEY=VALUE, e.g. training.gamma=0.98")
+    key, raw = dotted.split("=", 1)
+    node = data
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {p!r} is not a section")
+    try:
+        node[parts[-1]] = load_yaml(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}: {raw!r} is not a valid YAML value")
 
 
 @dataclass

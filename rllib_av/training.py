@@ -29,7 +29,7 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 from rllib_av.algorithms.td3 import TD3, TD3Config
 from rllib_av.algorithms.td3.td3_learner import TD3TorchLearner
 from rllib_av.checkpoints import latest_checkpoint, read_meta, save_checkpoint
-from rllib_av.config_schema import ConfigError, dump_yaml
+from rllib_av.config_schema import ConfigError
 from rllib_av.critic_probes import ProbeSchedule, run_probes
 from rllib_av.envs.env_settings import DRIVING_ENV_ID
 from rllib_av.guard_actions import carry_out, resume_remedy
@@ -39,7 +39,7 @@ from rllib_av.health.iteration_metrics import from_result
 from rllib_av.health.q_bound import declared_reward_range
 from rllib_av.monitoring.callbacks import HealthCallbacks, check_exporter_port, health_callbacks
 from rllib_av.progress import ProgressClock, format_duration
-from rllib_av.run_config import RunConfig
+from rllib_av.run_config import RunConfig, dump_yaml
 from rllib_av.startup_checks import check_before_build, discard_unstarted_run
 
 logger = logging.getLogger(__name__)

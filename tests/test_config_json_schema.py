@@ -12,8 +12,8 @@ import re
 import pytest
 
 from rllib_av.cli import main
-from rllib_av.config_schema import ConfigError, from_dict, load_yaml
-from rllib_av.run_config import RunConfig, load_run_config, run_config_schema
+from rllib_av.config_schema import ConfigError, from_dict
+from rllib_av.run_config import RunConfig, load_run_config, load_yaml, run_config_schema
 
 jsonschema = pytest.importorskip("jsonschema")
 

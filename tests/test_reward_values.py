@@ -45,9 +45,20 @@ def test_comfort_averages_the_scaled_jerk_and_steering_change():
     assert raw(speed=8.01)["comfort"] == pytest.approx(-0.1)
     assert raw(steer_change=-0.25)["comfort"] == pytest.approx(-0.25)  # -(0.25 / 0.5) / 2
     assert raw(speed=8.01, steer_change=0.25)["comfort"] == pytest.approx(-0.35)
-    # Braking after accelerating: accel -2, jerk (-2 - 1) / 0.1 = -30; a full
+    # Accelerating after braking: accel +2, jerk (2 + 1) / 0.1 = 30; a full
     # steering swing: both saturated.
-    assert raw(speed=7.8, prev_accel=1.0, steer_change=2.0)["comfort"] == pytest.approx(-1.0)
+    assert raw(speed=8.2, prev_accel=-1.0, steer_change=2.0)["comfort"] == pytest.approx(-1.0)
+
+
+def test_comfort_prices_the_jerk_per_metre_below_the_target_pace():
+    # The same 1 m/s^3 at half the target speed: the step's mean speed 4.005
+    # over the 8 m/s target scales the jerk half, -(4.005 / 8 x 1 / 5) / 2.
+    assert raw(speed=4.01, prev_speed=4.0)["comfort"] == pytest.approx(-4.005 / 8 / 5 / 2)
+    # At rest the jerk costs nothing, the steering change its full price.
+    assert raw(speed=0.0, prev_speed=0.0, prev_accel=3.0)["comfort"] == 0.0
+    assert raw(speed=0.0, prev_speed=0.0, steer_change=0.25)["comfort"] == pytest.approx(-0.25)
+    # Above the target the price is capped at the full one (as at 8 m/s above).
+    assert raw(speed=12.01, prev_speed=12.0)["comfort"] == pytest.approx(-0.1)
 
 
 def test_progress_pays_at_most_the_target_pace_and_the_waypoints_it_passes():

@@ -32,8 +32,9 @@ class RewardSettings(ConfigSection):
     # each term saturating at 1.
     lateral_scale_m: StrictFloat = Field(2.0, gt=0)
     heading_scale_rad: StrictFloat = Field(0.5, gt=0)
-    # comfort: -(|jerk|/jerk_scale_mps3 + |steering change|/steer_change_scale)/2,
-    # each term saturating at 1 (steering in action units per step, [-1, 1]).
+    # comfort: -(pace |jerk|/jerk_scale_mps3 + |steering change|/steer_change_scale)/2,
+    # each term saturating at 1 (steering in action units per step, [-1, 1];
+    # pace = the step's mean speed / target_speed_mps, capped at 1: reward.py).
     jerk_scale_mps3: StrictFloat = Field(5.0, gt=0)
     steer_change_scale: StrictFloat = Field(0.5, gt=0)
     # safety: event penalties (each per step it is true).

@@ -73,7 +73,17 @@ def raw_components(cfg: EnvSettings, o: StepOutcome) -> Dict[str, float]:
     jerk = (accel - o.prev_accel) / cfg.step_dt_s
     # Longitudinal jerk and the steering rate, half each: a policy that flips
     # its steering every step rides as badly as one that pumps the brake.
-    comfort = -0.5 * (min(abs(jerk) / r.jerk_scale_mps3, 1.0)
+    # The jerk is priced per metre of the ride, as progress pays: scaled by
+    # the step's mean speed over the target (capped at 1: full price at
+    # cruise). Per second, standing still dodged it: braking at rest moves
+    # nothing at any pedal, while a step off from rest cost up to the whole
+    # jerk half (-0.25 at the quickstart's weights) for ~0.02 of efficiency;
+    # a young critic's Q then peaked at the brake/throttle boundary and the
+    # actor stood there. Per metre, a gentle start's price grows with the
+    # square of its throttle and its pay linearly, so moving off always pays
+    # at once. The steering half costs the same standing or moving.
+    pace = min((abs(o.speed) + abs(o.prev_speed)) / 2 / v_star, 1.0)
+    comfort = -0.5 * (pace * min(abs(jerk) / r.jerk_scale_mps3, 1.0)
                       + min(abs(o.steer_change) / r.steer_change_scale, 1.0))
     safety = -(r.collision_penalty * o.collision + r.off_road_penalty * o.off_road
                + r.wrong_way_penalty * o.wrong_way)

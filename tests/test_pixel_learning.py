@@ -10,9 +10,14 @@ which it can only by reading the image; the test also runs two image-blind
 policies, pure pursuit + PID and the trained agent itself with a blank camera,
 and checks that they stay at or below the ceiling.
 
-Measured on two shared cores (8k steps, run seed 0): 10 of 16 episodes, the
-blank-camera agent and pure pursuit 8 of 16; the same run at 10k steps still
-10 of 16. The threshold is the argument's ceiling, not a tuned score.
+Measured on two shared cores (run seed 0, 32 evaluation episodes): the
+trained agent 0.50 at 8k steps (it passes the truck on one side only, as a
+blind policy would), 0.62 at 10k, 0.56 at 12k, 0.66 at 14k (twice); at 14k the
+blank-camera agent 0.44 and 0.50, pure pursuit 0.50. With the jerk priced per metre
+(reward.py) the agent needs more than 8k steps to read the truck's lane, so
+the budget is 14k. The threshold is the argument's ceiling, not a tuned
+score; 16 pairs rather than 8 so that one episode more or less is not the
+verdict.
 """
 
 import collections
@@ -31,9 +36,9 @@ from rllib_av.training import build_td3_config
 
 from stalled_truck import TASK_ENV, StalledTruckEnv
 
-STEPS = 8_000
+STEPS = 14_000
 FRAMES = 3
-PAIRS = 8  # evaluation seeds, each driven with the truck in lane 0 and in lane 1
+PAIRS = 16  # evaluation seeds, each driven with the truck in lane 0 and in lane 1
 BLIND_CEILING = 0.5  # success rate an image-blind policy cannot exceed
 TRAINING = {
     "image_encoder": "small_cnn", "image_augmentation": True, "frame_stack": FRAMES,

@@ -10,9 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from rllib_av.config_schema import dump_yaml, load_yaml
 from rllib_av.envs.driving_env import DrivingEnv
-from rllib_av.run_config import load_run_config
+from rllib_av.run_config import dump_yaml, load_run_config, load_yaml
 
 from failing_simulator import FailingDrivingEnv
 

@@ -32,5 +32,5 @@ def preflight(rc: RunConfig, steps: Optional[int] = None,
     run_dir = train(rc, verbose=verbose, probe_at_steps=[start + (total - start) * k // n
                                                          for k in range(1, n)])
     checks = evaluate(read_records(run_dir), read_probes(run_dir), rc.health,
-                      rc.training.learning_starts)
+                      rc.training.learning_starts, rc.training.gamma)
     return is_go(checks), checks, run_dir

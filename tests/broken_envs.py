@@ -5,6 +5,7 @@ which must be importable: the tests directory is on sys.path under pytest).
 """
 
 import gymnasium as gym
+import numpy as np
 
 # Pendulum's per-step reward: -(theta^2 + 0.1 thetadot^2 + 0.001 u^2), theta in
 # [-pi, pi], |thetadot| <= 8, |u| <= 2.
@@ -60,3 +61,23 @@ def _glitchy_pendulum(**kwargs):
 
 
 _register("GlitchyPendulum-v0", _glitchy_pendulum)
+
+
+class NaNObservation(gym.Wrapper):
+    """A sensor that drops out: about one observation in 40 has a NaN in it.
+    The rewards stay finite (the env computes them from its own state, and
+    takes a NaN action, what a policy makes of a NaN observation, as 0)."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(np.nan_to_num(action))
+        if self.np_random.random() < 1 / 40:
+            obs = obs.copy()
+            obs[0] = np.nan
+        return obs, reward, terminated, truncated, info
+
+
+def _nan_obs_pendulum(**kwargs):
+    return NaNObservation(gym.make("Pendulum-v1", **kwargs))
+
+
+_register("NaNObsPendulum-v0", _nan_obs_pendulum)

@@ -56,6 +56,26 @@ class RewardInOtherUnits(gym.Wrapper):
         return obs, 1000.0 * float(reward), terminated, truncated, info
 
 
+class AliveWithCrashes(gym.Wrapper):
+    """A lopsided reward (a driving or locomotion task's shape): +1 per step
+    alive less a small effort cost (a hundredth of Pendulum's), and a crash
+    (terminated, -100) with probability ``p`` per step, whatever the agent does.
+    Declared range [-100, 1]: q_bound 1e4 at gamma 0.99, but no true return is
+    above 100."""
+
+    CRASH = -100.0
+
+    def __init__(self, env, p: float = 0.002):
+        super().__init__(env)
+        self.p = p
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if self.np_random.random() < self.p:
+            return obs, self.CRASH, True, truncated, info
+        return obs, 1.0 + 0.01 * float(reward), terminated, truncated, info
+
+
 class BootstrapThroughTerminals(TD3TorchLearner):
     """A user's learner that forgot the (1 - terminated) mask: it bootstraps
     through every episode end."""
@@ -73,6 +93,8 @@ def _register(env_id, entry_point):
 _register("HazardPendulum-v0", lambda **kw: RandomHazard(gym.make("Pendulum-v1", **kw).unwrapped))
 _register("OtherUnitsPendulum-v0",
           lambda **kw: RewardInOtherUnits(gym.make("Pendulum-v1", **kw).unwrapped))
+_register("CrashPendulum-v0", lambda **kw: AliveWithCrashes(gym.make("Pendulum-v1", **kw).unwrapped))
+CRASH_RANGE = f"training.reward_range=[{AliveWithCrashes.CRASH}, 1.0]"
 
 
 @dataclass
@@ -110,6 +132,9 @@ SETUPS = [
     Setup("custom_env_point_goal", True, SMALL[:2] + ["training.learning_starts=300",
                                                      "training.batch_size=64"], 1500, "healthy",
           config=os.path.join(ROOT, "configs", "custom_env.yaml")),
+    # A lopsided range, [-100, 1]: every true value is <= 100, far inside q_bound 1e4.
+    Setup("lopsided_alive_with_crashes", True,
+          ["env.id=setup_zoo:CrashPendulum-v0", CRASH_RANGE] + SMALL, 1200, "healthy"),
     # -- broken ----------------------------------------------------------------
     Setup("reward_running_sum", False,
           ["env.id=broken_envs:RunningSumPendulum-v0", PENDULUM_RANGE] + SMALL, 1000,
@@ -119,6 +144,11 @@ SETUPS = [
           "reward_scaling", ["reward_range", "q_bound"]),
     Setup("unstable_td_tau_1", False, PENDULUM + ["training.tau=1.0", "training.critic_lr=0.01"],
           1000, "overestimation", ["q_bound"]),
+    # The same lopsided task with tau 1 and critic_lr 0.01: Q runs up to ~5x the
+    # highest true return 100 while |Q| stays under 5% of q_bound 1e4.
+    Setup("lopsided_unstable_td_upward", False,
+          ["env.id=setup_zoo:CrashPendulum-v0", CRASH_RANGE, "training.tau=1.0",
+           "training.critic_lr=0.01"] + SMALL, 1000, "overestimation", ["q_bound"]),
     Setup("bootstrap_through_terminals", False,
           ["env.id=setup_zoo:HazardPendulum-v0", PENDULUM_RANGE, "training.learner_class="
            "setup_zoo:BootstrapThroughTerminals"] + SMALL, 1000, "bootstrap",

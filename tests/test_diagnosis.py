@@ -75,7 +75,7 @@ def healthy_run(n=5):
 
 def test_healthy_run_walks_every_question_and_lands_healthy(tmp_path):
     d = diagnose(run_dir(tmp_path, healthy_run(), HEALTHY_PROBE))
-    assert d.branch == "healthy" and len(d.steps) == 4 and not any(s.fired for s in d.steps)
+    assert d.branch == "healthy" and len(d.steps) == 5 and not any(s.fired for s in d.steps)
     text = d.format()
     assert text.splitlines()[0].startswith("worst state: healthy throughout 5 iterations")
     assert ("max |target - r| 0 on 256 terminal rows (bootstrap term there 1.54) at env step "

@@ -1,7 +1,8 @@
 """NaN/inf from the env (issue 8.4), end to end through a real TD3 run: a
 test-only DrivingEnv that corrupts its observation and reward now and then.
 Every chunk holding a bad value is dropped before the replay buffer, counted
-in nonfinite_total{where="replay"}, the weights stay finite, and the divergence
+in nonfinite_total{where="obs"} / {where="reward"} (a chunk holding both in
+both), the weights stay finite, and the divergence
 verdict warns on an iteration that brought bad values and goes to DIVERGED
 only when they keep coming (health.nonfinite_diverge_iters in a row)."""
 
@@ -54,20 +55,26 @@ def test_nonfinite_env_values_never_reach_buffer_or_weights(ray_local, tmp_path)
     try:
         results = [algo.train() for _ in range(16)]  # 480 steps: ~5 inf + ~5 NaN
         port = health_callbacks(algo).exporter.port
-        dropped = results[-1]["nonfinite"]["replay_chunks_dropped"]
-        assert 6 <= dropped <= 11, dropped
+        obs, reward = (results[-1]["nonfinite"][where] for where in ("obs", "reward"))
         storage = algo.learner_group._learner.replay_storage  # the replay lives in the learner
+        dropped = storage.num_nonfinite_dropped
+        assert 6 <= dropped <= 11, dropped
+        # 5 NaN rewards (steps 91, 181, ..., 451) and 5 inf observations, each
+        # held by two chunks when the episode goes on past it: that one's and
+        # the next (a chunk starts at its predecessor's last observation).
+        assert 4 <= reward <= 6 and 4 <= obs <= 10, (obs, reward)
+        assert max(obs, reward) <= dropped <= obs + reward
         kept = storage.num_transitions_added
         sampled = results[-1]["env_runners"]["num_env_steps_sampled_lifetime"]
         assert 0 < kept <= sampled - dropped  # each dropped chunk held >= 1 step
-        assert storage.num_nonfinite_dropped == dropped
         stored = len(storage)  # the filled slots: the rest of the ring is never read
         for name, t in {**storage.obs, "reward": storage.reward, "action": storage.action}.items():
             if t.is_floating_point():
                 assert torch.isfinite(t[:stored]).all(), name
         weights = algo.learner_group._learner.module["default_policy"].state_dict()
         assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
-        assert by_label(scrape(port)["rllib_av_nonfinite_total"], "where")["replay"] == dropped
+        counted = by_label(scrape(port)["rllib_av_nonfinite_total"], "where")
+        assert (counted["obs"], counted["reward"]) == (obs, reward)
         # 30-step iterations: the inf (step 90k) lands in iteration 3k, the NaN
         # (step 90k + 1) in iteration 3k + 1. The first warns, the second makes
         # two in a row: DIVERGED; the clean iteration after them is healthy.

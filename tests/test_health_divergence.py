@@ -122,7 +122,7 @@ def test_an_iteration_without_an_update_is_still_judged_on_nonfinite_values():
     monitor = HealthMonitor(S, num_env_runners=2)
     r = synthetic_result(0)
     del r["learners"]
-    r["nonfinite"] = {"replay_chunks_dropped": 2.0}
+    r["nonfinite"] = {"obs": 2.0}
     assert monitor.judge(r).states == {"default_policy": 1}
 
 

@@ -128,11 +128,12 @@ def test_a_local_env_runner_that_sampled_nothing_is_not_healthy(exporter):
 
 
 def test_nonfinite_lifetime_totals_become_counters(exporter):
-    # TD3 reports lifetime totals: learner steps skipped, replay chunks dropped.
+    # TD3 reports lifetime totals: learner steps skipped, chunks dropped for a
+    # NaN/inf observation or reward (one with both counts in both).
     results = [synthetic_result(i) for i in range(3, 6)]
-    results[0]["nonfinite"] = {"replay_chunks_dropped": 2.0}
+    results[0]["nonfinite"] = {"obs": 2.0, "reward": 1.0}
     results[0]["learners"]["default_policy"]["nonfinite_grads"] = 1.0
-    results[1]["nonfinite"] = {"replay_chunks_dropped": 2.0}
+    results[1]["nonfinite"] = {"obs": 7.0, "reward": 1.0}
     results[1]["learners"]["default_policy"]["nonfinite_grads"] = 4.0
     results[2] = dict(results[1], training_iteration=results[2]["training_iteration"])
     monitor = HealthMonitor(HealthSettings(), 2)
@@ -141,9 +142,11 @@ def test_nonfinite_lifetime_totals_become_counters(exporter):
         health = monitor.judge(r)
         exporter.publish(health)
         new.append(sum(n for (name, _), n in health.new.items() if name == "nonfinite"))
-    assert new == [0, 3, 0]  # the first result of a resumed process has no base
+    assert new == [0, 8, 0]  # the first result of a resumed process has no base
     fams = scrape(exporter)
     assert value(fams, "rllib_av_nonfinite", where="grads") == 3
+    assert value(fams, "rllib_av_nonfinite", where="obs") == 5
+    assert value(fams, "rllib_av_nonfinite", where="reward") == 0
     assert value(fams, "rllib_av_nonfinite", where="loss") == 0
 
 

@@ -26,7 +26,8 @@ def probes(*biases, scale=700.0, states=300):
 
 
 def rec(step, length=12.0, actor_loss=-0.7, ratio=0.004, grad=20.0, ret=-300.0):
-    return {"env_steps": step, "episode_len_mean": length, "episode_return_mean": ret,
+    return {"training_iteration": step // 64, "env_steps": step, "episode_len_mean": length,
+            "episode_return_mean": ret,
             "default_policy/actor_loss": actor_loss, "default_policy/q_bound_ratio": ratio,
             "default_policy/q_bound": BOUND, "default_policy/grad_norm_actor": 0.1,
             "default_policy/grad_norm_critic": grad}
@@ -78,12 +79,24 @@ def test_episode_length_must_not_collapse(lengths, returns, passed):
 def test_nan_or_inf_that_keeps_coming_is_no_go(replay, critic_loss, passed):
     """The verdict's own rule: NaN/inf new in nonfinite_diverge_iters iterations
     in a row is diverged; a run the verdict called diverged is not GO."""
-    records = [{**rec(256 + 64 * i), "nonfinite/replay": float(n), "nonfinite/loss": 0.0,
+    records = [{**rec(256 + 64 * i), "nonfinite/obs": float(n), "nonfinite/loss": 0.0,
                 "default_policy/critic_loss": c}
                for i, (n, c) in enumerate(zip(replay, critic_loss))]
     checks, go = rows(records)
     assert checks["nonfinite"].passed is passed and go is passed, checks["nonfinite"]
     assert checks["nonfinite"].required
+
+
+def test_nan_that_keeps_coming_through_a_rollback_is_still_no_go():
+    """A guard rollback puts the lifetime totals back to the checkpoint's: the
+    iterations after it that brought NaN/inf count as new (they used to read
+    as nothing new until the total passed its old maximum)."""
+    iterations, totals = [1, 2, 3, 2, 3, 4], [1, 2, 3, 3, 4, 5]
+    records = [{**rec(256 + 64 * i), "training_iteration": it, "nonfinite/obs": float(n)}
+               for i, (it, n) in enumerate(zip(iterations, totals))]
+    checks, go = rows(records)
+    assert checks["nonfinite"].passed is False and not go, checks["nonfinite"]
+    assert "at most 6 in a row" in checks["nonfinite"].measured
 
 
 def test_too_few_episodes_is_not_measured_and_not_counted():

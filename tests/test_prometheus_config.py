@@ -36,7 +36,7 @@ def test_promtool_check_config():
 
 def test_promtool_check_rules():
     out = run("promtool", "check", "rules", *glob.glob(os.path.join(PROM, "rules", "*.yml")))
-    assert "SUCCESS: 12 rules found" in out
+    assert "SUCCESS: 13 rules found" in out
 
 
 def test_promtool_rule_unit_tests():
@@ -47,7 +47,7 @@ def test_every_required_alert_has_severity_summary_description_and_a_unit_test()
     required = {"RllibAvQBeyondBound", "RllibAvActorLossBeyondBound", "RllibAvRunawayQGrowth",
                 "RllibAvNonFiniteValues", "RllibAvNonFinitePersistent", "RllibAvGradientExplosion",
                 "RllibAvEpisodeLengthCollapse", "RllibAvRewardComponentDominates",
-                "RllibAvTrainingStalled", "RllibAvEnvRunnersDown"}
+                "RllibAvTrainingStalled", "RllibAvEnvRunnersDown", "RllibAvQOutsideReturnInterval"}
     rules = [r for f in glob.glob(os.path.join(PROM, "rules", "*.yml"))
              for g in yaml.safe_load(open(f))["groups"] for r in g["rules"]]
     assert required <= {r["alert"] for r in rules}

@@ -9,21 +9,24 @@ question with the numbers behind it, the threshold and why it holds:
 
   1. Does what TensorBoard shows differ from what the learner computed
      (metrics.jsonl)?                                -> logging / calculation error
-  2. Is a reward beyond its declared range (a component, or the rewards the
+  2. Did the env return NaN/inf in observations (chunks dropped before the
+     replay, counted as nonfinite_total{where="obs"})? -> observation
+  3. Is a reward beyond its declared range (a component, or the rewards the
      critic trains on: scaled, or summed along episodes), not finite (NaN/inf
-     the env returned in the probes' rollouts), or one component
-     dominating?                                     -> reward scaling
-  3. Is the Bellman update itself wrong: targets on terminal transitions that
+     the env returned in the probes' rollouts, or counted in training), or one
+     component dominating?                           -> reward scaling
+  4. Is the Bellman update itself wrong: targets on terminal transitions that
      are not the reward alone (checked in the learner)? -> bootstrap error
-  4. Is Q beyond the bound with sane rewards and a correct update, or the
-     overestimation bias growing beyond the returns' scale?  -> critic
+  5. Is Q beyond the bound (or past a short end of the return interval) with
+     sane rewards and a correct update, or the overestimation bias growing
+     beyond the returns' scale?                               -> critic
      overestimation / divergence (the TD update is unstable)
   else healthy, or "unexplained" when the verdict was not healthy but no
   question accounts for it (its reasons are printed).
 
 Targets beyond the bound are evidence, not a branch of their own: a critic
 that diverges drags its targets along, so only the structural checks of
-question 3 tell a wrong Bellman update from an unstable one.
+question 4 tell a wrong Bellman update from an unstable one.
 """
 
 from __future__ import annotations
@@ -40,24 +43,29 @@ from rllib_av.config_schema import from_dict
 from rllib_av.envs.env_settings import DRIVING_ENV_ID, EnvSettings
 from rllib_av.envs.reward import raw_ranges
 from rllib_av.health.divergence import (
-    TERMINAL_THRESHOLD, WHY_BOUND, WHY_REWARDS, WHY_TERMINAL, DivergenceState, rewards_measured,
-    rewards_threshold, terminal_measured,
+    TERMINAL_THRESHOLD, WHY_BOUND, WHY_INTERVAL, WHY_REWARDS, WHY_TERMINAL, DivergenceState,
+    interval_threshold, rewards_measured, rewards_threshold, terminal_measured,
 )
 from rllib_av.health.health_monitor import HEALTH_REASONS_KEY
 from rllib_av.health.health_settings import HealthSettings
+from rllib_av.health.iteration_metrics import NONFINITE_UNTOLD
 from rllib_av.health.overestimation import judge_overestimation
-from rllib_av.health.preflight import observed_bound, read_records
+from rllib_av.health.preflight import observed_bound, read_records, worst_excursion
 from rllib_av.health.probes import read_probes
 from rllib_av.health.q_bound import largest_q
 from rllib_av.health.statistics import BY_KEY
 from rllib_av.health.tensorboard_records import record_key, tensorboard_scalars
+from rllib_av.replay.episode_chunk import NONFINITE_PARTS
 
 DOMINANT_SHARE = 0.9
 WHY_DOMINANT = (f"a component with more than {DOMINANT_SHARE:.0%} of the reward magnitude leaves "
                 "the others no say in the policy")
 WHY_COMPONENT = "each component is bounded by construction (envs/reward.py); outside it is a bug"
 WHY_NONFINITE_REWARD = ("training drops every chunk holding one (counted as "
-                        "nonfinite_total{where=\"replay\"}), so the critic never sees why")
+                        "nonfinite_total{where=\"reward\"}), so the critic never sees why")
+WHY_NONFINITE_DROP = ("a chunk holding NaN/inf is dropped whole, so the critic never trains on "
+                      "it; an env that keeps returning them starves the replay and the verdict "
+                      "counts them as diverged once they persist")
 # TensorBoard keeps float32: a published value matches the learner's within this.
 PUBLISHED_REL_TOL = 1e-5
 WHY_PUBLISHED = ("TensorBoard stores float32; a larger difference means the writer published "
@@ -73,6 +81,12 @@ REMEDIES = {
                        "training.reward_clip / training.reward_scaling",
                        "declare the range the critic really trains on (training.reward_range)",
                        "rebalance env.reward.weights so no component dominates"],
+    "observation": ["return a finite observation on every step: guard the divisions, logs "
+                    "and normalizations that build the state vector",
+                    "check the sensor or simulator reading behind the observation (a NaN from "
+                    "a lost sensor, a position after a simulator reset)",
+                    "clip or replace NaN/inf in an observation wrapper where the env cannot be "
+                    "fixed (gymnasium.wrappers.TransformObservation)"],
     "bootstrap": ["mask the bootstrap with (1 - terminated) only (truncation must not mask it)",
                   "check gamma (and gamma^n for n-step) in the target"],
     "overestimation": ["lower training.critic_lr", "set training.critic_grad_clip",
@@ -92,7 +106,8 @@ class Step:
 
 @dataclass
 class Diagnosis:
-    # healthy | logging | reward_scaling | bootstrap | overestimation | unexplained
+    # healthy | logging | observation | reward_scaling | bootstrap | overestimation |
+    # unexplained
     branch: str
     steps: List[Step]
     focus: Optional[Dict]  # the worst iteration, whose learner stats the tree reads
@@ -219,12 +234,27 @@ def declared_component_ranges(env: EnvSettings) -> Dict[str, tuple]:
             for c, (lo, hi) in raw_ranges(env).items()}
 
 
-def run_sections(run_dir: str) -> Tuple[EnvSettings, HealthSettings]:
-    """The env and health sections of the run's resolved config.yaml."""
+def run_sections(run_dir: str) -> Tuple[EnvSettings, HealthSettings, Optional[float]]:
+    """The env and health sections of the run's resolved config.yaml, and its
+    discount (training.gamma)."""
     with open(os.path.join(run_dir, "config.yaml")) as f:
         data = yaml.safe_load(f) or {}
+    gamma = (data.get("training") or {}).get("gamma")
     return (from_dict(EnvSettings, data.get("env"), "env"),
-            from_dict(HealthSettings, data.get("health"), "health"))
+            from_dict(HealthSettings, data.get("health"), "health"),
+            None if gamma is None else float(gamma))
+
+
+def nonfinite_dropped(records: List[Dict]) -> Dict[str, float]:
+    """where -> the run's lifetime count of chunks dropped for NaN/inf there
+    (the newest record's; "replay" in runs that did not tell obs from reward)."""
+    out: Dict[str, float] = {}
+    for r in records:
+        for where in NONFINITE_PARTS + (NONFINITE_UNTOLD,):
+            v = r.get(f"nonfinite/{where}")
+            if v is not None:
+                out[where] = float(v)
+    return out
 
 
 def _first_found(probes: List[Dict], key: str, bad: Tuple[str, ...]) -> Dict:
@@ -235,7 +265,7 @@ def _first_found(probes: List[Dict], key: str, bad: Tuple[str, ...]) -> Dict:
 
 
 def diagnose(run_dir: str) -> Diagnosis:
-    env, health = run_sections(run_dir)
+    env, health, gamma = run_sections(run_dir)
     records = read_records(run_dir)
     probes = read_probes(run_dir)
     probe = probes[-1] if probes else {}
@@ -271,7 +301,20 @@ def diagnose(run_dir: str) -> Diagnosis:
     if s.fired:
         return finish("logging")
 
-    # 2. rewards beyond their declared range, or dominating
+    # 2. observations the env returned NaN/inf in
+    s = Step("NaN/inf in the observations the env returned (chunks dropped before the replay)?")
+    dropped = nonfinite_dropped(records)
+    s.evidence.append(f"chunks dropped for NaN/inf: {dropped.get('obs', 0):g} for an observation, "
+                      f"{dropped.get('reward', 0):g} for a reward ({WHY_NONFINITE_DROP})")
+    if dropped.get(NONFINITE_UNTOLD):
+        s.evidence.append(f"{dropped[NONFINITE_UNTOLD]:g} more for an observation or a reward: "
+                          "recorded before the two were counted apart (read the env's both)")
+    s.fired = dropped.get("obs", 0) > 0
+    steps.append(s)
+    if s.fired:
+        return finish("observation")
+
+    # 3. rewards beyond their declared range, not finite, or dominating
     s = Step("a reward beyond its declared range (a component, or the critic's rewards: scaled "
              "or summed along episodes), not finite, or one component dominating?")
     means = [r for r in records if any(k.startswith("reward_components/") for k in r)]
@@ -306,11 +349,15 @@ def diagnose(run_dir: str) -> Diagnosis:
         s.evidence.append(f"the env returned {nan['probe_nonfinite_rewards']} NaN/inf rewards in "
                           f"the probe's {nan['probe_steps']} rollout steps at env step "
                           f"{nan.get('env_steps')} ({WHY_NONFINITE_REWARD})")
+    if dropped.get("reward", 0) > 0:
+        s.fired = True
+        s.evidence.append(f"training dropped {dropped['reward']:g} chunks for a NaN/inf reward "
+                          f"({WHY_NONFINITE_REWARD})")
     steps.append(s)
     if s.fired:
         return finish("reward_scaling")
 
-    # 3. the Bellman update itself
+    # 4. the Bellman update itself
     s = Step("the Bellman update wrong: targets on terminal transitions other than the reward "
              "alone (checked in the learner)?")
     t_max, t_min = _s(f, "q_target_max"), _s(f, "q_target_min")
@@ -332,7 +379,7 @@ def diagnose(run_dir: str) -> Diagnosis:
     if s.fired:
         return finish("bootstrap")
 
-    # 4. critic overestimation / divergence
+    # 5. critic overestimation / divergence
     s = Step("Q beyond the bound with sane rewards and a correct update, or an overestimation "
              "bias that keeps growing (critic overestimation / unstable TD)?")
     for name in ("q_actor", "q_target"):
@@ -345,6 +392,11 @@ def diagnose(run_dir: str) -> Diagnosis:
     s.evidence.append(f"threshold: |Q| <= q_bound{observed} on both ends ({WHY_BOUND})"
                       if bound else
                       "Q bound not measured: no declared reward range (training.reward_range)")
+    beyond = worst_excursion(records, health, gamma)
+    if beyond is not None:
+        s.fired = True
+        s.evidence.append(f"{beyond[0]} at {_at(beyond[1])}; threshold "
+                          f"{interval_threshold(health)} ({WHY_INTERVAL})")
     passed, measured, threshold, why = judge_overestimation(probes,
                                                            health.preflight_overestimation_max)
     s.evidence.append(f"overestimation: {measured}; threshold {threshold} ({why})")

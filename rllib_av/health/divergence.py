@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional
 
 from rllib_av.health.health_settings import HealthSettings
-from rllib_av.health.q_bound import largest_q, q_bound_ratio
+from rllib_av.health.q_bound import interval_excursion, largest_q, q_bound_ratio
 from rllib_av.health.statistics import FINITE_REQUIRED
 
 
@@ -72,7 +72,9 @@ class Verdict:
 
 # The settings ``judge`` compares against. The exporter publishes the ones in
 # effect (rllib_av_health_threshold{setting}), so the alert rules fire where
-# the verdict does, with this run's preset and overrides.
+# the verdict does, with this run's preset and overrides. (q_interval_slack
+# is not among them: its rule needs gamma, so its alert reads the verdict's
+# finding, rllib_av_health_reason_info{rule="q_interval"}.)
 VERDICT_THRESHOLDS = ("q_bound_warn_ratio", "q_bound_diverge_ratio", "actor_loss_abs_max",
                       "grad_norm_warn", "grad_norm_diverge", "nonfinite_diverge_iters")
 
@@ -85,6 +87,9 @@ def thresholds_in_effect(settings: HealthSettings) -> Dict[str, float]:
 
 WHY_BOUND = ("every discounted return of per-step rewards in [r_min, r_max] lies within "
              "+/- q_bound, so no correct critic goes past it on either side")
+WHY_INTERVAL = ("every discounted return of per-step rewards in [r_min, r_max] lies in "
+                "[r_min, r_max] / (1 - gamma); past an end that |Q| <= q_bound does not reach, "
+                "by more than a step's reward span of fitting noise, no correct critic goes")
 WHY_REWARDS = ("the Q bound and every check on it assume the declared per-step range; rewards "
                "beyond it (scaled, or summed along the episode) invalidate both")
 WHY_TERMINAL = ("a terminal transition has no next state: the Bellman target must be r alone, "
@@ -152,14 +157,33 @@ class NonfiniteStreak:
         return self.iters
 
 
+def interval_threshold(settings: HealthSettings) -> str:
+    return (f"within [q_return_min, q_return_max] (widened to hold 0) +/- "
+            f"{settings.q_interval_slack:g}x one step's reward span")
+
+
+def interval_finding(stats: Mapping[str, float], settings: HealthSettings,
+                     gamma: Optional[float]) -> Optional[Finding]:
+    """Q past a short end of the return interval (q_bound.interval_excursion)."""
+    found = None if gamma is None else interval_excursion(stats, gamma,
+                                                           settings.q_interval_slack)
+    if found is None:
+        return None
+    return Finding("q_interval", DivergenceState.DIVERGED,
+                   f"{found.key} {'above the highest' if found.above else 'below the lowest'} "
+                   "true return", str(found), interval_threshold(settings), WHY_INTERVAL)
+
+
 def judge(stats: Mapping[str, float], settings: HealthSettings,
-          nonfinite: Optional[Mapping[str, str]] = None, nonfinite_iters: int = 1) -> Verdict:
+          nonfinite: Optional[Mapping[str, str]] = None, nonfinite_iters: int = 1,
+          gamma: Optional[float] = None) -> Verdict:
     """Apply every rule to one iteration's learner stats.
 
     ``nonfinite``: what brought NaN/inf this iteration, source -> what it
     brought ({"grads": "3 in grads", "critic_loss": "critic_loss=nan"});
     ``nonfinite_iters``: consecutive iterations, this one included, that
-    brought some.
+    brought some; ``gamma``: the run's discount, for the return interval's
+    short ends (without it only |Q| <= q_bound is judged).
     """
     v = Verdict()
     D, W = DivergenceState.DIVERGED, DivergenceState.WARNING
@@ -191,6 +215,10 @@ def judge(stats: Mapping[str, float], settings: HealthSettings,
             v.add(Finding("q_bound", D, subject, measured, threshold, WHY_BOUND))
         elif ratio > s.q_bound_warn_ratio:
             v.add(Finding("q_bound", W, subject, measured, threshold, WHY_BOUND))
+
+    beyond = interval_finding(stats, s, gamma)
+    if beyond is not None:
+        v.add(beyond)
 
     loss = stats.get("actor_loss")
     if loss is not None and math.isfinite(loss):

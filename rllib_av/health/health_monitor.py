@@ -82,13 +82,17 @@ class LifetimeCounts:
 
 class HealthMonitor:
     """``reward_range``: the declared per-step range (raw units), against which
-    reward component shares are told from rounding noise (iteration_metrics.py)."""
+    reward component shares are told from rounding noise (iteration_metrics.py);
+    ``gamma``: the run's discount, for the return interval's short ends
+    (divergence.interval_finding)."""
 
     def __init__(self, settings: HealthSettings, num_env_runners: int,
-                 reward_range: Optional[Sequence[float]] = None):
+                 reward_range: Optional[Sequence[float]] = None,
+                 gamma: Optional[float] = None):
         self.settings = settings
         self.num_env_runners = num_env_runners
         self.reward_range = reward_range
+        self.gamma = gamma
         self._counts = LifetimeCounts()
         self._streak = NonfiniteStreak()
         self._modules = [DEFAULT_MODULE_ID]
@@ -128,7 +132,7 @@ class HealthMonitor:
             self._modules = list(m.modules)
         # An iteration without a gradient update still gets a verdict (on NaN/inf).
         verdicts = {mid: judge(self._bounded(m.modules.get(mid, {})), self.settings, sources,
-                               iters)
+                               iters, self.gamma)
                     for mid in self._modules}
         for verdict in verdicts.values():
             for finding in self._probe_findings:

@@ -13,16 +13,20 @@ from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 from rllib_av.envs.reward import COMPONENTS as REWARD_COMPONENTS
+from rllib_av.replay.episode_chunk import NONFINITE_PARTS
 from rllib_av.health.statistics import BY_KEY
 
 NUM_UPDATES_LIFETIME = "num_updates_lifetime"
 # Learner results read per module: the statistics spec, plus the update count.
 LEARNER_STATS = tuple(BY_KEY) + (NUM_UPDATES_LIFETIME,)
-# Where NaN/inf is counted (lifetime totals): "replay" = episode chunks with a
-# non-finite observation or reward, dropped by the TD3 replay buffer (it checks
-# both at once); "loss" / "grads" = learner steps skipped for a non-finite loss
-# or gradient norm.
-NONFINITE_WHERE = ("replay", "loss", "grads")
+# Where NaN/inf is counted (lifetime totals): "obs" / "reward" = episode
+# chunks dropped before the replay buffer for a non-finite observation /
+# reward (a chunk with both counts in both); "loss" / "grads" = learner steps
+# skipped for a non-finite loss or gradient norm.
+NONFINITE_WHERE = NONFINITE_PARTS + ("loss", "grads")
+# Runs recorded before obs and reward were told apart count both as "replay"
+# (metrics.jsonl's nonfinite/replay).
+NONFINITE_UNTOLD = "replay"
 
 # EnvRunner-side metric keys written by HealthCallbacks.on_episode_step.
 REWARD_MEAN_KEY = "reward_components"
@@ -120,9 +124,10 @@ def from_result(result: Mapping, num_env_runners: int,
                for mid, stats in learners.items()
                if isinstance(stats, Mapping) and any(k in stats for k in LEARNER_STATS)}
 
+    dropped = result.get("nonfinite", {}) or {}
     lifetime: Dict[CounterKey, float] = {
-        ("nonfinite", (("where", "replay"),)):
-            _num((result.get("nonfinite", {}) or {}).get("replay_chunks_dropped")) or 0.0,
+        **{("nonfinite", (("where", part),)): _num(dropped.get(part)) or 0.0
+           for part in NONFINITE_PARTS},
         ("nonfinite", (("where", "loss"),)):
             sum(_num(learners[mid].get("nonfinite_loss")) or 0.0 for mid in modules),
         ("nonfinite", (("where", "grads"),)):

@@ -11,7 +11,9 @@ measured, its threshold and why that threshold holds for this env:
 - episode_length: not collapsing (the general rule), or in a [min, max] range
   or growing where a preset or the config gives the range;
 - q_bound: max |Q| / q_bound over the run; without a declared reward range,
-  against the bound of the rewards the critic trained on (q_bound.py);
+  against the bound of the rewards the critic trained on (q_bound.py); with
+  one, Q also within the short ends of the return interval (the verdict's
+  q_interval rule);
 - grad_norm: judged only against a threshold a preset or the config gives;
 - reward_range: the rewards the critic trains on inside the declared range;
 - terminal_masking: the learner's Bellman targets on terminal transitions are
@@ -35,11 +37,15 @@ from typing import Dict, List, Optional, Tuple
 from ray.rllib.core import DEFAULT_MODULE_ID
 
 from rllib_av.health.divergence import (
-    TERMINAL_THRESHOLD, WHY_BOUND, WHY_NONFINITE, WHY_REWARDS, WHY_TERMINAL, NonfiniteStreak,
-    nonfinite_stats, rewards_measured, rewards_threshold, terminal_measured,
+    TERMINAL_THRESHOLD, WHY_BOUND, WHY_INTERVAL, WHY_NONFINITE, WHY_REWARDS, WHY_TERMINAL,
+    NonfiniteStreak, interval_threshold, nonfinite_stats, rewards_measured, rewards_threshold,
+    terminal_measured,
 )
+from rllib_av.health.health_monitor import LifetimeCounts
 from rllib_av.health.overestimation import judge_overestimation
-from rllib_av.health.q_bound import largest_q, observed_q_bound, q_bound_ratio
+from rllib_av.health.q_bound import (
+    interval_excursion, largest_q, observed_q_bound, q_bound_ratio,
+)
 from rllib_av.health.tensorboard_records import read_tensorboard_records
 
 GROWTH = 1.25  # "growing": mean length over the last third >= this x the first third
@@ -167,7 +173,30 @@ def episode_length_check(records: List[Dict], h, learning_starts: int) -> Check:
                  last >= COLLAPSE * max(first, middle) or rising, WHY_COLLAPSE)
 
 
-def q_bound_check(records: List[Dict], probes: List[Dict], h) -> Check:
+def worst_excursion(records: List[Dict], h, gamma: Optional[float]):
+    """(excursion, record) farthest past a short end of the return interval
+    over the run (q_bound.interval_excursion), or None."""
+    if gamma is None:
+        return None
+    found = [(e, r) for e, r in ((interval_excursion(module_stats(r), gamma,
+                                                     h.q_interval_slack), r) for r in records)
+             if e is not None]
+    return max(found, key=lambda x: x[0].excess) if found else None
+
+
+def q_bound_check(records: List[Dict], probes: List[Dict], h,
+                  gamma: Optional[float] = None) -> Check:
+    row = bound_ratio_check(records, probes, h)
+    beyond = worst_excursion(records, h, gamma)
+    if beyond is None:
+        return row
+    excursion, at = beyond
+    return Check("q_bound", f"{row.measured}; {excursion} at step {at['env_steps']}",
+                 f"{row.threshold} and {interval_threshold(h)}", False,
+                 f"{row.why}; {WHY_INTERVAL}")
+
+
+def bound_ratio_check(records: List[Dict], probes: List[Dict], h) -> Check:
     worst, source = _worst(records, "q_bound_ratio"), ""
     bound = observed_bound(records, probes) if worst is None else None
     if bound is not None:  # no declared range: the rewards the critic trained on
@@ -219,15 +248,15 @@ def terminal_masking_check(probe: Dict) -> Check:
 
 def nonfinite_check(records: List[Dict], h) -> Check:
     """The verdict's NaN/inf rule over the whole run: an iteration brought some
-    when a ``nonfinite/<where>`` counter rose or a learner statistic that must
+    when a ``nonfinite/<where>`` counter rose (as the monitor counts it, through
+    rollbacks: health_monitor.LifetimeCounts) or a learner statistic that must
     be finite was not; ``h.nonfinite_diverge_iters`` of them in a row is
     diverged there, and NO-GO here."""
-    streak, longest, brought, totals, previous = NonfiniteStreak(), 0, 0, {}, {}
+    counts, streak, longest, brought, totals = LifetimeCounts(), NonfiniteStreak(), 0, 0, {}
     for r in records:
         counters = {k.split("/", 1)[1]: float(v) for k, v in r.items()
                     if k.startswith("nonfinite/") and v is not None}
-        new = {k: max(v - previous.get(k, 0.0), 0.0) for k, v in counters.items()}
-        previous = {**previous, **counters}
+        new = counts.advance(int(r["training_iteration"]), counters)
         stats = {k: float(v) for k, v in module_stats(r).items() if isinstance(v, (int, float))}
         bad = sum(new.values()) + len(nonfinite_stats(stats))
         for k, n in new.items():
@@ -241,12 +270,14 @@ def nonfinite_check(records: List[Dict], h) -> Check:
                  "nonfinite_diverge_iters)", longest < limit, WHY_NONFINITE)
 
 
-def evaluate(records: List[Dict], probes: List[Dict], h, learning_starts: int) -> List[Check]:
-    """The table's rows from a run's metrics and its probe records (oldest first)."""
+def evaluate(records: List[Dict], probes: List[Dict], h, learning_starts: int,
+             gamma: Optional[float] = None) -> List[Check]:
+    """The table's rows from a run's metrics and its probe records (oldest
+    first); ``gamma``, the run's discount, for the return interval's short ends."""
     probe = probes[-1] if probes else {}
     over = judge_overestimation(probes, h.preflight_overestimation_max)
     checks = [actor_loss_check(records, h), episode_length_check(records, h, learning_starts),
-              q_bound_check(records, probes, h), grad_norm_check(records, h),
+              q_bound_check(records, probes, h, gamma), grad_norm_check(records, h),
               reward_range_check(probe), terminal_masking_check(probe), nonfinite_check(records, h),
               Check("overestimation", over[1], over[2], over[0], over[3])]
     for c in checks:

@@ -1,16 +1,21 @@
-"""The Q bound: the largest |Q| any true discounted return can have.
+"""The Q bound: the interval every true discounted return lies in, and its
+largest |Q|.
 
 With per-step reward in [r_min, r_max] and discount gamma, every discounted
-return lies in [r_min / (1 - gamma), r_max / (1 - gamma)]. A critic whose
-estimates leave that interval, on either side, is wrong. The range must be
-given in the reward units the critic is trained on, so callers that clip or
-scale rewards before the Bellman update map the range through
-``training_reward_range`` first.
+return lies in [r_min / (1 - gamma), r_max / (1 - gamma)] (``return_interval``).
+A critic whose estimates leave that interval, on either side, is wrong. The
+design's ``q_bound`` is its largest magnitude: for a symmetric range |Q| <=
+q_bound is the interval itself, for a lopsided one it is blind on the short
+side (Pendulum's rewards in [-16.3, 0] let Q reach +1627), which
+``interval_excursion`` judges. The range must be given in the reward units the
+critic is trained on, so callers that clip or scale rewards before the Bellman
+update map the range through ``training_reward_range`` first.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence, Tuple
 
 from rllib_av.envs.env_settings import DRIVING_ENV_ID, EnvSettings
@@ -18,13 +23,23 @@ from rllib_av.envs.reward import reward_range
 from rllib_av.health.statistics import Q_VALUES
 
 
-def q_bound(r_min: float, r_max: float, gamma: float) -> float:
-    """max(|r_min|, |r_max|) / (1 - gamma)."""
+def return_interval(r_min: float, r_max: float, gamma: float) -> Tuple[float, float]:
+    """[r_min / (1 - gamma), r_max / (1 - gamma)]: every true discounted return."""
     if not 0.0 <= gamma < 1.0:
         raise ValueError(f"gamma must be in [0, 1), got {gamma}")
     if r_min > r_max:
         raise ValueError(f"r_min ({r_min}) > r_max ({r_max})")
-    return max(abs(r_min), abs(r_max)) / (1.0 - gamma)
+    return r_min / (1.0 - gamma), r_max / (1.0 - gamma)
+
+
+def bound_of(interval: Tuple[float, float]) -> float:
+    """q_bound of a return interval: its largest magnitude."""
+    return max(abs(interval[0]), abs(interval[1]))
+
+
+def q_bound(r_min: float, r_max: float, gamma: float) -> float:
+    """max(|r_min|, |r_max|) / (1 - gamma)."""
+    return bound_of(return_interval(r_min, r_max, gamma))
 
 
 def training_reward_range(
@@ -45,17 +60,26 @@ def training_reward_range(
     return r_min * scale, r_max * scale
 
 
-def training_q_bound(declared: Optional[Sequence[float]], gamma: float,
-                     clip: Optional[float] = None, scale: float = 1.0) -> Optional[float]:
-    """q_bound in training units for a declared raw range, or None when there is
-    no range or it cannot be mapped (a degenerate scale): never raises, so a
-    training loop can call it on every update."""
+def training_return_interval(declared: Optional[Sequence[float]], gamma: float,
+                             clip: Optional[float] = None, scale: float = 1.0
+                             ) -> Optional[Tuple[float, float]]:
+    """``return_interval`` in training units for a declared raw range, or None
+    when there is no range or it cannot be mapped (a degenerate scale): never
+    raises, so a training loop can call it on every update. Its largest
+    magnitude is q_bound."""
     if declared is None:
         return None
     try:
-        return q_bound(*training_reward_range(*declared, clip=clip, scale=scale), gamma)
+        return return_interval(*training_reward_range(*declared, clip=clip, scale=scale), gamma)
     except ValueError:
         return None
+
+
+def training_q_bound(declared: Optional[Sequence[float]], gamma: float,
+                     clip: Optional[float] = None, scale: float = 1.0) -> Optional[float]:
+    """q_bound in training units (None as ``training_return_interval``)."""
+    interval = training_return_interval(declared, gamma, clip, scale)
+    return None if interval is None else bound_of(interval)
 
 
 def q_bound_ratio(stats: Mapping[str, float], bound: float) -> Optional[float]:
@@ -81,6 +105,55 @@ def observed_q_bound(rewards_bound: Optional[float], start_q: float) -> Optional
     if rewards_bound is None or not rewards_bound > 0 or rewards_bound < start_q:
         return None
     return rewards_bound + start_q
+
+
+@dataclass(frozen=True)
+class Excursion:
+    """A Q statistic beyond an end of the return interval that |Q| <= q_bound
+    does not guard (health_settings.q_interval_slack)."""
+    key: str
+    value: float
+    above: bool  # beyond the highest true return (else below the lowest)
+    end: float  # the end it left: the interval's, widened to where a critic starts (0)
+    slack: float  # what the rule allows beyond ``end``
+
+    @property
+    def excess(self) -> float:
+        return self.value - self.end if self.above else self.end - self.value
+
+    def __str__(self) -> str:
+        side = "above the highest" if self.above else "below the lowest"
+        return (f"{self.key} {self.value:.4g} {side} true return {self.end:.4g} by "
+                f"{self.excess:.4g} (allowed {self.slack:.4g})")
+
+
+def interval_excursion(stats: Mapping[str, float], gamma: float, slack_steps: float
+                       ) -> Optional[Excursion]:
+    """The Q statistic farthest beyond a short end of the return interval
+    (``stats["q_return_min"]``, ``stats["q_return_max"]``), or None.
+
+    The interval is widened to hold 0, where an untrained critic starts (one
+    learning towards returns in [100, 200] passes through [0, 100] on its way:
+    not wrong). Only an end shorter than q_bound is judged: the other one is
+    |Q| <= q_bound already (so a symmetric range adds nothing). An excursion
+    counts past ``slack_steps`` times one step's reward span (1 - gamma) x the
+    interval's width, the noise a single Bellman target carries."""
+    low, high = stats.get("q_return_min"), stats.get("q_return_max")
+    if low is None or high is None:
+        return None
+    low, high = min(low, 0.0), max(high, 0.0)
+    bound = bound_of((low, high))
+    slack = slack_steps * (1.0 - gamma) * (high - low)
+    found = []
+    for k in Q_VALUES:
+        v = stats.get(k)
+        if v is None or math.isnan(v):
+            continue
+        if high < bound and v > high + slack:
+            found.append(Excursion(k, float(v), True, high, slack))
+        elif -low < bound and v < low - slack:
+            found.append(Excursion(k, float(v), False, low, slack))
+    return max(found, key=lambda e: e.excess) if found else None
 
 
 def largest_q(stats: Mapping[str, float]) -> Optional[Tuple[str, float]]:

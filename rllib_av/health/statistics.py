@@ -102,6 +102,13 @@ STATISTICS: Tuple[Statistic, ...] = _LEARNER_STATISTICS + (
               "max(|r_min|, |r_max|) / (1 - gamma) for the declared per-step reward range "
               "[r_min, r_max] in training units (after clipping and scaling)", "mean",
               finite=False),
+    Statistic("q_return_min", ALGORITHM,
+              "r_min / (1 - gamma), the lowest discounted return the declared per-step reward "
+              "range allows, in training units (q_bound is the larger of its and q_return_max's "
+              "magnitudes)", "mean", finite=False),
+    Statistic("q_return_max", ALGORITHM,
+              "r_max / (1 - gamma), the highest discounted return the declared per-step reward "
+              "range allows, in training units", "mean", finite=False),
     Statistic("q_bound_ratio", ALGORITHM,
               f"max |v| / q_bound over v in the call's {', '.join(Q_VALUES)} (both signs: "
               "> 1 is beyond what any discounted return can be)", "max", finite=False),

@@ -76,7 +76,8 @@ class HealthCallbacks(RLlibCallback):
         mon = from_dict(MonitoringSettings, rc.get("monitoring"), "monitoring")
         self.health = HealthMonitor(from_dict(HealthSettings, rc.get("health"), "health"),
                                     algorithm.config.num_env_runners,
-                                    getattr(algorithm.config, "reward_range", None))
+                                    getattr(algorithm.config, "reward_range", None),
+                                    algorithm.config.gamma)
         run_dir = run.get("run_dir")
         if mon.exporter:
             self.exporter = start_exporter(mon, run.get("name", "run"), run_dir)

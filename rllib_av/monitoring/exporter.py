@@ -99,8 +99,9 @@ FAMILIES: Tuple[Family, ...] = LEARNER_FAMILIES + (
     Family("env_runner_restarts", "counter", "EnvRunner actor restarts"),
     Family("sim_server_restarts", "counter", "Simulator server restarts"),
     Family("nonfinite", "counter",
-           "NaN/inf seen: replay = episode chunks dropped before the replay buffer (non-finite "
-           "observation or reward); loss / grads = learner steps skipped", ("where",)),
+           "NaN/inf seen: obs / reward = episode chunks dropped before the replay buffer for a "
+           "non-finite observation / reward (a chunk with both counts in both); loss / grads = "
+           "learner steps skipped", ("where",)),
     Family("guard_actions", "counter", "Divergence guard actions taken", ("action",)),
 )
 

@@ -55,7 +55,7 @@ def synthetic_result(iteration: int, diverge_from: Optional[int] = None,
                      "__all_modules__": {"num_trainable_parameters": 1.0}},
         "env_runners": runners,
         "fault_tolerance": {"num_healthy_workers": 2, "num_remote_worker_restarts": 0},
-        "nonfinite": {"replay_chunks_dropped": 0.0},
+        "nonfinite": {"obs": 0.0, "reward": 0.0},
     }
 
 

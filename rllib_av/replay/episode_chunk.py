@@ -5,13 +5,16 @@ needs to know of a chunk it does not hold (bookkeeping, reward statistics)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Collection, Dict, Optional
+from dataclasses import dataclass, field
+from typing import Collection, Dict, Optional, Tuple
 
 import numpy as np
 import tree
 
 BOX_KEY = ""  # leaf name of a non-Dict observation
+# What of a chunk can hold NaN/inf (a chunk that does is dropped whole): the
+# nonfinite_total{where} labels of the drops.
+NONFINITE_PARTS = ("obs", "reward")
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,9 @@ class ChunkMeta:
     rewards: np.ndarray  # (T,) float32, raw
     done: bool
     finite: bool  # whether the chunk may enter the replay (EpisodeChunk.is_finite)
+    # No NaN/inf in a float observation. Not part of equality: ``finite`` says
+    # whether the chunk is dropped, this only which part made it so.
+    obs_finite: bool = field(default=True, compare=False)
 
     @property
     def num_steps(self) -> int:
@@ -29,6 +35,11 @@ class ChunkMeta:
 
     def is_finite(self) -> bool:
         return self.finite
+
+    def nonfinite_parts(self) -> Tuple[str, ...]:
+        """The NONFINITE_PARTS holding NaN/inf (both, when both do)."""
+        bad = {"obs": not self.obs_finite, "reward": not np.isfinite(self.rewards).all()}
+        return tuple(p for p in NONFINITE_PARTS if bad[p])
 
 
 @dataclass
@@ -65,8 +76,12 @@ class EpisodeChunk:
     def is_finite(self) -> bool:
         """No NaN/inf in a reward or a float observation: the rule for what may
         enter the replay."""
-        return bool(np.isfinite(self.rewards).all() and all(
-            np.isfinite(v).all() for v in self.obs.values() if v.dtype.kind == "f"))
+        return bool(np.isfinite(self.rewards).all() and self.obs_finite())
+
+    def obs_finite(self) -> bool:
+        return all(np.isfinite(v).all() for v in self.obs.values() if v.dtype.kind == "f")
 
     def meta(self) -> ChunkMeta:
-        return ChunkMeta(self.id, self.rewards, self.done, self.is_finite())
+        obs_finite = self.obs_finite()
+        return ChunkMeta(self.id, self.rewards, self.done,
+                         bool(obs_finite and np.isfinite(self.rewards).all()), obs_finite)

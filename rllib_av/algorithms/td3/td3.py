@@ -71,9 +71,9 @@ from rllib_av.algorithms.td3.rate_limiter import Throughput, UpdateRateLimiter
 from rllib_av.algorithms.td3.replay_shards import load_shards, save_shards
 from rllib_av.algorithms.td3.training_settings import TrainingSettings, samples_async
 from rllib_av.config_schema import ConfigError
-from rllib_av.health.q_bound import q_bound_ratio, training_q_bound
+from rllib_av.health.q_bound import bound_of, q_bound_ratio, training_return_interval
 from rllib_av.health.statistics import Q_VALUES
-from rllib_av.replay.episode_chunk import ChunkMeta, EpisodeChunk
+from rllib_av.replay.episode_chunk import NONFINITE_PARTS, ChunkMeta, EpisodeChunk
 from rllib_av.replay.journal import ReplayJournal
 from rllib_av.replay.reward_processing import RewardProcessor
 from rllib_av.replay.sharding import ShardAssignment
@@ -424,8 +424,10 @@ class TD3(Algorithm):
             for m in finite:
                 self.reward_processor.observe(m.id, m.rewards, m.done)
             shards = self.replay_shards.assign(metas)
-        self.metrics.log_value(("nonfinite", "replay_chunks_dropped"), len(metas) - len(finite),
-                               reduce="lifetime_sum")
+        for part in NONFINITE_PARTS:  # chunks dropped for NaN/inf there (both, if both)
+            self.metrics.log_value(("nonfinite", part),
+                                   sum(part in m.nonfinite_parts() for m in metas),
+                                   reduce="lifetime_sum")
         if self._learning_started():
             self.rate_limiter.add(sum(m.num_steps for m in finite))
         return shards
@@ -622,18 +624,23 @@ class TD3(Algorithm):
         super().stop()
 
     def _log_q_bound(self, module_results, module_id) -> None:
-        """q_bound in training units (after clipping/scaling) and how far the Q
-        statistics, every one on both ends, are from it. Never raises."""
-        bound = training_q_bound(self.config.reward_range, self.config.gamma,
-                                 clip=self.config.reward_clip, scale=self.reward_processor.scale)
-        if bound is None:
+        """q_bound and the return interval it is the largest magnitude of, in
+        training units (after clipping/scaling), and how far the Q statistics,
+        every one on both ends, are from the bound. Never raises."""
+        interval = training_return_interval(self.config.reward_range, self.config.gamma,
+                                            clip=self.config.reward_clip,
+                                            scale=self.reward_processor.scale)
+        if interval is None:
             return
+        bound = bound_of(interval)
         ratio = q_bound_ratio({k: module_results[k].peek() for k in Q_VALUES
                                if k in module_results}, bound)
         if ratio is None:
             return
-        self.metrics.log_value((LEARNER_RESULTS, module_id, "q_bound"), bound, reduce="mean")
-        self.metrics.log_value((LEARNER_RESULTS, module_id, "q_bound_ratio"), ratio, reduce="max")
+        for key, value, reduce in (("q_bound", bound, "mean"), ("q_bound_ratio", ratio, "max"),
+                                   ("q_return_min", interval[0], "mean"),
+                                   ("q_return_max", interval[1], "mean")):
+            self.metrics.log_value((LEARNER_RESULTS, module_id, key), value, reduce=reduce)
 
 
 def _updates_per_call(config: TD3Config) -> int:

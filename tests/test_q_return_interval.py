@@ -1,0 +1,118 @@
+"""The signed return interval: with per-step rewards in [r_min, r_max] every
+true return lies in [r_min, r_max] / (1 - gamma). |Q| <= q_bound is that
+interval only for a symmetric range; for a lopsided one the short end is
+judged on its own (health.q_interval_slack: one step's reward span of fitting
+noise), by the verdict, the preflight gate and diagnose. The real TD3 runs are
+in the set-up zoo (lopsided_alive_with_crashes, lopsided_unstable_td_upward)."""
+
+import pytest
+
+from rllib_av.health.diagnosis import diagnose
+from rllib_av.health.divergence import DivergenceState, judge
+from rllib_av.health.health_settings import HealthSettings
+from rllib_av.health.preflight import evaluate, is_go
+from rllib_av.health.q_bound import interval_excursion, q_bound, return_interval
+
+from test_diagnosis import HEALTHY_PROBE, HEALTHY_STATS, record, run_dir
+
+S = HealthSettings()
+GAMMA = 0.99
+PENDULUM = return_interval(-16.2736044, 0.0, GAMMA)  # [-1627, 0]
+UNIT = return_interval(0.0, 1.0, GAMMA)  # [0, 100]
+
+
+def stats(interval, **q):
+    """Every Q statistic inside ``interval`` (the maxima 1 under its top, the
+    rest at its middle), then ``q``."""
+    low, high = interval
+    mid = (low + high) / 2
+    base = {"q_actor_mean": mid, "q_actor_max": high - 1, "q_actor_min": mid,
+            "q_target_mean": mid, "q_target_max": high - 1, "q_target_min": mid,
+            "q1_mean": mid, "q2_mean": mid}
+    base.update(q)
+    bound = max(abs(low), abs(high))
+    ratio = max(abs(v) for v in base.values()) / bound
+    return {**base, "q_bound": bound, "q_bound_ratio": ratio, "q_return_min": low,
+            "q_return_max": high}
+
+
+def test_q_bound_is_the_intervals_larger_magnitude():
+    assert q_bound(-16.2736044, 0.0, GAMMA) == pytest.approx(-PENDULUM[0])
+    assert PENDULUM[1] == 0.0 and UNIT == (0.0, pytest.approx(100.0))
+
+
+@pytest.mark.parametrize("interval,q,found", [
+    # Pendulum: nothing true is above 0; a step's span is 16.27.
+    (PENDULUM, {"q_actor_max": 16.0}, None),              # fitting noise at the upright end
+    (PENDULUM, {"q_actor_max": 16.6}, "q_actor_max"),     # past the slack
+    (PENDULUM, {"q_actor_max": 1460.0}, "q_actor_max"),   # what |Q| only saw at 0.9 x bound
+    # Rewards in [0, 1]: nothing true is below 0; a step's span is 1.
+    (UNIT, {"q_target_min": -0.9}, None),
+    (UNIT, {"q_target_min": -1.1}, "q_target_min"),
+    (UNIT, {"q1_mean": -90.0}, "q1_mean"),
+])
+def test_the_short_end_is_judged_with_one_steps_span_of_slack(interval, q, found):
+    e = interval_excursion(stats(interval, **q), GAMMA, S.q_interval_slack)
+    assert (e and e.key) == found
+
+
+def test_a_symmetric_range_adds_nothing():
+    sym = return_interval(-1.0, 1.0, GAMMA)
+    for v in (99.0, 101.0, 1e4):
+        assert interval_excursion(stats(sym, q_actor_max=v, q_target_min=-v), GAMMA, 1.0) is None
+    # ... and the |Q| rule alone decides the verdict there, as before.
+    assert [f.rule for f in judge(stats(sym, q_actor_max=150.0), S, gamma=GAMMA).findings] == \
+        ["q_bound"]
+
+
+def test_a_critic_on_its_way_from_zero_is_not_wrong():
+    """Rewards in [1, 2]: returns in [100, 200], but an untrained critic starts
+    at 0 and passes [0, 100] on its way; only below 0 is it wrong."""
+    positive = return_interval(1.0, 2.0, GAMMA)
+    assert interval_excursion(stats(positive, q_actor_min=0.5, q1_mean=40.0), GAMMA, 1.0) is None
+    e = interval_excursion(stats(positive, q_actor_min=-2.5), GAMMA, 1.0)
+    assert e.key == "q_actor_min" and e.end == 0.0 and not e.above
+
+
+def test_the_verdict_names_the_end_and_by_how_much():
+    s = stats(PENDULUM, q_actor_max=412.0)
+    assert s["q_bound_ratio"] < S.q_bound_warn_ratio  # |Q| alone: healthy
+    assert judge(s, S).state is DivergenceState.HEALTHY  # without gamma: |Q| only
+    v = judge(s, S, gamma=GAMMA)
+    assert v.state is DivergenceState.DIVERGED
+    (f,) = v.findings
+    assert f.rule == "q_interval" and f.subject == "q_actor_max above the highest true return"
+    assert f.measured.startswith("q_actor_max 412 above the highest true return 0 by 412")
+
+
+def records(qs, interval=PENDULUM):
+    return [{"training_iteration": i + 1, "env_steps": 256 + 64 * i, "episode_len_mean": 200.0,
+             "episode_return_mean": -900.0, "divergence_state": 0,
+             **{f"default_policy/{k}": v for k, v in stats(interval, q_actor_max=q).items()}}
+            for i, q in enumerate(qs)]
+
+
+@pytest.mark.parametrize("qs,go", [([-50.0, -20.0, 3.0, 9.0], True),
+                                   ([-50.0, 40.0, 300.0, 900.0], False)])
+def test_the_gate_judges_the_short_end(qs, go):
+    checks = {c.name: c for c in evaluate(records(qs), [HEALTHY_PROBE], S, 200, GAMMA)}
+    row = checks["q_bound"]
+    assert row.passed is go, row
+    assert is_go(list(checks.values())) is go
+    if not go:
+        assert "q_actor_max 900 above the highest true return 0" in row.measured
+
+
+def test_diagnose_answers_overestimation_for_q_past_the_short_end(tmp_path):
+    """Quickstart's range is [-14.55, 11.5]: returns in [-1455, 1150]. Q at
+    1300 is |Q| 0.89x the bound (not even a warning) but past the highest
+    true return by more than a step's span (26.05)."""
+    reason = "diverged: q_interval: q_actor_max 1300 above the highest true return 1150"
+    high = {**HEALTHY_STATS, "q_actor_max": 1300.0, "q_bound_ratio": 1300.0 / 1455.0,
+            "q_return_min": -1455.0, "q_return_max": 1150.0}
+    rs = [record(256 + 64 * i, {"q_return_min": -1455.0, "q_return_max": 1150.0})
+          for i in range(2)] + [record(384, high, state=2, reasons=[reason])]
+    d = diagnose(run_dir(tmp_path, rs, HEALTHY_PROBE))
+    text = d.format()
+    assert d.branch == "overestimation", text
+    assert "q_actor_max 1300 above the highest true return 1150 by 150" in text

@@ -72,6 +72,8 @@ def test_a_critic_on_its_way_from_zero_is_not_wrong():
     assert interval_excursion(stats(positive, q_actor_min=0.5, q1_mean=40.0), GAMMA, 1.0) is None
     e = interval_excursion(stats(positive, q_actor_min=-2.5), GAMMA, 1.0)
     assert e.key == "q_actor_min" and e.end == 0.0 and not e.above
+    assert str(e) == ("q_actor_min -2.5 below 0 (where an untrained critic starts; the lowest "
+                      "true return is 100) by 2.5 (allowed 2)")
 
 
 def test_the_verdict_names_the_end_and_by_how_much():

@@ -116,6 +116,7 @@ class Excursion:
     above: bool  # beyond the highest true return (else below the lowest)
     end: float  # the end it left: the interval's, widened to where a critic starts (0)
     slack: float  # what the rule allows beyond ``end``
+    true_end: float  # the interval's own end (== end unless widened to 0)
 
     @property
     def excess(self) -> float:
@@ -123,8 +124,12 @@ class Excursion:
 
     def __str__(self) -> str:
         side = "above the highest" if self.above else "below the lowest"
-        return (f"{self.key} {self.value:.4g} {side} true return {self.end:.4g} by "
-                f"{self.excess:.4g} (allowed {self.slack:.4g})")
+        if self.end == self.true_end:
+            end = f"{side} true return {self.end:.4g}"
+        else:  # widened to 0
+            end = (f"{'above' if self.above else 'below'} 0 (where an untrained critic starts; "
+                   f"the {side.split()[-1]} true return is {self.true_end:.4g})")
+        return f"{self.key} {self.value:.4g} {end} by {self.excess:.4g} (allowed {self.slack:.4g})"
 
 
 def interval_excursion(stats: Mapping[str, float], gamma: float, slack_steps: float
@@ -138,10 +143,10 @@ def interval_excursion(stats: Mapping[str, float], gamma: float, slack_steps: fl
     |Q| <= q_bound already (so a symmetric range adds nothing). An excursion
     counts past ``slack_steps`` times one step's reward span (1 - gamma) x the
     interval's width, the noise a single Bellman target carries."""
-    low, high = stats.get("q_return_min"), stats.get("q_return_max")
-    if low is None or high is None:
+    true_low, true_high = stats.get("q_return_min"), stats.get("q_return_max")
+    if true_low is None or true_high is None:
         return None
-    low, high = min(low, 0.0), max(high, 0.0)
+    low, high = min(true_low, 0.0), max(true_high, 0.0)
     bound = bound_of((low, high))
     slack = slack_steps * (1.0 - gamma) * (high - low)
     found = []
@@ -150,9 +155,9 @@ def interval_excursion(stats: Mapping[str, float], gamma: float, slack_steps: fl
         if v is None or math.isnan(v):
             continue
         if high < bound and v > high + slack:
-            found.append(Excursion(k, float(v), True, high, slack))
+            found.append(Excursion(k, float(v), True, high, slack, true_high))
         elif -low < bound and v < low - slack:
-            found.append(Excursion(k, float(v), False, low, slack))
+            found.append(Excursion(k, float(v), False, low, slack, true_low))
     return max(found, key=lambda e: e.excess) if found else None
 
 

@@ -89,7 +89,7 @@ WHY_BOUND = ("every discounted return of per-step rewards in [r_min, r_max] lies
              "+/- q_bound, so no correct critic goes past it on either side")
 WHY_INTERVAL = ("every discounted return of per-step rewards in [r_min, r_max] lies in "
                 "[r_min, r_max] / (1 - gamma); past an end that |Q| <= q_bound does not reach, "
-                "by more than a step's reward span of fitting noise, no correct critic goes")
+                "by more than its fitting noise, no correct critic goes")
 WHY_REWARDS = ("the Q bound and every check on it assume the declared per-step range; rewards "
                "beyond it (scaled, or summed along the episode) invalidate both")
 WHY_TERMINAL = ("a terminal transition has no next state: the Bellman target must be r alone, "
@@ -159,7 +159,7 @@ class NonfiniteStreak:
 
 def interval_threshold(settings: HealthSettings) -> str:
     return (f"within [q_return_min, q_return_max] (widened to hold 0) +/- "
-            f"{settings.q_interval_slack:g}x one step's reward span")
+            f"{settings.q_interval_slack:g}x the spread of Q, at least one step's reward span")
 
 
 def interval_finding(stats: Mapping[str, float], settings: HealthSettings,

@@ -132,7 +132,7 @@ class Excursion:
         return f"{self.key} {self.value:.4g} {end} by {self.excess:.4g} (allowed {self.slack:.4g})"
 
 
-def interval_excursion(stats: Mapping[str, float], gamma: float, slack_steps: float
+def interval_excursion(stats: Mapping[str, float], gamma: float, slack_fraction: float
                        ) -> Optional[Excursion]:
     """The Q statistic farthest beyond a short end of the return interval
     (``stats["q_return_min"]``, ``stats["q_return_max"]``), or None.
@@ -141,23 +141,27 @@ def interval_excursion(stats: Mapping[str, float], gamma: float, slack_steps: fl
     learning towards returns in [100, 200] passes through [0, 100] on its way:
     not wrong). Only an end shorter than q_bound is judged: the other one is
     |Q| <= q_bound already (so a symmetric range adds nothing). An excursion
-    counts past ``slack_steps`` times one step's reward span (1 - gamma) x the
-    interval's width, the noise a single Bellman target carries."""
+    counts past ``slack_fraction`` of the spread of the Q statistics (the
+    critic's fitting error grows with the spread of what it fits), and never
+    under one step's reward span, (1 - gamma) x the interval's width: what a
+    single Bellman target carries of a reward the critic cannot predict."""
     true_low, true_high = stats.get("q_return_min"), stats.get("q_return_max")
     if true_low is None or true_high is None:
         return None
+    qs = {k: float(stats[k]) for k in Q_VALUES
+          if stats.get(k) is not None and not math.isnan(stats[k])}
+    if not qs:
+        return None
     low, high = min(true_low, 0.0), max(true_high, 0.0)
     bound = bound_of((low, high))
-    slack = slack_steps * (1.0 - gamma) * (high - low)
+    spread = max(qs.values()) - min(qs.values())
+    slack = max((1.0 - gamma) * (high - low), slack_fraction * spread)
     found = []
-    for k in Q_VALUES:
-        v = stats.get(k)
-        if v is None or math.isnan(v):
-            continue
+    for k, v in qs.items():
         if high < bound and v > high + slack:
-            found.append(Excursion(k, float(v), True, high, slack, true_high))
+            found.append(Excursion(k, v, True, high, slack, true_high))
         elif -low < bound and v < low - slack:
-            found.append(Excursion(k, float(v), False, low, slack, true_low))
+            found.append(Excursion(k, v, False, low, slack, true_low))
     return max(found, key=lambda e: e.excess) if found else None
 
 

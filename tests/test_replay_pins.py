@@ -6,10 +6,12 @@ is the memory it takes."""
 import os
 import pickle
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from ray.rllib.core.columns import Columns
+from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
 from rllib_av.replay.episode_chunk import BOX_KEY, ChunkMeta, EpisodeChunk
 from rllib_av.replay.reward_processing import RewardProcessor
@@ -252,3 +254,40 @@ def test_batches_default_to_one_step_raw_rewards_and_never_gather_less_than_one(
     monkeypatch.setattr(sampler, "sample", lambda n, *a: gathered.append(n) or sample(n, *a))
     assert len(list(sampler.batches(3, 4))) == 3
     assert gathered == [4, 4, 4]
+
+
+def test_a_dropped_chunk_cuts_its_episode_and_stores_nothing():
+    """Episode A's second chunk holds a NaN: dropped (0 transitions stored,
+    counted), and A's third chunk starts afresh instead of linking A's last
+    stored observation 1 to its own 3 across the gap."""
+    storage = ReplayStorage(20)
+    nan_a = chunk_of("A", [1, float("nan")], done=False)
+    nan_b = chunk_of("B", [float("nan"), 5], done=True)
+    assert storage.add_chunks([chunk_of("A", [0, 1], done=False)]) == 1
+    assert storage.add_chunks([nan_a]) == 0
+    assert storage.add_chunks([nan_b]) == 0
+    assert storage.num_nonfinite_dropped == 2
+    assert storage.add_chunks([chunk_of("A", [2, 3], done=False)]) == 1
+    batch = TransitionSampler(storage, gamma=0.9, seed=0).sample(100)
+    pairs = set(zip(batch[Columns.OBS][:, 0].tolist(), batch[Columns.NEXT_OBS][:, 0].tolist()))
+    assert pairs == {(0.0, 1.0), (2.0, 3.0)}
+
+
+@pytest.mark.parametrize("terminated, truncated", [(False, False), (False, True), (True, False)])
+def test_a_box_episode_becomes_a_float32_chunk_that_says_how_it_ends(terminated, truncated):
+    """An env's float64 actions and Python float rewards cross the network as
+    float32; a Box observation is the one leaf BOX_KEY."""
+    space = gym.spaces.Box(-1, 1, (3,), np.float32)
+    ep = SingleAgentEpisode(observation_space=space,
+                            action_space=gym.spaces.Box(-1, 1, (2,), np.float32))
+    ep.add_env_reset(np.zeros(3, np.float32))
+    for t in (1, 2):
+        ep.add_env_step(np.full(3, t, np.float32), np.array([t, -t]) / 10, t / 4,
+                        terminated=terminated and t == 2, truncated=truncated and t == 2)
+    chunk = EpisodeChunk.from_episode(ep)
+    assert list(chunk.obs) == [BOX_KEY]
+    np.testing.assert_array_equal(chunk.obs[BOX_KEY], [[0, 0, 0], [1, 1, 1], [2, 2, 2]])
+    assert chunk.actions.dtype == chunk.rewards.dtype == np.float32
+    np.testing.assert_allclose(chunk.actions, [[0.1, -0.1], [0.2, -0.2]])
+    np.testing.assert_allclose(chunk.rewards, [0.25, 0.5])
+    assert (chunk.terminated, chunk.done) == (terminated, terminated or truncated)

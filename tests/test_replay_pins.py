@@ -4,6 +4,7 @@ a wrapped ring reports only what it still holds, and the memory it declares
 is the memory it takes."""
 
 import os
+import warnings
 import pickle
 
 import gymnasium as gym
@@ -291,3 +292,41 @@ def test_a_box_episode_becomes_a_float32_chunk_that_says_how_it_ends(terminated,
     np.testing.assert_allclose(chunk.actions, [[0.1, -0.1], [0.2, -0.2]])
     np.testing.assert_allclose(chunk.rewards, [0.25, 0.5])
     assert (chunk.terminated, chunk.done) == (terminated, terminated or truncated)
+
+
+def test_a_chunk_links_to_an_observation_that_stays_the_oldest_stored():
+    """Ring of 4 holding A's 10, 11 and B's 20, 21: A's next chunk (11, 12)
+    writes 12 over 10, and 11, then the oldest stored, is still there to link
+    to: 11 is not stored a second time."""
+    storage = ReplayStorage(4)
+    storage.add_chunks([chunk_of("A", [10, 11], done=False), chunk_of("B", [20, 21], done=True)])
+    storage.add_chunks([chunk_of("A", [11, 12], done=False)])
+    assert storage.num_added == 5 and storage.oldest == 1
+    batch = TransitionSampler(storage, gamma=0.9, seed=0).sample(100)
+    pairs = set(zip(batch[Columns.OBS][:, 0].tolist(), batch[Columns.NEXT_OBS][:, 0].tolist()))
+    assert pairs == {(20.0, 21.0), (11.0, 12.0)}
+
+
+def test_a_read_only_chunk_is_stored_without_a_warning():
+    """Chunks read straight out of Ray's object store are read-only arrays."""
+    chunk = chunk_of("a", [0, 1, 2], done=True)
+    for array in (chunk.obs[BOX_KEY], chunk.actions, chunk.rewards):
+        array.flags.writeable = False
+    storage = ReplayStorage(10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert storage.add_chunks([chunk]) == 2
+    assert storage.obs[BOX_KEY][:3, 0].tolist() == [0.0, 1.0, 2.0]
+    assert storage.reward[:2].tolist() == [1.0, 1.0]
+
+
+def test_rewards_are_clipped_at_both_ends():
+    storage = ReplayStorage(10)
+    storage.add_chunks([EpisodeChunk(id="a", obs={BOX_KEY: np.zeros((3, 1), np.float32)},
+                                     actions=np.zeros((2, 1), np.float32),
+                                     rewards=np.array([-5.0, 5.0], np.float32),
+                                     terminated=True, done=True)])
+    sampler = TransitionSampler(storage, gamma=0.9, reward_clip=2.0, seed=0)
+    assert set(sampler.sample(50)[Columns.REWARDS].tolist()) == {-2.0, 2.0}
+    proc = RewardProcessor(gamma=0.9, clip=2.0)
+    assert proc.process(np.array([-5.0, 0.5, 5.0])).tolist() == [-2.0, 0.5, 2.0]

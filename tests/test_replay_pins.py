@@ -18,7 +18,10 @@ from rllib_av.replay.episode_chunk import BOX_KEY, ChunkMeta, EpisodeChunk
 from rllib_av.replay.reward_processing import RewardProcessor
 from rllib_av.replay.sampling import DISCOUNTS, TransitionSampler
 from rllib_av.replay.sharding import ShardAssignment
-from rllib_av.replay.storage import ReplayStorage, load_state, save_state, slot_bytes
+from rllib_av.replay import storage as storage_module
+from rllib_av.replay.storage import (
+    ReplayStorage, device_free_bytes, load_state, save_state, slot_bytes,
+)
 
 
 def one_step_episode(i, terminated=True):
@@ -330,3 +333,15 @@ def test_rewards_are_clipped_at_both_ends():
     assert set(sampler.sample(50)[Columns.REWARDS].tolist()) == {-2.0, 2.0}
     proc = RewardProcessor(gamma=0.9, clip=2.0)
     assert proc.process(np.array([-5.0, 0.5, 5.0])).tolist() == [-2.0, 0.5, 2.0]
+
+
+def test_a_cpu_learner_counts_the_hosts_available_memory(monkeypatch, tmp_path):
+    """MemAvailable (page cache included), not MemFree: a buffer that fits once
+    the cache is reclaimed is not refused."""
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 9000 kB\nMemFree: 1000 kB\nMemAvailable: 5000 kB\n")
+    real_open = open
+    monkeypatch.setattr(storage_module, "open",
+                        lambda path, *a: real_open(meminfo if path == "/proc/meminfo" else path, *a),
+                        raising=False)
+    assert device_free_bytes(torch.device("cpu")) == 5000 * 1024

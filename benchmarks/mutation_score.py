@@ -11,7 +11,8 @@ entries, every other module keeps the one its own last run wrote (each entry
 says how long its run took and how loaded the machine was). When a run
 re-checks a module's mutants (``mutmut run NAME ...``, e.g. the former
 survivors after new tests), the entry keeps the score they had first as
-``before`` and that pass's time as ``first_run``.
+``before`` and that pass's time as ``first_run``; a pass that checks more of
+a module's mutants than its entry holds starts the entry afresh.
 
     python benchmarks/mutation_score.py [--elapsed-s SECONDS]
 """
@@ -107,9 +108,11 @@ def main() -> int:
             continue  # nothing of this module was checked in this run
         if now["mutants"] < last.get("mutants", 0):  # some re-checked after a reset
             now = recheck(last, names)
-        elif "before" in last or now["mutants"] == last.get("mutants"):
+        elif now["mutants"] == last.get("mutants"):
             # The same mutants re-checked (after new tests): the score they
-            # had first stays on record as "before".
+            # had first stays on record as "before". (More mutants checked
+            # than the entry holds: a new first pass, e.g. after
+            # ``rm -rf mutants/``; it replaces the entry whole.)
             now["before"] = last.get("before", f'{last["detected"]}/{last["mutants"]}')
         if "before" in now:  # and the first pass's time with it
             now["first_run"] = last.get("first_run", last.get("run"))

@@ -209,3 +209,20 @@ def test_the_learner_state_carries_weights_optimizers_and_the_delay_phase():
         update(learner, batch(seed=6))  # critic step 6: actor and targets move
     for (name, x), y in zip(module_a.state_dict().items(), module_b.state_dict().values()):
         torch.testing.assert_close(x, y, msg=name)
+
+
+def test_the_actor_gradients_are_clipped_at_actor_grad_clip():
+    learner, module = make_learner(actor_grad_clip=1e-3, policy_delay=1)
+    stats = update(learner, batch())
+    clipped = norm(list(module.actor.parameters()))
+    assert clipped == pytest.approx(1e-3, rel=1e-3)
+    assert stats["grad_norm_actor"] > 10 * clipped  # reported before the clip
+
+
+def test_the_reported_smoothing_noise_is_the_one_in_effect_now():
+    """The guard raises the noise between two updates: the second reports the
+    raised value, not an average with the first."""
+    learner, _ = make_learner(policy_delay=1000, policy_noise=0.2)
+    assert update(learner, batch(seed=1))["policy_noise"] == 0.2
+    learner.policy_noise_override = 0.5
+    assert update(learner, batch(seed=2))["policy_noise"] == 0.5

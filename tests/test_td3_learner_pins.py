@@ -226,3 +226,11 @@ def test_the_reported_smoothing_noise_is_the_one_in_effect_now():
     assert update(learner, batch(seed=1))["policy_noise"] == 0.2
     learner.policy_noise_override = 0.5
     assert update(learner, batch(seed=2))["policy_noise"] == 0.5
+
+
+def test_the_total_loss_is_the_last_critic_loss_and_zero_without_a_step():
+    learner = seeded_learner(0, policy_delay=1000)
+    learner.add_chunks(chunks(10))
+    stats = {k: v.peek() for k, v in learner.update_from_replay(1)[MODULE].items()}
+    assert stats["total_loss"] == stats["critic_loss"] > 0
+    assert learner.update_from_replay(0)[MODULE]["total_loss"].peek() == 0.0

@@ -17,6 +17,7 @@ from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.metrics import (
     ALL_MODULES, MODULE_TRAIN_BATCH_SIZE_MEAN, NUM_ENV_STEPS_TRAINED, NUM_MODULE_STEPS_TRAINED,
 )
+from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
 
 from rllib_av.algorithms.td3 import TD3Config
 from rllib_av.replay.episode_chunk import BOX_KEY, EpisodeChunk
@@ -234,3 +235,19 @@ def test_the_total_loss_is_the_last_critic_loss_and_zero_without_a_step():
     stats = {k: v.peek() for k, v in learner.update_from_replay(1)[MODULE].items()}
     assert stats["total_loss"] == stats["critic_loss"] > 0
     assert learner.update_from_replay(0)[MODULE]["total_loss"].peek() == 0.0
+
+
+def test_skipped_steps_are_counted_one_each_over_the_learners_lifetime():
+    """Each call reports its own skipped steps; the Algorithm's metrics (a root
+    logger aggregating every call's results) sum them over the run."""
+    learner, _ = make_learner(policy_delay=1000)
+    spoiled = batch()
+    spoiled[Columns.REWARDS][0] = np.nan
+    two = {k: np.concatenate([spoiled[k], spoiled[k]]) for k in spoiled}
+    run = MetricsLogger(root=True)
+    for data, in_call in ((two, 2), (spoiled, 1)):
+        n = len(data[Columns.REWARDS])
+        results = learner.update(batch=MultiAgentBatch({MODULE: SampleBatch(data)}, env_steps=n))
+        assert results[MODULE]["nonfinite_loss"].peek() == in_call
+        run.aggregate([results], key="learners")
+    assert run.reduce()["learners"][MODULE]["nonfinite_loss"].peek() == 3

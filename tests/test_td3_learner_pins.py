@@ -237,17 +237,22 @@ def test_the_total_loss_is_the_last_critic_loss_and_zero_without_a_step():
     assert learner.update_from_replay(0)[MODULE]["total_loss"].peek() == 0.0
 
 
-def test_skipped_steps_are_counted_one_each_over_the_learners_lifetime():
-    """Each call reports its own skipped steps; the Algorithm's metrics (a root
-    logger aggregating every call's results) sum them over the run."""
-    learner, _ = make_learner(policy_delay=1000)
-    spoiled = batch()
-    spoiled[Columns.REWARDS][0] = np.nan
-    two = {k: np.concatenate([spoiled[k], spoiled[k]]) for k in spoiled}
+@pytest.mark.parametrize("cause", ["nonfinite_loss", "nonfinite_grads"])
+def test_skipped_steps_are_counted_one_each_over_the_learners_lifetime(cause):
+    """Each call reports its own skipped steps (a NaN reward, or a NaN gradient
+    from a hook on one critic weight); the Algorithm's metrics (a root logger
+    aggregating every call's results) sum them over the run."""
+    learner, module = make_learner(policy_delay=1000)
+    data = batch()
+    if cause == "nonfinite_loss":
+        data[Columns.REWARDS][0] = np.nan
+    else:
+        next(module.critic.parameters()).register_hook(lambda g: torch.full_like(g, np.nan))
+    two = {k: np.concatenate([data[k], data[k]]) for k in data}
     run = MetricsLogger(root=True)
-    for data, in_call in ((two, 2), (spoiled, 1)):
-        n = len(data[Columns.REWARDS])
-        results = learner.update(batch=MultiAgentBatch({MODULE: SampleBatch(data)}, env_steps=n))
-        assert results[MODULE]["nonfinite_loss"].peek() == in_call
+    for steps in (two, data):
+        n = len(steps[Columns.REWARDS])
+        results = learner.update(batch=MultiAgentBatch({MODULE: SampleBatch(steps)}, env_steps=n))
+        assert results[MODULE][cause].peek() == n // B
         run.aggregate([results], key="learners")
-    assert run.reduce()["learners"][MODULE]["nonfinite_loss"].peek() == 3
+    assert run.reduce()["learners"][MODULE][cause].peek() == 3

@@ -10,7 +10,7 @@ the env's declared reward range into training units for the Q bound.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -65,3 +65,33 @@ class RewardProcessor:
     def set_state(self, state: Dict[str, Any]) -> None:
         self._count, self._mean, self._m2 = state["count"], state["mean"], state["m2"]
         self._returns = dict(state["returns"])
+
+
+class ObservedRewardRange:
+    """The lowest and highest raw reward ever stored: every Bellman target's
+    reward lies between them, whatever the replay holds now or a probe
+    samples (a rare crash included). Raw, so that a moving scale maps it into
+    training units at use (q_bound.training_return_interval), as it does a
+    declared range."""
+
+    def __init__(self):
+        self.low: Optional[float] = None
+        self.high: Optional[float] = None
+
+    @property
+    def range(self) -> Optional[Tuple[float, float]]:
+        """(min, max) of every reward observed so far, or None before any."""
+        return None if self.low is None else (self.low, self.high)
+
+    def observe(self, rewards: np.ndarray) -> None:
+        if not len(rewards):
+            return
+        low, high = float(np.min(rewards)), float(np.max(rewards))
+        self.low = low if self.low is None else min(self.low, low)
+        self.high = high if self.high is None else max(self.high, high)
+
+    def get_state(self) -> Dict[str, Any]:
+        return {"low": self.low, "high": self.high}
+
+    def set_state(self, state: Dict[str, Any]) -> None:
+        self.low, self.high = state["low"], state["high"]

@@ -75,7 +75,7 @@ from rllib_av.health.q_bound import bound_of, q_bound_ratio, training_return_int
 from rllib_av.health.statistics import Q_VALUES
 from rllib_av.replay.episode_chunk import NONFINITE_PARTS, ChunkMeta, EpisodeChunk
 from rllib_av.replay.journal import ReplayJournal
-from rllib_av.replay.reward_processing import RewardProcessor
+from rllib_av.replay.reward_processing import ObservedRewardRange, RewardProcessor
 from rllib_av.replay.sharding import ShardAssignment
 
 logger = logging.getLogger(__name__)
@@ -249,6 +249,7 @@ class TD3(Algorithm):
         # Every learner shard trains in the units of one set of reward statistics.
         self.reward_processor = RewardProcessor(
             gamma=config.gamma, clip=config.reward_clip, scale_by_return_std=config.reward_scaling)
+        self.rewards_seen = ObservedRewardRange()  # the return interval without a declared range
         self.replay_shards = ShardAssignment(config.num_learners)
         obs_space = self.env_runner_group.get_spaces()[DEFAULT_MODULE_ID][0]
         self._chunk_leaves = encoder_inputs(obs_space, config.image_encoder)
@@ -423,6 +424,7 @@ class TD3(Algorithm):
             finite = [m for m in metas if m.finite]  # the rest never enters a shard
             for m in finite:
                 self.reward_processor.observe(m.id, m.rewards, m.done)
+                self.rewards_seen.observe(m.rewards)
             shards = self.replay_shards.assign(metas)
         for part in NONFINITE_PARTS:  # chunks dropped for NaN/inf there (both, if both)
             self.metrics.log_value(("nonfinite", part),
@@ -548,6 +550,7 @@ class TD3(Algorithm):
             with open(os.path.join(path, REPLAY_STATE_FILE), "w") as f:
                 json.dump({"journal_head": self.replay_journal.head if self.replay_journal else -1,
                            "reward_statistics": self.reward_processor.get_state(),
+                           "rewards_seen": self.rewards_seen.get_state(),
                            "shards": self.replay_shards.get_state(),
                            "updates_owed": self.rate_limiter.owed}, f)
         return path
@@ -573,6 +576,8 @@ class TD3(Algorithm):
             self.replay_shards.set_state(state["shards"])
             load_shards(self._foreach_learner, os.path.join(path, BUFFER_DIR))
             self.reward_processor.set_state(state["reward_statistics"])
+            # A checkpoint written before the range was kept starts it afresh.
+            self.rewards_seen.set_state(state.get("rewards_seen", {"low": None, "high": None}))
             self.rate_limiter.owed = state["updates_owed"]
             if self.replay_journal is not None:
                 self.replay_journal.restored(state["journal_head"])
@@ -626,11 +631,24 @@ class TD3(Algorithm):
     def _log_q_bound(self, module_results, module_id) -> None:
         """q_bound and the return interval it is the largest magnitude of, in
         training units (after clipping/scaling), and how far the Q statistics,
-        every one on both ends, are from the bound. Never raises."""
+        every one on both ends, are from the bound. Without a declared range,
+        the return interval of every reward stored so far instead
+        (q_return_*_observed): no q_bound from it, the verdict has its own.
+        Never raises."""
+        if not any(k in module_results for k in Q_VALUES):
+            return
         interval = training_return_interval(self.config.reward_range, self.config.gamma,
                                             clip=self.config.reward_clip,
                                             scale=self.reward_processor.scale)
         if interval is None:
+            observed = training_return_interval(self.rewards_seen.range,
+                                                self.config.gamma, clip=self.config.reward_clip,
+                                                scale=self.reward_processor.scale)
+            if observed is not None:
+                for key, value in zip(("q_return_min_observed", "q_return_max_observed"),
+                                      observed):
+                    self.metrics.log_value((LEARNER_RESULTS, module_id, key), value,
+                                           reduce="mean")
             return
         bound = bound_of(interval)
         ratio = q_bound_ratio({k: module_results[k].peek() for k in Q_VALUES

@@ -119,6 +119,7 @@ class Setup:
 SMALL = ["training.actor_hiddens=[64, 64]", "training.critic_hiddens=[64, 64]",
          "training.learning_starts=200", "training.batch_size=64", "training.buffer_size=10000"]
 PENDULUM = ["env.id=Pendulum-v1", PENDULUM_RANGE] + SMALL
+SMALL_PENDULUM = ["env.id=Pendulum-v1"] + SMALL  # no declared range
 
 SETUPS = [
     # -- healthy ---------------------------------------------------------------
@@ -135,6 +136,11 @@ SETUPS = [
     # A lopsided range, [-100, 1]: every true value is <= 100, far inside q_bound 1e4.
     Setup("lopsided_alive_with_crashes", True,
           ["env.id=setup_zoo:CrashPendulum-v0", CRASH_RANGE] + SMALL, 1200, "healthy"),
+    # Without a declared range (a user's gymnasium env declares none) both stay
+    # healthy: the interval judged is the one of every reward stored.
+    Setup("pendulum_undeclared", True, SMALL_PENDULUM, 1200, "healthy"),
+    Setup("lopsided_alive_with_crashes_undeclared", True,
+          ["env.id=setup_zoo:CrashPendulum-v0"] + SMALL, 1200, "healthy"),
     # -- broken ----------------------------------------------------------------
     Setup("reward_running_sum", False,
           ["env.id=broken_envs:RunningSumPendulum-v0", PENDULUM_RANGE] + SMALL, 1000,
@@ -149,6 +155,11 @@ SETUPS = [
     Setup("lopsided_unstable_td_upward", False,
           ["env.id=setup_zoo:CrashPendulum-v0", CRASH_RANGE, "training.tau=1.0",
            "training.critic_lr=0.01"] + SMALL, 1000, "overestimation", ["q_bound"]),
+    # The same undeclared: the crashes and the alive bonus in replay give the
+    # interval [-100, 1] / (1 - gamma) all the same, and Q past 100 leaves it.
+    Setup("lopsided_unstable_td_upward_undeclared", False,
+          ["env.id=setup_zoo:CrashPendulum-v0", "training.tau=1.0", "training.critic_lr=0.01"]
+          + SMALL, 1000, "overestimation", ["q_bound"]),
     Setup("bootstrap_through_terminals", False,
           ["env.id=setup_zoo:HazardPendulum-v0", PENDULUM_RANGE, "training.learner_class="
            "setup_zoo:BootstrapThroughTerminals"] + SMALL, 1000, "bootstrap",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 from rllib_av.health.health_settings import HealthSettings
 from rllib_av.health.q_bound import interval_excursion, largest_q, q_bound_ratio
@@ -158,15 +158,17 @@ class NonfiniteStreak:
 
 
 def interval_threshold(settings: HealthSettings) -> str:
-    return (f"within [q_return_min, q_return_max] (widened to hold 0) +/- "
+    return (f"within [q_return_min, q_return_max] (undeclared: [q_return_min_observed, "
+            f"q_return_max_observed]) widened to hold where the critic started (0) +/- "
             f"{settings.q_interval_slack:g}x the spread of Q, at least one step's reward span")
 
 
 def interval_finding(stats: Mapping[str, float], settings: HealthSettings,
-                     gamma: Optional[float]) -> Optional[Finding]:
+                     gamma: Optional[float], start: Optional[Tuple[float, float]] = None
+                     ) -> Optional[Finding]:
     """Q past a short end of the return interval (q_bound.interval_excursion)."""
     found = None if gamma is None else interval_excursion(stats, gamma,
-                                                           settings.q_interval_slack)
+                                                           settings.q_interval_slack, start)
     if found is None:
         return None
     return Finding("q_interval", DivergenceState.DIVERGED,
@@ -176,14 +178,16 @@ def interval_finding(stats: Mapping[str, float], settings: HealthSettings,
 
 def judge(stats: Mapping[str, float], settings: HealthSettings,
           nonfinite: Optional[Mapping[str, str]] = None, nonfinite_iters: int = 1,
-          gamma: Optional[float] = None) -> Verdict:
+          gamma: Optional[float] = None, start: Optional[Tuple[float, float]] = None
+          ) -> Verdict:
     """Apply every rule to one iteration's learner stats.
 
     ``nonfinite``: what brought NaN/inf this iteration, source -> what it
     brought ({"grads": "3 in grads", "critic_loss": "critic_loss=nan"});
     ``nonfinite_iters``: consecutive iterations, this one included, that
     brought some; ``gamma``: the run's discount, for the return interval's
-    short ends (without it only |Q| <= q_bound is judged).
+    short ends (without it only |Q| <= q_bound is judged); ``start``: the span
+    of the critic's Q in its first iteration (an observed interval holds it).
     """
     v = Verdict()
     D, W = DivergenceState.DIVERGED, DivergenceState.WARNING
@@ -216,7 +220,7 @@ def judge(stats: Mapping[str, float], settings: HealthSettings,
         elif ratio > s.q_bound_warn_ratio:
             v.add(Finding("q_bound", W, subject, measured, threshold, WHY_BOUND))
 
-    beyond = interval_finding(stats, s, gamma)
+    beyond = interval_finding(stats, s, gamma, start)
     if beyond is not None:
         v.add(beyond)
 

@@ -14,7 +14,7 @@ publishes (the exporter, TensorBoard, metrics.jsonl) takes the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ray.rllib.core import DEFAULT_MODULE_ID
 
@@ -24,7 +24,7 @@ from rllib_av.health.divergence import (
 )
 from rllib_av.health.health_settings import HealthSettings
 from rllib_av.health.iteration_metrics import CounterKey, IterationMetrics, from_result
-from rllib_av.health.q_bound import largest_q, observed_q_bound
+from rllib_av.health.q_bound import largest_q, observed_q_bound, q_span
 
 
 # metrics.jsonl: the verdict's reasons per module, on iterations that are not healthy.
@@ -99,6 +99,7 @@ class HealthMonitor:
         self._probe_findings: List[Finding] = []
         self._rewards_bound: Optional[float] = None  # the probes' q_bound_observed, largest
         self._start_q: Optional[float] = None
+        self._start_span: Optional[Tuple[float, float]] = None  # Q's, first iteration
 
     def note_probe(self, probe: Mapping) -> None:
         """A critic probe's record: what it found wrong stands in every verdict
@@ -113,6 +114,7 @@ class HealthMonitor:
         top = largest_q(stats)
         if self._start_q is None and top is not None:
             self._start_q = abs(top[1])
+            self._start_span = q_span(stats)
         bound = observed_q_bound(self._rewards_bound, self._start_q or 0.0)
         if stats.get("q_bound") is not None or bound is None:
             return stats
@@ -132,7 +134,7 @@ class HealthMonitor:
             self._modules = list(m.modules)
         # An iteration without a gradient update still gets a verdict (on NaN/inf).
         verdicts = {mid: judge(self._bounded(m.modules.get(mid, {})), self.settings, sources,
-                               iters, self.gamma)
+                               iters, self.gamma, self._start_span)
                     for mid in self._modules}
         for verdict in verdicts.values():
             for finding in self._probe_findings:

@@ -11,9 +11,9 @@ measured, its threshold and why that threshold holds for this env:
 - episode_length: not collapsing (the general rule), or in a [min, max] range
   or growing where a preset or the config gives the range;
 - q_bound: max |Q| / q_bound over the run; without a declared reward range,
-  against the bound of the rewards the critic trained on (q_bound.py); with
-  one, Q also within the short ends of the return interval (the verdict's
-  q_interval rule);
+  against the bound of the rewards the critic trained on (q_bound.py); Q also
+  within the short ends of the return interval, declared or (without a
+  declared range) of every reward stored (the verdict's q_interval rule);
 - grad_norm: judged only against a threshold a preset or the config gives;
 - reward_range: the rewards the critic trains on inside the declared range;
 - terminal_masking: the learner's Bellman targets on terminal transitions are
@@ -44,7 +44,7 @@ from rllib_av.health.divergence import (
 from rllib_av.health.health_monitor import LifetimeCounts
 from rllib_av.health.overestimation import judge_overestimation
 from rllib_av.health.q_bound import (
-    interval_excursion, largest_q, observed_q_bound, q_bound_ratio,
+    interval_excursion, largest_q, observed_q_bound, q_bound_ratio, q_span,
 )
 from rllib_av.health.tensorboard_records import read_tensorboard_records
 
@@ -178,8 +178,10 @@ def worst_excursion(records: List[Dict], h, gamma: Optional[float]):
     over the run (q_bound.interval_excursion), or None."""
     if gamma is None:
         return None
+    start = next(filter(None, (q_span(module_stats(r)) for r in records)), None)
     found = [(e, r) for e, r in ((interval_excursion(module_stats(r), gamma,
-                                                     h.q_interval_slack), r) for r in records)
+                                                     h.q_interval_slack, start), r)
+                                 for r in records)
              if e is not None]
     return max(found, key=lambda x: x[0].excess) if found else None
 

@@ -114,9 +114,9 @@ class Excursion:
     key: str
     value: float
     above: bool  # beyond the highest true return (else below the lowest)
-    end: float  # the end it left: the interval's, widened to where a critic starts (0)
+    end: float  # the end it left: the interval's, widened to where a critic starts
     slack: float  # what the rule allows beyond ``end``
-    true_end: float  # the interval's own end (== end unless widened to 0)
+    true_end: float  # the interval's own end (== end unless widened)
 
     @property
     def excess(self) -> float:
@@ -126,18 +126,48 @@ class Excursion:
         side = "above the highest" if self.above else "below the lowest"
         if self.end == self.true_end:
             end = f"{side} true return {self.end:.4g}"
-        else:  # widened to 0
-            end = (f"{'above' if self.above else 'below'} 0 (where an untrained critic starts; "
-                   f"the {side.split()[-1]} true return is {self.true_end:.4g})")
+        else:  # widened to where the critic started
+            end = (f"{'above' if self.above else 'below'} {self.end:.4g} (where an untrained "
+                   f"critic starts; the {side.split()[-1]} true return is {self.true_end:.4g})")
         return f"{self.key} {self.value:.4g} {end} by {self.excess:.4g} (allowed {self.slack:.4g})"
 
 
-def interval_excursion(stats: Mapping[str, float], gamma: float, slack_fraction: float
-                       ) -> Optional[Excursion]:
-    """The Q statistic farthest beyond a short end of the return interval
-    (``stats["q_return_min"]``, ``stats["q_return_max"]``), or None.
+def q_span(stats: Mapping[str, float]) -> Optional[Tuple[float, float]]:
+    """(lowest, highest) of the Q statistics present (NaN left out), or None."""
+    qs = [float(stats[k]) for k in Q_VALUES
+          if stats.get(k) is not None and not math.isnan(stats[k])]
+    return (min(qs), max(qs)) if qs else None
 
-    The interval is widened to hold 0, where an untrained critic starts (one
+
+def judged_interval(stats: Mapping[str, float],
+                    start: Optional[Tuple[float, float]] = None
+                    ) -> Optional[Tuple[float, float, float, float]]:
+    """(low, high, from, to): the return interval the verdict judges Q against,
+    the declared range's (``q_return_min``, ``q_return_max``), else the one of
+    every reward the critic was trained on (``q_return_*_observed``), and
+    where the critic started, [from, to] around 0, which the judged interval
+    is widened to hold: 0 alone for a declared range; for an observed one also
+    ``start``, the span of the critic's Q in its first iteration. Every target
+    is y = r + gamma Q' with r in the observed range, so a critic that started
+    in [from, to] and fits its targets stays in the union of that and the
+    interval. None without either interval."""
+    declared = stats.get("q_return_min"), stats.get("q_return_max")
+    if None not in declared:
+        return declared[0], declared[1], 0.0, 0.0
+    low, high = stats.get("q_return_min_observed"), stats.get("q_return_max_observed")
+    if low is None or high is None:
+        return None
+    start_low, start_high = start or (0.0, 0.0)
+    return low, high, min(start_low, 0.0), max(start_high, 0.0)
+
+
+def interval_excursion(stats: Mapping[str, float], gamma: float, slack_fraction: float,
+                       start: Optional[Tuple[float, float]] = None) -> Optional[Excursion]:
+    """The Q statistic farthest beyond a short end of the return interval
+    (``judged_interval``; ``start``: the span of the critic's Q in its first
+    iteration, for an observed interval), or None.
+
+    The interval is widened to hold where the critic started (0 at least: one
     learning towards returns in [100, 200] passes through [0, 100] on its way:
     not wrong). Only an end shorter than q_bound is judged: the other one is
     |Q| <= q_bound already (so a symmetric range adds nothing). An excursion
@@ -145,14 +175,15 @@ def interval_excursion(stats: Mapping[str, float], gamma: float, slack_fraction:
     critic's fitting error grows with the spread of what it fits), and never
     under one step's reward span, (1 - gamma) x the interval's width: what a
     single Bellman target carries of a reward the critic cannot predict."""
-    true_low, true_high = stats.get("q_return_min"), stats.get("q_return_max")
-    if true_low is None or true_high is None:
+    interval = judged_interval(stats, start)
+    if interval is None:
         return None
+    true_low, true_high, start_low, start_high = interval
     qs = {k: float(stats[k]) for k in Q_VALUES
           if stats.get(k) is not None and not math.isnan(stats[k])}
     if not qs:
         return None
-    low, high = min(true_low, 0.0), max(true_high, 0.0)
+    low, high = min(true_low, start_low), max(true_high, start_high)
     bound = bound_of((low, high))
     spread = max(qs.values()) - min(qs.values())
     slack = max((1.0 - gamma) * (high - low), slack_fraction * spread)

@@ -23,12 +23,20 @@ RULES = PROM / "rules" / "rllib_av_health.yml"
 
 # (alert, text in that alert's rule, its replacement)
 MUTANTS = [
-    ("RllibAvQBeyondBound", "ratio > 1", "ratio > 2.5"),
-    ("RllibAvQBeyondBound", "ratio > 1", "ratio >= 1"),
-    ("RllibAvQBeyondBound", "ratio > 1\n", "ratio > 1\n        for: 1m\n"),
-    ("RllibAvActorLossBeyondBound", "abs(rllib_av_actor_loss) >", "-rllib_av_actor_loss >"),
-    ("RllibAvActorLossBeyondBound", "abs(rllib_av_actor_loss) >", "abs(rllib_av_actor_loss) >="),
-    ("RllibAvActorLossBeyondBound", "instance) rllib_av_q_bound", "instance) 1.5 * rllib_av_q_bound"),
+    # Thresholds the verdict also uses are series (rllib_av_health_threshold):
+    # their values are pinned by rllib_av_thresholds_test.yml; here the rule
+    # must compare against the right setting, the right way, at once.
+    ("RllibAvQBeyondBound", "ratio\n            > on", "ratio / 2.5\n            > on"),
+    ("RllibAvQBeyondBound", "ratio\n            > on", "ratio\n            >= on"),
+    ("RllibAvQBeyondBound", 'setting="q_bound_diverge_ratio"', 'setting="q_bound_warn_ratio"'),
+    ("RllibAvQBeyondBound", 'setting="q_bound_diverge_ratio"}\n',
+     'setting="q_bound_diverge_ratio"}\n        for: 1m\n'),
+    ("RllibAvQOutsideReturnInterval", 'rule="q_interval",state="diverged"', 'state="diverged"'),
+    ("RllibAvActorLossBeyondBound", "abs(rllib_av_actor_loss)", "-rllib_av_actor_loss"),
+    ("RllibAvActorLossBeyondBound", "> on(run, module", ">= on(run, module"),
+    ("RllibAvActorLossBeyondBound", "(rllib_av_q_bound *", "(1.5 * rllib_av_q_bound *"),
+    ("RllibAvActorLossBeyondBound", 'setting="q_bound_diverge_ratio"',
+     'setting="q_bound_warn_ratio"'),
     ("RllibAvRunawayQGrowth", "> 0.3", "> 0.25"),
     ("RllibAvRunawayQGrowth", "> 0.3", "> 0.35"),
     ("RllibAvRunawayQGrowth", "ratio > 0.5", "ratio > 0.45"),
@@ -40,12 +48,10 @@ MUTANTS = [
     ("RllibAvNonFiniteValues", "[5m]) > 0", "[3m]) > 0"),
     ("RllibAvNonFiniteValues", "[5m]) > 0", "[5m]) > 1"),
     ("RllibAvNonFiniteValues", "[5m]) > 0\n", "[5m]) > 0\n        for: 1m\n"),
-    ("RllibAvNonFinitePersistent", "for: 3m", "for: 2m"),
-    ("RllibAvNonFinitePersistent", "for: 3m", "for: 4m"),
-    ("RllibAvNonFinitePersistent", "[1m]", "[2m]"),
-    ("RllibAvGradientExplosion", "norm > 1e4", "norm > 9e3"),
-    ("RllibAvGradientExplosion", "norm > 1e4", "norm > 1.1e4"),
-    ("RllibAvGradientExplosion", "norm > 1e4", "norm >= 1e4"),
+    ("RllibAvNonFinitePersistent", 'rule="nonfinite",state="diverged"', 'rule="nonfinite"'),
+    ("RllibAvGradientExplosion", "norm\n            > on", "norm\n            >= on"),
+    ("RllibAvGradientExplosion", "norm\n            > on", "norm / 1.1\n            > on"),
+    ("RllibAvGradientExplosion", 'setting="grad_norm_warn"', 'setting="grad_norm_diverge"'),
     ("RllibAvGradientExplosion", "for: 1m", "for: 2m"),
     ("RllibAvGradientExplosion", "for: 1m", "for: 0m"),
     ("RllibAvEpisodeLengthCollapse", "< 0.5 *", "< 0.49 *"),

@@ -110,13 +110,13 @@ STATISTICS: Tuple[Statistic, ...] = _LEARNER_STATISTICS + (
               "r_max / (1 - gamma), the highest discounted return the declared per-step reward "
               "range allows, in training units", "mean", finite=False),
     Statistic("q_return_min_observed", ALGORITHM,
-              "Without a declared reward range only: min r / (1 - gamma) over every reward "
-              "stored in replay so far (the lowest fixed point of the Bellman targets), in "
-              "training units at the current clip and scale", "mean", finite=False),
+              "min r / (1 - gamma) over every reward stored in replay so far (the lowest "
+              "fixed point of the Bellman targets), in training units at the current clip and "
+              "scale; logged only without a declared reward range", "mean", finite=False),
     Statistic("q_return_max_observed", ALGORITHM,
-              "Without a declared reward range only: max r / (1 - gamma) over every reward "
-              "stored in replay so far (the highest fixed point of the Bellman targets), in "
-              "training units at the current clip and scale", "mean", finite=False),
+              "max r / (1 - gamma) over every reward stored in replay so far (the highest "
+              "fixed point of the Bellman targets), in training units at the current clip and "
+              "scale; logged only without a declared reward range", "mean", finite=False),
     Statistic("q_bound_ratio", ALGORITHM,
               f"max |v| / q_bound over v in the call's {', '.join(Q_VALUES)} (both signs: "
               "> 1 is beyond what any discounted return can be)", "max", finite=False),

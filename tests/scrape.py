@@ -1,10 +1,27 @@
 """Read an exporter's /metrics the way Prometheus does (prometheus_client's own
 text parser), for the tests that check what a real run exported."""
 
+import time
 import urllib.request
 from typing import Dict
 
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+
+
+def served_page(exporter) -> str:
+    """The exporter's /metrics page once its server process has the latest one
+    (publish hands it over a pipe and returns: a scrape right after may still
+    get the one before, as a loaded machine shows)."""
+    latest = generate_latest(exporter.registry).decode()
+    deadline = time.monotonic() + 10
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{exporter.port}/metrics",
+                                    timeout=5) as r:
+            text = r.read().decode()
+        if text == latest or time.monotonic() > deadline:
+            return text
+        time.sleep(0.02)
 
 
 def scrape(port: int) -> Dict[str, Dict[tuple, float]]:

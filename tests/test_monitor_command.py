@@ -23,6 +23,8 @@ from rllib_av.monitoring.run_history import run_history
 from rllib_av.monitoring.synthetic_results import SyntheticRun, synthetic_result
 from rllib_av.training import _flat_record
 
+from scrape import served_page
+
 STEP_S = 10.0  # seconds between the synthetic run's iterations
 
 
@@ -58,8 +60,7 @@ def test_history_carries_the_live_exporters_names_and_labels(tmp_path):
     try:
         feed.exporter.publish(feed._health.judge(synthetic_result(1)))
         feed.exporter.set_overestimation_bias("default_policy", 1.0)
-        with urllib.request.urlopen(f"http://{feed.target}/metrics") as r:
-            live = families(text_string_to_metric_families(r.read().decode()))
+        live = families(text_string_to_metric_families(served_page(feed.exporter)))
     finally:
         feed.close()
     run = write_run(str(tmp_path / "synth-20260101-000000"), 5)

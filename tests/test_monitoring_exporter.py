@@ -10,7 +10,6 @@ import time
 import urllib.request
 
 import pytest
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from tensorboardX.proto import event_pb2
 
@@ -25,7 +24,9 @@ from rllib_av.monitoring.monitoring_settings import DEFAULT_EXPORTER_PORT, Monit
 from rllib_av.monitoring.synthetic_results import Q_BOUND, STEPS_PER_ITER, synthetic_result
 from rllib_av.monitoring.tensorboard_writer import TensorBoardWriter
 
-# DESIGN.md's metric table: name -> (type, labels beyond `run`).
+from scrape import served_page
+
+# The design's metric table: name -> (type, labels beyond `run`).
 DESIGN_METRICS = {
     **{n: ("gauge", {"module"}) for n in (
         "q_actor_mean", "q_actor_max", "q_actor_min", "q_actor_std", "q_target_mean",
@@ -60,16 +61,8 @@ def feed(exporter, results, num_env_runners=2):
 
 
 def scrape(e):
-    """The served page once the server process has the latest one (publish hands
-    it over a pipe and returns: a scrape right after may still get the one before)."""
-    latest = generate_latest(e.registry).decode()
-    deadline = time.monotonic() + 10
-    while True:
-        with urllib.request.urlopen(f"http://127.0.0.1:{e.port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-        if text == latest or time.monotonic() > deadline:
-            return {f.name: f for f in text_string_to_metric_families(text)}
-        time.sleep(0.02)
+    """The served page's families once the server has the latest page."""
+    return {f.name: f for f in text_string_to_metric_families(served_page(e))}
 
 
 def value(fams, name, **labels):

@@ -13,7 +13,7 @@ STATE_DIM = 5
 
 
 class SyntheticDrivingEnv(gym.Env):
-    """DESIGN.md's Dict observation with a learnable-looking signal: the image's
+    """The driving env's Dict observation with a learnable-looking signal: the image's
     brightness tracks a hidden target the action should match."""
 
     observation_space = gym.spaces.Dict({

@@ -1,6 +1,6 @@
 """TD3's torch networks: the observation encoder, the deterministic actor, twin critics.
 
-Observations are either a flat Box or the driving Dict of DESIGN.md:
+Observations are either a flat Box or the driving env's Dict (envs/driving_env.py):
 ``image`` uint8 (frames, 84, 84) -> a CNN (``CNNS``), ``state`` float32 -> MLP,
 the two features concatenated. Images stay uint8 until here; the encoder scales them.
 One encoder is shared by actor and critics (as in DrQ-v2): the critic loss

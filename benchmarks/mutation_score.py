@@ -11,8 +11,11 @@ entries, every other module keeps the one its own last run wrote (each entry
 says how long its run took and how loaded the machine was). When a run
 re-checks a module's mutants (``mutmut run NAME ...``, e.g. the former
 survivors after new tests), the entry keeps the score they had first as
-``before`` and that pass's time as ``first_run``; a pass that checks more of
-a module's mutants than its entry holds starts the entry afresh.
+``before`` and that pass's time as ``first_run``. A pass over functions the
+entry has not checked (another ``mutants/``, narrowed with MUTANTS to the
+functions an earlier pass left) adds to the entry, ``before`` included; any
+other pass that checks more of a module's mutants than its entry holds starts
+the entry afresh. Each entry counts the mutants it checked per function.
 
     python benchmarks/mutation_score.py [--elapsed-s SECONDS]
 """
@@ -35,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DETECTED = ("killed", "timeout", "caught by type check")
 # mutmut 3 names a mutant <module>.x_<function>__mutmut_<n> or
 # <module>.xǁ<Class>ǁ<method>__mutmut_<n>.
-NAME = re.compile(r"^(?P<module>[\w.]+?)\.x[_ǁ].*__mutmut_\d+$")
+NAME = re.compile(r"^(?P<module>[\w.]+?)\.x[_ǁ](?P<function>.*)__mutmut_\d+$")
 
 
 def score(results: str) -> dict:
@@ -53,11 +56,13 @@ def score(results: str) -> dict:
         if not checked:  # outside this run's MUTANTS
             continue
         detected = sum(s in DETECTED for s in checked.values())
+        functions = Counter(NAME.match(n)["function"].replace("ǁ", ".") for n in checked)
         modules[module] = {"mutants": len(checked), "detected": detected,
                            "score": round(detected / len(checked), 4),
                            "statuses": dict(Counter(checked.values())),
                            "survivors": sorted(f"{n}: {s}" for n, s in checked.items()
                                                if s not in DETECTED),
+                           "functions": dict(sorted(functions.items())), "total": len(by_name),
                            # False: a pass stopped before it checked every mutant
                            "complete": len(checked) == len(by_name), "checked": checked}
     return modules
@@ -78,6 +83,21 @@ def recheck(last: dict, statuses: dict) -> dict:
     return {**last, "detected": detected, "score": round(detected / last["mutants"], 4),
             "statuses": {s: n for s, n in counts.items() if n}, "survivors": survivors,
             "before": last.get("before", f'{last["detected"]}/{last["mutants"]}')}
+
+
+def extend(last: dict, now: dict) -> dict:
+    """``last`` plus ``now``, a pass over functions ``last`` had not checked;
+    complete when together they checked all ``total`` mutants of the module."""
+    statuses = Counter(last["statuses"]) + Counter(now["statuses"])
+    mutants, detected = last["mutants"] + now["mutants"], last["detected"] + now["detected"]
+    first, of = map(int, last.get("before", f'{last["detected"]}/{last["mutants"]}').split("/"))
+    return {**now, "mutants": mutants, "detected": detected,
+            "score": round(detected / mutants, 4), "statuses": dict(statuses),
+            "survivors": sorted(last["survivors"] + now["survivors"]),
+            "functions": dict(sorted({**last["functions"], **now["functions"]}.items())),
+            "complete": mutants == now["total"],
+            "before": f'{first + now["detected"]}/{of + now["mutants"]}',
+            "first_run": last.get("first_run", last.get("run"))}
 
 
 def summary(modules: dict) -> dict:
@@ -106,16 +126,19 @@ def main() -> int:
         last, names = modules.get(module, {}), now.pop("checked")
         if now["statuses"] == last.get("statuses"):
             continue  # nothing of this module was checked in this run
-        if now["mutants"] < last.get("mutants", 0):  # some re-checked after a reset
-            now = recheck(last, names)
-        elif now["mutants"] == last.get("mutants"):
-            # The same mutants re-checked (after new tests): the score they
-            # had first stays on record as "before". (More mutants checked
-            # than the entry holds: a new first pass, e.g. after
-            # ``rm -rf mutants/``; it replaces the entry whole.)
-            now["before"] = last.get("before", f'{last["detected"]}/{last["mutants"]}')
-        if "before" in now:  # and the first pass's time with it
-            now["first_run"] = last.get("first_run", last.get("run"))
+        if not set(now["functions"]) & set(last.get("functions", now["functions"])):
+            now = extend(last, now)
+        else:
+            if now["mutants"] < last.get("mutants", 0):  # some re-checked after a reset
+                now = recheck(last, names)
+            elif now["mutants"] == last.get("mutants"):
+                # The same mutants re-checked (after new tests): the score they
+                # had first stays on record as "before". (More mutants checked
+                # than the entry holds: a new first pass, e.g. after
+                # ``rm -rf mutants/``; it replaces the entry whole.)
+                now["before"] = last.get("before", f'{last["detected"]}/{last["mutants"]}')
+            if "before" in now:  # and the first pass's time with it
+                now["first_run"] = last.get("first_run", last.get("run"))
         modules[module] = {**now, "run": run}
     modules = dict(sorted(modules.items()))
     write_results("mutation_score", {"modules": modules, "summary": summary(modules)})

@@ -7,21 +7,28 @@ returns in training units and counts what it trained on; the shard survives a
 save and load with its sampling stream."""
 
 import copy
+import re
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from ray.rllib.core import COMPONENT_OPTIMIZER, COMPONENT_RL_MODULE
 from ray.rllib.core.columns import Columns
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.metrics import (
-    ALL_MODULES, MODULE_TRAIN_BATCH_SIZE_MEAN, NUM_ENV_STEPS_TRAINED, NUM_MODULE_STEPS_TRAINED,
+    ALL_MODULES, MODULE_TRAIN_BATCH_SIZE_MEAN, NUM_ENV_STEPS_TRAINED,
+    NUM_ENV_STEPS_TRAINED_LIFETIME, NUM_MODULE_STEPS_TRAINED, NUM_MODULE_STEPS_TRAINED_LIFETIME,
+    WEIGHTS_SEQ_NO,
 )
 from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
 
 from rllib_av.algorithms.td3 import TD3Config
+from rllib_av.config_schema import ConfigError
 from rllib_av.replay.episode_chunk import BOX_KEY, EpisodeChunk
 from rllib_av.replay.sampling import DISCOUNTS
+from rllib_av.replay.storage import device_free_bytes, slot_bytes
 from test_td3_semantics import ACT, B, OBS, batch, make_learner
 
 MODULE = "default_policy"
@@ -48,6 +55,12 @@ def norm(params):
     return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])).item()
 
 
+def hand_targets(module, t):
+    """y = r + discount * (1 - terminated) * min(Q1', Q2'), no smoothing noise."""
+    q_next = module.forward_target(t, 0.0, 0.0)["q_next"]
+    return t[Columns.REWARDS] + t[DISCOUNTS] * (~t[Columns.TERMINATEDS]).float() * q_next
+
+
 def td3_by_hand(module, data, c):
     """One TD3 gradient step on a copy of ``module``, as the paper writes it;
     returns the copy and the step's numbers."""
@@ -60,8 +73,7 @@ def td3_by_hand(module, data, c):
 
     out = ref.forward_train(t)
     q1, q2 = out["q1_preds"], out["q2_preds"]
-    y = t[Columns.REWARDS] + t[DISCOUNTS] * (~t[Columns.TERMINATEDS]).float() * \
-        ref.forward_target(t, 0.0, 0.0)["q_next"]
+    y = hand_targets(ref, t)
     critic_loss = F.mse_loss(q1, y) + F.mse_loss(q2, y)
     critic_loss.backward(inputs=critic_params)
     numbers = {"critic_loss": critic_loss.item(), "grad_norm_critic": norm(critic_params),
@@ -140,7 +152,8 @@ def chunks(n_episodes, reward=1.0):
 def test_the_replay_path_trains_on_n_step_returns_in_training_units_and_counts_them():
     """Episodes r = 1, 1 then terminated, gamma 0.5, n_step 2: the first step's
     target is 1 + 0.5 * 1 (the episode ends inside the two steps), the second's
-    1, whatever the critic says; rewards reach the critic times reward_scale."""
+    1, whatever the critic says; rewards reach the critic times reward_scale
+    (1 unless given)."""
     learner = seeded_learner(0, policy_delay=1000, gamma=0.5, n_step=2)
     assert learner.add_chunks(chunks(10)) == 20
     results = learner.update_from_replay(3, reward_scale=4.0)
@@ -152,6 +165,8 @@ def test_the_replay_path_trains_on_n_step_returns_in_training_units_and_counts_t
     assert stats[NUM_MODULE_STEPS_TRAINED] == 3 * B
     assert stats[MODULE_TRAIN_BATCH_SIZE_MEAN] == 3 * B
     assert trained[NUM_ENV_STEPS_TRAINED] == trained[NUM_MODULE_STEPS_TRAINED] == 3 * B
+    raw = {k: v.peek() for k, v in learner.update_from_replay(1)[MODULE].items()}
+    assert (raw["q_target_min"], raw["q_target_max"]) == pytest.approx((1.0, 1.5))  # scale 1
 
 
 def test_the_shard_and_its_sampling_stream_survive_save_and_load(tmp_path):
@@ -256,3 +271,143 @@ def test_skipped_steps_are_counted_one_each_over_the_learners_lifetime(cause):
         assert results[MODULE][cause].peek() == n // B
         run.aggregate([results], key="learners")
     assert run.reduce()["learners"][MODULE][cause].peek() == 3
+
+
+def test_an_oversized_shard_is_refused_in_one_line_before_it_is_allocated():
+    """The shard's own numbers: each learner's share of the capacity, the bytes
+    of one slot, the memory the learner's device has, and the largest buffer
+    all the learners together could hold."""
+    capacity, leaves = 10**13, {BOX_KEY: (OBS.shape, OBS.dtype)}
+    per_slot = slot_bytes(leaves, ACT.shape[0])
+    for learners in (0, 4):
+        shards = max(1, learners)
+        config = (TD3Config().environment(observation_space=OBS, action_space=ACT)
+                  .training(replay_buffer_config={"capacity": capacity})
+                  .learners(num_learners=learners))
+        with pytest.raises(ConfigError) as e:
+            config.build_learner()
+        shard = capacity // shards
+        match = re.fullmatch(
+            rf"training\.buffer_size: {capacity} is not allowed; a replay shard of {shard} "
+            rf"transitions x {per_slot} B needs {shard * per_slot / 2**30:.1f} GiB on the "
+            r"learner's cpu, which has ([\d.]+) GiB free; expected <= (\d+)", str(e.value))
+        assert match, str(e.value)
+        free = device_free_bytes(torch.device("cpu"))  # the host's, which moves a little
+        assert float(match[1]) == pytest.approx(free / 2**30, rel=0.1)
+        assert int(match[2]) == pytest.approx(free // per_slot * shards, rel=0.1)
+
+
+def learner_at(index, seed):
+    """Learner ``index`` of a run seeded with ``seed`` (built as a LearnerGroup
+    builds its learners: index set, then build)."""
+    config = (TD3Config().environment(observation_space=OBS, action_space=ACT)
+              .training(replay_buffer_config={"capacity": 1000}).debugging(seed=seed))
+    learner = config.learner_class(config=config)
+    learner._set_learner_index_and_placement_group(learner_index=index, placement_group=None)
+    learner.build()
+    return learner
+
+
+def test_each_learner_samples_its_own_stream_the_run_seed_plus_its_index():
+    """Data-parallel learners must not draw the same rows from their shards;
+    a rerun with the same seed draws what the first run drew."""
+    def rows(learner):
+        learner.add_chunks(chunks(20))
+        return learner.replay_sampler.sample(16)[Columns.ACTIONS]
+    second = rows(learner_at(2, seed=3))
+    assert torch.equal(second, rows(learner_at(0, seed=5)))
+    assert not torch.equal(second, rows(learner_at(0, seed=3)))
+
+
+def test_a_single_learner_holds_the_whole_buffer():
+    learner, _ = make_learner()
+    assert learner.replay_storage.capacity == 1000
+    assert learner.replay_storage.device == torch.device("cpu")
+
+
+def test_steps_trained_add_up_over_calls_as_rllib_counts_them():
+    """Two calls (2 updates, then 1) aggregated as the Algorithm aggregates its
+    learners' results: per-call sums, lifetime sums, the mean batch per call,
+    and the weights' sequence number, one per call."""
+    learner = seeded_learner(0, policy_delay=1000)
+    learner.add_chunks(chunks(10))
+    run = MetricsLogger(root=True)
+    for updates in (2, 1):
+        results = learner.update_from_replay(updates)
+        run.aggregate([results], key="learners")
+    last = {k: v.peek() for k, v in results[MODULE].items()}
+    assert last[NUM_MODULE_STEPS_TRAINED] == last[MODULE_TRAIN_BATCH_SIZE_MEAN] == B
+    assert last[WEIGHTS_SEQ_NO] == 2
+    last = {k: v.peek() for k, v in results[ALL_MODULES].items()}
+    assert last[NUM_MODULE_STEPS_TRAINED] == last[NUM_ENV_STEPS_TRAINED] == B
+    total = run.reduce()["learners"]
+    for key in (MODULE, ALL_MODULES):
+        assert total[key][NUM_MODULE_STEPS_TRAINED_LIFETIME].peek() == 3 * B, key
+    assert total[ALL_MODULES][NUM_ENV_STEPS_TRAINED_LIFETIME].peek() == 3 * B
+    assert total[MODULE]["num_updates_lifetime"].peek() == 3
+
+
+def test_a_partial_learner_state_holds_only_the_components_asked_for():
+    """RLlib asks for parts of the state (a checkpoint's optimizer alone, the
+    weights without the module): the delay phase rides along with each."""
+    learner, _ = make_learner(policy_delay=3)
+    update(learner, batch())
+    for state in (learner.get_state(COMPONENT_OPTIMIZER),
+                  learner.get_state(not_components=COMPONENT_RL_MODULE)):
+        assert COMPONENT_RL_MODULE not in state and COMPONENT_OPTIMIZER in state
+        assert state["td3_critic_steps"] == {MODULE: 1}
+
+
+def test_the_bellman_targets_and_rllibs_loss_hook_are_the_updates_own():
+    """bellman_targets (what the critic probes read) is y; RLlib's loss hook
+    (compute_losses) is MSE(Q1, y) + MSE(Q2, y) on the module's forward pass."""
+    learner, module = make_learner(policy_noise=0.0)
+    t = {k: torch.as_tensor(v) for k, v in batch(seed=4, terminated=np.arange(B) % 2 == 0).items()}
+    y = hand_targets(module, t)
+    torch.testing.assert_close(learner.bellman_targets(MODULE, t), y)
+    out = module.forward_train(t)
+    losses = learner.compute_losses(fwd_out={MODULE: out}, batch={MODULE: t})
+    torch.testing.assert_close(
+        losses[MODULE], F.mse_loss(out["q1_preds"], y) + F.mse_loss(out["q2_preds"], y))
+
+
+def camera_learner(frames, **training):
+    space = gym.spaces.Dict({"image": gym.spaces.Box(0, 255, (frames, 84, 84), np.uint8),
+                             "state": gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)})
+    config = (TD3Config().environment(observation_space=space, action_space=ACT)
+              .training(train_batch_size_per_learner=B, actor_hiddens=[16], critic_hiddens=[16],
+                        replay_buffer_config={"capacity": 100}, frame_stack=frames, **training)
+              .debugging(seed=0))
+    return config.build_learner()
+
+
+def camera_episode(steps, reward):
+    """Observation t: every pixel t + 1 (0 is the stack's pad), state (t, 0, 0)."""
+    t = np.arange(steps + 1)
+    return EpisodeChunk(id="e", obs={
+        "image": np.broadcast_to((t + 1).astype(np.uint8)[:, None, None], (steps + 1, 84, 84)).copy(),
+        "state": np.stack([t, 0 * t, 0 * t], axis=1).astype(np.float32)},
+        actions=np.zeros((steps, 2), np.float32), rewards=np.full(steps, reward, np.float32),
+        terminated=True, done=True)
+
+
+def test_a_camera_learners_shard_stacks_single_frames_and_clips_rewards():
+    """The shard keeps one frame per observation and samples the config's
+    stack (zero frames before the episode's first); rewards clip at the
+    config's reward_clip."""
+    learner = camera_learner(3, reward_clip=1.0)
+    assert learner.add_chunks([camera_episode(6, reward=5.0)]) == 6
+    sample = learner.replay_sampler.sample(32)
+    for stack, state in zip(sample[Columns.OBS]["image"], sample[Columns.OBS]["state"]):
+        t = int(state[0])
+        assert stack.shape == (3, 84, 84)
+        assert stack[:, 0, 0].tolist() == [max(0, t - 1), max(0, t), t + 1]
+    assert sample[Columns.REWARDS].tolist() == [1.0] * 32
+
+
+def test_a_learner_without_an_image_encoder_stores_no_images():
+    learner = camera_learner(3, image_encoder="none")
+    chunk = camera_episode(4, reward=1.0)
+    del chunk.obs["image"]
+    learner.add_chunks([chunk])
+    assert set(learner.replay_sampler.sample(4)[Columns.OBS]) == {"state"}

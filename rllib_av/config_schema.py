@@ -81,7 +81,9 @@ def _one_line(cls: type, data: Any, error: Dict[str, Any], prefix: str) -> str:
     rule = error.get("ctx", {}).get("error")
     if isinstance(rule, ConfigError):  # a cross-field rule names its keys itself
         return str(rule)
-    key, tp, section, in_list = _locate(cls, data, error["loc"], prefix)
+    key, tp, section, in_list, value_there = _locate(cls, data, error["loc"], prefix)
+    if _is_union(_strip(tp)):
+        return _not_allowed(key, value_there, _describe(tp, bounds=True))
     if kind == "unexpected_keyword_argument":
         return (f"{key}: unknown key; allowed keys here: "
                 + ", ".join(sorted(section.__pydantic_fields__)))
@@ -108,11 +110,14 @@ def _number(bound: Any) -> Any:
 
 def _locate(cls: type, data: Any, loc: tuple, prefix: str) -> tuple:
     """(dotted key, its type, the innermost section, (key, value) of the list
-    when it is a list item) that pydantic's ``loc`` points at in ``data``;
-    union-member tags in ``loc`` are skipped."""
+    when it is a list item, the value there) that pydantic's ``loc`` points at
+    in ``data``. It stops at a union (a number or a list of them): pydantic
+    reports each member's complaint, the user needs the value judged whole."""
     key, tp, section, in_list = prefix, cls, cls, None
     for part in loc:
         tp, in_list = _strip(tp), None
+        if _is_union(tp):
+            break
         fields = getattr(tp, "__pydantic_fields__", None)
         if fields is not None and isinstance(part, str):
             section, key = tp, f"{key}.{part}" if key else part
@@ -125,7 +130,11 @@ def _locate(cls: type, data: Any, loc: tuple, prefix: str) -> tuple:
         elif isinstance(part, str) and typing.get_origin(tp) is dict:
             key, tp = f"{key}.{part}", typing.get_args(tp)[1]
             data = data.get(part) if isinstance(data, dict) else None
-    return key or "config", tp, section, in_list
+    return key or "config", tp, section, in_list, data
+
+
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (Union, types.UnionType)
 
 
 def _strip(tp: Any) -> Any:
@@ -138,21 +147,28 @@ def _strip(tp: Any) -> Any:
     return tp
 
 
-def _describe(tp: Any) -> str:
-    """What a value of type ``tp`` may be, in a user's words."""
+def _describe(tp: Any, bounds: bool = False) -> str:
+    """What a value of type ``tp`` may be, in a user's words; with ``bounds``,
+    a number's ``Field`` bounds too (a union's members carry their own)."""
+    limits = []
     while typing.get_origin(tp) is Annotated:
-        tp = typing.get_args(tp)[0]
+        tp, *metadata = typing.get_args(tp)
+        for meta in metadata:
+            for rule in getattr(meta, "metadata", [meta]):
+                limits += [f"{symbol} {_number(getattr(rule, name))}"
+                           for name, symbol in _BOUNDS.values() if hasattr(rule, name)]
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(tp))
+        return " or ".join(_describe(a, bounds) for a in typing.get_args(tp))
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin in (list, tuple):
-        return f"a list of {_describe(typing.get_args(tp)[0])}"
+        return f"a list of {_describe(typing.get_args(tp)[0], bounds)}"
     if origin is dict:
         k, v = typing.get_args(tp)
-        return f"a mapping of {_describe(k)} to {_describe(v)}"
+        return f"a mapping of {_describe(k, bounds)} to {_describe(v, bounds)}"
     if hasattr(tp, "__pydantic_fields__"):
         return "a mapping"
-    return {int: "an integer", float: "a finite number", bool: "true or false", str: "a string",
+    name = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string",
             type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
+    return f"{name} {' and '.join(limits)}" if bounds and limits else name

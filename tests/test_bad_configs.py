@@ -164,6 +164,7 @@ CONTRADICTIONS = [
     (["training.reward_range=[1, 2, 3]"], ("training.reward_range",)),
     (["env.highway.npc_speed_fraction=[0.9, 0.6]"], ("env.highway.npc_speed_fraction",)),
     (["env.highway.npc_speed_fraction=[0.5]"], ("env.highway.npc_speed_fraction",)),
+    (["env.action_smoothing=[0.5, 0.5, 0.5]"], ("env.action_smoothing",)),
     (["env.carla.port_range_start=3000", "env.carla.port_range_end=2000"],
      ("env.carla.port_range_end", "port_range_start")),
     (["health.preflight_episode_len_min=30", "health.preflight_episode_len_max=20"],
@@ -187,6 +188,10 @@ EXACT = [
      "resources.env_runner_resources.carla_slot: 'x' is not allowed; expected a finite number"),
     ("env.carla.gpu_indices=[0, -1]",
      "env.carla.gpu_indices: [0, -1] is not allowed; expected a value >= 0"),
+    # A union is judged whole, and the line names each form with its bounds.
+    ("env.action_smoothing=[0.5, 1.5]",
+     "env.action_smoothing: [0.5, 1.5] is not allowed; expected a finite number >= 0 and < 1 "
+     "or a list of a finite number >= 0 and < 1"),
 ]
 
 

@@ -62,14 +62,15 @@ def test_state_reports_route_in_ego_frame_with_left_positive():
     assert obs["state"][1] < -0.1 and obs["state"][2] < -0.1
 
 
-@pytest.mark.parametrize("smoothing", [0.0, 0.5])
+@pytest.mark.parametrize("smoothing", [0.0, 0.5, [0.2, 0.9]])
 def test_applied_control_lags_the_action_by_the_smoothing_and_the_state_reports_it(smoothing):
+    """One number lags both channels; [steer, throttle_brake] lags each its own."""
     env = DrivingEnv({"traffic": "none", "action_smoothing": smoothing})
     env.reset(seed=0)
-    applied = np.zeros(2)
+    applied, lag = np.zeros(2), np.broadcast_to(smoothing, 2)
     for action in ([1.0, 1.0], [1.0, 1.0], [-0.5, 0.2], [-0.5, 0.2]):
         obs, *_ = env.step(action)
-        applied = smoothing * applied + (1 - smoothing) * np.array(action)
+        applied = lag * applied + (1 - lag) * np.array(action)
         assert obs["state"][CONTROLS] == pytest.approx(applied)
 
 

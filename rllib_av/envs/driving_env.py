@@ -70,6 +70,8 @@ class DrivingEnv(gym.Env):
             "state": gym.spaces.Box(-high, high, dtype=np.float32),
         })
         self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        # (steer, throttle_brake) lag: one number applies to both.
+        self._smoothing = np.broadcast_to(np.asarray(self.settings.action_smoothing, np.float64), 2)
         # RLlib hands an EnvContext (a dict with .worker_index): 1..N for remote EnvRunners.
         self.backend = make_backend(self.settings,
                                     runner_index=getattr(env_config, "worker_index", 0))
@@ -90,7 +92,7 @@ class DrivingEnv(gym.Env):
     def step(self, action):
         action = np.clip(np.nan_to_num(np.asarray(action, np.float64)), -1, 1)
         prev_control = self._control
-        smoothing = self.settings.action_smoothing
+        smoothing = self._smoothing
         self._control = smoothing * prev_control + (1 - smoothing) * action
         steer, throttle_brake = self._control
         prev = self._snap

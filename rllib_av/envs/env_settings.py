@@ -2,13 +2,16 @@
 or a gymnasium env and its constructor arguments."""
 
 import dataclasses
-from typing import Annotated, Any, Dict, List, Literal, Optional
+from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
 from pydantic import Field, StrictFloat, StrictInt, StrictStr, model_validator
 from pydantic.dataclasses import dataclass
 
 from rllib_av.config_schema import ConfigError, ConfigSection
 from rllib_av.envs.carla_settings import CarlaSettings
+
+
+Smoothing = Annotated[StrictFloat, Field(ge=0, lt=1)]
 
 
 @dataclass
@@ -98,10 +101,12 @@ class EnvSettings(ConfigSection):
     """The ego vehicle's speed cap."""
     off_road_tolerance_steps: StrictInt = Field(2, ge=0)
     """Consecutive off-road steps allowed before the episode terminates (0 = none)."""
-    action_smoothing: StrictFloat = Field(0.0, ge=0, lt=1)
+    action_smoothing: Union[Smoothing, List[Smoothing]] = 0.0
     """Control applied = this x the previous control + (1 - this) x the action: a
     first-order actuator lag that keeps a jittery policy from jerking the car (0 = the
-    action as is). The state vector reports the applied control."""
+    action as is). One number for both channels, or [steer, throttle_brake]: pedals
+    can take a longer lag than steering, which must answer a curve or a car ahead
+    within a few steps. The state vector reports the applied control."""
     initial_speed_fraction: StrictFloat = Field(0.0, ge=0, le=1)
     """Spawn speed as a fraction of target_speed_mps (0 = start at rest)."""
     reward: RewardSettings = Field(default_factory=RewardSettings)
@@ -122,6 +127,10 @@ class EnvSettings(ConfigSection):
             raise ConfigError(f"env.kwargs: {self.kwargs!r} does not apply to env.id "
                               f"{DRIVING_ENV_ID!r}; expected {{}} (DrivingEnv is configured by "
                               "the other env.* keys)")
+        if isinstance(self.action_smoothing, list) and len(self.action_smoothing) != 2:
+            raise ConfigError(
+                f"env.action_smoothing: {self.action_smoothing!r} is not allowed; expected a "
+                "number in [0, 1), or [steer, throttle_brake] of two")
         if self.target_speed_mps > self.max_speed_mps:
             raise ConfigError(
                 f"env.target_speed_mps: {self.target_speed_mps} is not allowed; expected "

@@ -51,7 +51,10 @@ def test_q_bound_ratio_covers_every_q_statistic_on_both_ends():
     quiet = {k: 1.0 for k in Q_VALUES}
     for key in Q_VALUES:
         assert q_bound_ratio(dict(quiet, **{key: -2.4e6}), 20_000.0) == pytest.approx(120.0), key
-    assert "q_target_min" in Q_VALUES and "q_actor_std" not in Q_VALUES
+    # Every Q the learner reports, by name: dropping one from the spec (issue 21's
+    # mutation 3 dropped q_target_max) shrinks the loop above with it.
+    assert set(Q_VALUES) == {"q1_mean", "q2_mean", "q_target_mean", "q_target_max",
+                             "q_target_min", "q_actor_mean", "q_actor_max", "q_actor_min"}
     assert q_bound_ratio({"critic_loss": 5.0}, 1.0) is None
     assert math.isnan(q_bound_ratio(dict(quiet, q1_mean=math.nan), 1.0))
 

@@ -345,3 +345,48 @@ def test_a_cpu_learner_counts_the_hosts_available_memory(monkeypatch, tmp_path):
                         lambda path, *a: real_open(meminfo if path == "/proc/meminfo" else path, *a),
                         raising=False)
     assert device_free_bytes(torch.device("cpu")) == 5000 * 1024
+
+
+def test_a_camera_shard_keeps_its_frames_as_bytes_and_takes_what_it_declares():
+    """uint8 frames stay uint8 in the shard (4x less memory than float32):
+    each slot takes slot_bytes, the image leaf alone has one more (the pad
+    frame) and ``prev`` its pad row."""
+    leaves = {"image": ((4, 4), np.uint8), "state": ((2,), np.float32)}
+    storage = ReplayStorage(10, padded_keys={"image"})
+    storage.allocate(leaves, action_dim=2)
+    assert storage.obs["image"].dtype == torch.uint8
+    assert storage.obs["state"].dtype == torch.float32
+    assert storage.nbytes() == 10 * slot_bytes(leaves, 2) + 16 + 8
+    storage.add_chunks([dict_chunk(3)])
+    obs = TransitionSampler(storage, gamma=0.9, frame_stack=2, seed=0).sample(2)[Columns.OBS]
+    assert obs["image"].dtype == torch.uint8 and obs["image"][:, :, 0, 0].tolist() == [[0, 3]] * 2
+
+
+def test_a_box_shard_restored_from_a_state_saved_before_any_data_stays_a_box_shard():
+    """A checkpoint taken before the first chunk arrived holds no arrays: the
+    learner's preallocated Box shard that loads it keeps answering with
+    tensors, not with a dict of leaves."""
+    shard = ReplayStorage(10)
+    shard.allocate({BOX_KEY: ((3,), np.float32)}, action_dim=2)
+    shard.set_state(ReplayStorage(10).get_state())
+    shard.add_chunks([one_step_episode(4)])
+    obs = TransitionSampler(shard, gamma=0.9, seed=0).sample(2)[Columns.OBS]
+    assert isinstance(obs, torch.Tensor) and obs.tolist() == [[4.0] * 3] * 2
+
+
+def test_a_dropped_chunk_names_the_parts_that_held_nan_or_inf():
+    """What the driver counts under nonfinite_total{where}: the observation,
+    the reward, both or neither; an integer image leaf cannot hold NaN and is
+    not asked."""
+    def chunk(obs, reward):
+        return EpisodeChunk(id="c", obs={"image": np.zeros((2, 2, 2), np.uint8),
+                                         "state": np.array([[0.0], [obs]], np.float32)},
+                            actions=np.zeros((1, 1), np.float32),
+                            rewards=np.array([reward], np.float32), terminated=True, done=True)
+    nan, inf = float("nan"), float("inf")
+    cases = {(0.0, 1.0): (), (nan, 1.0): ("obs",), (0.0, -inf): ("reward",),
+             (inf, nan): ("obs", "reward")}
+    for (obs, reward), parts in cases.items():
+        c = chunk(obs, reward)
+        assert c.obs_finite() is (obs == 0.0) and c.is_finite() is (parts == ())
+        assert c.meta().nonfinite_parts() == parts, (obs, reward)

@@ -411,3 +411,26 @@ def test_a_learner_without_an_image_encoder_stores_no_images():
     del chunk.obs["image"]
     learner.add_chunks([chunk])
     assert set(learner.replay_sampler.sample(4)[Columns.OBS]) == {"state"}
+
+
+@pytest.mark.parametrize("learners", [0, 4])
+def test_a_shard_that_fills_the_free_memory_exactly_is_allocated_one_byte_more_is_not(
+        monkeypatch, learners):
+    """The check is capacity x slot bytes against the device's free memory:
+    a shard that needs exactly what is free is built; one byte less free
+    memory refuses it, naming the largest buffer that fits (a whole slot less
+    per learner)."""
+    from rllib_av.algorithms.td3 import td3_learner
+
+    shards = max(1, learners)
+    per_slot = slot_bytes({BOX_KEY: (OBS.shape, OBS.dtype)}, ACT.shape[0])
+    config = (TD3Config().environment(observation_space=OBS, action_space=ACT)
+              .training(replay_buffer_config={"capacity": 1000})
+              .learners(num_learners=learners))
+    shard = 1000 // shards
+    monkeypatch.setattr(td3_learner, "device_free_bytes", lambda device: shard * per_slot)
+    assert config.build_learner().replay_storage.capacity == shard
+    monkeypatch.setattr(td3_learner, "device_free_bytes", lambda device: shard * per_slot - 1)
+    with pytest.raises(ConfigError) as e:
+        config.build_learner()
+    assert str(e.value).endswith(f"expected <= {(shard - 1) * shards}")

@@ -16,8 +16,11 @@ entry has not checked (another ``mutants/``, narrowed with MUTANTS to the
 functions an earlier pass left) adds to the entry, ``before`` included; any
 other pass that checks more of a module's mutants than its entry holds starts
 the entry afresh. Each entry counts the mutants it checked per function.
+``--add REGEX`` adds only the mutants whose names match to their entries: a
+pass whose patterns also re-ran mutants an entry holds (the rest of a
+function an earlier pass stopped in, e.g. ``_build_replay__mutmut_([4-7]\d|3[89]|80)$``).
 
-    python benchmarks/mutation_score.py [--elapsed-s SECONDS]
+    python benchmarks/mutation_score.py [--elapsed-s SECONDS] [--add REGEX]
 """
 
 from __future__ import annotations
@@ -39,6 +42,21 @@ DETECTED = ("killed", "timeout", "caught by type check")
 # mutmut 3 names a mutant <module>.x_<function>__mutmut_<n> or
 # <module>.xǁ<Class>ǁ<method>__mutmut_<n>.
 NAME = re.compile(r"^(?P<module>[\w.]+?)\.x[_ǁ](?P<function>.*)__mutmut_\d+$")
+
+
+def only(results: str, pattern: str) -> str:
+    """``results`` less the mutants whose names do not match ``pattern``
+    (a module's ``total`` still counts them: see ``main``)."""
+    return "\n".join(line for line in results.splitlines() if ": " in line
+                     and re.search(pattern, line.rsplit(": ", 1)[0].strip()))
+
+
+def add(last: dict, now: dict) -> dict:
+    """``extend`` for ``--add``: a function ``last`` checked part of adds its counts."""
+    merged = extend(last, now)
+    merged["functions"].update({f: last["functions"][f] + n for f, n in now["functions"].items()
+                                if f in last["functions"]})
+    return merged
 
 
 def score(results: str) -> dict:
@@ -111,11 +129,17 @@ def summary(modules: dict) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--elapsed-s", type=float, help="wall time of the mutmut run, recorded")
+    parser.add_argument("--add", metavar="REGEX",
+                        help="add only the mutants whose names match to their entries")
     args = parser.parse_args()
     mutmut = Path(sys.executable).with_name("mutmut")
     results = subprocess.run([str(mutmut), "results", "--all", "true"], cwd=ROOT,
                              capture_output=True, text=True, check=True).stdout
-    checked = score(results)
+    checked = score(only(results, args.add) if args.add else results)
+    if args.add:  # a module's total counts all its mutants
+        totals = {m: v["total"] for m, v in score(results).items()}
+        for module, now in checked.items():
+            now["total"] = totals[module]
     if not checked:
         print("no mutmut results: run `make mutation` first", file=sys.stderr)
         return 1
@@ -126,7 +150,9 @@ def main() -> int:
         last, names = modules.get(module, {}), now.pop("checked")
         if now["statuses"] == last.get("statuses"):
             continue  # nothing of this module was checked in this run
-        if not set(now["functions"]) & set(last.get("functions", now["functions"])):
+        if args.add:
+            now = add(last, now)
+        elif not set(now["functions"]) & set(last.get("functions", now["functions"])):
             now = extend(last, now)
         else:
             if now["mutants"] < last.get("mutants", 0):  # some re-checked after a reset

@@ -390,3 +390,11 @@ def test_a_dropped_chunk_names_the_parts_that_held_nan_or_inf():
         c = chunk(obs, reward)
         assert c.obs_finite() is (obs == 0.0) and c.is_finite() is (parts == ())
         assert c.meta().nonfinite_parts() == parts, (obs, reward)
+
+
+def test_a_sampler_stacks_one_frame_unless_told_otherwise():
+    storage = ReplayStorage(10, padded_keys={"image"})
+    storage.add_chunks([dict_chunk(5)])
+    sampler = TransitionSampler(storage, gamma=0.9, seed=0)
+    assert sampler.sample(2)[Columns.OBS]["image"].shape == (2, 1, 4, 4)
+    assert sampler.transition_bytes() == 2 * (16 + 8) + 2 * 4 + 4 + 1 + 4

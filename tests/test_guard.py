@@ -2,9 +2,11 @@
 logged and counted; the rollback end to end on a real diverging run; its
 remedy kept across a restart."""
 
+import collections
 import glob
 import json
 import os
+import time
 
 import pytest
 
@@ -63,9 +65,24 @@ def test_off_never_acts_and_rollback_without_healthy_checkpoint_stops(tmp_path):
     assert "no healthy checkpoint" in open(os.path.join(tmp_path, REPORT_FILE)).read()
 
 
-def exporter_port(output_dir):
+def served_after_the_guard(output_dir):
+    """The exporter's page once it counts every action guard.jsonl has logged and
+    shows the bias of any probe taken: each count and bias reaches the server
+    process over a pipe, so a scrape right after may get the page before (as a
+    loaded CI machine showed)."""
     (run_dir,) = glob.glob(os.path.join(output_dir, "quickstart-*"))
-    return int(open(os.path.join(run_dir, "exporter_port")).read())
+    port = int(open(os.path.join(run_dir, "exporter_port")).read())
+    logged = collections.Counter(e["action"] for e in entries(run_dir))
+    probed = any("overestimation_bias" in p for p in read_probes(run_dir))
+    deadline = time.monotonic() + 10
+    while True:
+        metrics = scrape(port)
+        counted = by_label(metrics["rllib_av_guard_actions_total"], "action")
+        if (all(counted.get(a) == n for a, n in logged.items())
+                and (not probed or "rllib_av_overestimation_bias" in metrics)
+                or time.monotonic() > deadline):
+            return metrics
+        time.sleep(0.05)
 
 
 @pytest.mark.slow
@@ -84,7 +101,7 @@ def test_rollback_restores_healthy_checkpoint_with_lower_critic_lr_then_stops(ra
     seen = []
 
     def on_result(res):
-        metrics = scrape(exporter_port(tmp_path))
+        metrics = served_after_the_guard(tmp_path)
         seen.append({"steps": res["env_runners"]["num_env_steps_sampled_lifetime"],
                      "critic_lr": res.get("learners", {}).get("default_policy", {})
                      .get("critic_learning_rate"),

@@ -347,6 +347,20 @@ def test_a_cpu_learner_counts_the_hosts_available_memory(monkeypatch, tmp_path):
     assert device_free_bytes(torch.device("cpu")) == 5000 * 1024
 
 
+def test_without_memavailable_the_free_memory_is_the_available_pages(monkeypatch, tmp_path):
+    """Kernels before 3.14 have no MemAvailable: the available physical pages
+    times the page size."""
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 9000 kB\nMemFree: 1000 kB\n")
+    real_open = open
+    monkeypatch.setattr(storage_module, "open",
+                        lambda path, *a: real_open(meminfo if path == "/proc/meminfo" else path, *a),
+                        raising=False)
+    monkeypatch.setattr(storage_module.os, "sysconf",
+                        {"SC_AVPHYS_PAGES": 300, "SC_PAGE_SIZE": 4096}.__getitem__)
+    assert device_free_bytes(torch.device("cpu")) == 300 * 4096
+
+
 def test_a_camera_shard_keeps_its_frames_as_bytes_and_takes_what_it_declares():
     """uint8 frames stay uint8 in the shard (4x less memory than float32):
     each slot takes slot_bytes, the image leaf alone has one more (the pad

@@ -1,4 +1,5 @@
-"""Where a driving policy's jerk comes from: the trained TD3 vs pure pursuit + PID.
+"""Where a driving policy's jerk and its speed deficit come from: the trained TD3
+vs pure pursuit + PID.
 
     python benchmarks/jerk_breakdown.py --checkpoint RUN_DIR [--episodes 20]
 
@@ -17,6 +18,14 @@ The embedded backend's speed changes only through throttle_brake and the drag,
 so the jerk is the pedal's; the steering rate (|change of applied steer| per
 step) is reported beside it, the comfort term's other half.
 
+The speed (``speed``: per step taken, as ``rllib-av evaluate``'s average speed)
+is split the same way into the standing ``start`` (the steps before the car
+first reaches 90% of its cruise: the target speed, or the episode's 90th
+percentile speed where that is lower), ``following`` (after the start, a
+leader close as above; the leader's own speed beside it) and ``free`` road;
+``deficit_share`` is each part's share of the summed shortfall under the target
+speed: what holds the mean speed down, the start from rest or the traffic.
+
 Writes benchmarks/results/jerk_breakdown.json.
 """
 
@@ -34,30 +43,37 @@ from rllib_av.evaluation.evaluation_plan import plan_evaluation
 from rllib_av.evaluation.trained_policy import TrainedPolicy
 
 HEADWAY_S, MIN_GAP_M = 2.0, 10.0
+START_SPEED_FRACTION = 0.9
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "jerk_breakdown.json")
 
 
-def _leader_gap(env: DrivingEnv) -> float:
+def _leader(env: DrivingEnv) -> tuple:
+    """(gap in m, the leader's speed in m/s) to the vehicle ahead in the ego lane."""
     backend = env.backend
     leader, _ = backend.road.neighbour_vehicles(backend.ego)
     if leader is None:
-        return float("inf")
-    return backend.road.gap_along_circuit(backend.ego, leader)
+        return float("inf"), float("nan")
+    return backend.road.gap_along_circuit(backend.ego, leader), float(leader.speed)
+
+
+def _close(gap: np.ndarray, speed: np.ndarray) -> np.ndarray:
+    return gap < np.maximum(MIN_GAP_M, HEADWAY_S * speed)
 
 
 def _episode(env: DrivingEnv, policy, seed: int) -> dict:
     obs, info = env.reset(seed=seed)
     policy.reset()
-    speed, control, gap = [info["speed_mps"]], [np.zeros(2)], [_leader_gap(env)]
+    speed, control, leader = [info["speed_mps"]], [np.zeros(2)], [_leader(env)]
     done = False
     while not done:
         obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
         speed.append(info["speed_mps"])
         control.append(np.asarray(obs["state"][3:5], np.float64))  # the applied control
-        gap.append(_leader_gap(env))
+        leader.append(_leader(env))
         done = terminated or truncated
-    return {"speed": np.asarray(speed), "control": np.asarray(control), "gap": np.asarray(gap),
-            "end": info["episode_end"]}
+    gap, leader_speed = np.asarray(leader).T
+    return {"speed": np.asarray(speed), "control": np.asarray(control), "gap": gap,
+            "leader_speed": leader_speed, "end": info["episode_end"]}
 
 
 def breakdown(episodes, dt: float) -> dict:
@@ -72,7 +88,7 @@ def breakdown(episodes, dt: float) -> dict:
         jerk.append(j)
         masks["reversal"].append(d_pedal[1:] * d_pedal[:-1] < 0)
         masks["brake"].append(u[2:, 1] < 0)
-        masks["leader_close"].append(gap[1:-1] < np.maximum(MIN_GAP_M, HEADWAY_S * v[1:-1]))
+        masks["leader_close"].append(_close(gap[1:-1], v[1:-1]))
         masks["standstill"].append((v[2:] == 0) | (v[1:-1] == 0))
         steer_rate.append(np.abs(np.diff(u[:, 0])))
         pedal_rate.append(np.abs(d_pedal))
@@ -86,6 +102,34 @@ def breakdown(episodes, dt: float) -> dict:
                      "jerk_share": float(j[m].sum() / max(j.sum(), 1e-12)),
                      "jerk_mean_mps3": float(j[m].mean()) if m.any() else 0.0,
                      "jerk_mean_elsewhere_mps3": float(j[~m].mean()) if (~m).any() else 0.0}
+    return out
+
+
+def speed_breakdown(episodes, target_mps: float) -> dict:
+    parts = {k: [] for k in ("start", "following", "free")}
+    speed, leader_speed = [], []
+    for e in episodes:
+        v, gap = e["speed"][1:], e["gap"][1:]  # per step taken, as the evaluation's mean
+        cruise = min(target_mps, float(np.percentile(v, 90))) if len(v) else target_mps
+        reached = np.flatnonzero(v >= START_SPEED_FRACTION * cruise)
+        start = np.arange(len(v)) < (reached[0] if len(reached) else len(v))
+        following = ~start & _close(gap, v)
+        parts["start"].append(start)
+        parts["following"].append(following)
+        parts["free"].append(~start & ~following)
+        speed.append(v)
+        leader_speed.append(e["leader_speed"][1:])
+    v, lv = np.concatenate(speed), np.concatenate(leader_speed)
+    deficit = np.clip(target_mps - v, 0.0, None)
+    out = {"target_kmh": target_mps * 3.6, "mean_kmh": float(v.mean() * 3.6)}
+    for name, m in parts.items():
+        m = np.concatenate(m)
+        out[name] = {"step_share": float(m.mean()),
+                     "speed_kmh": float(v[m].mean() * 3.6) if m.any() else 0.0,
+                     "deficit_share": float(deficit[m].sum() / max(deficit.sum(), 1e-12))}
+    following = np.concatenate(parts["following"])
+    out["following"]["leader_speed_kmh"] = (float(np.nanmean(lv[following]) * 3.6)
+                                            if following.any() else 0.0)
     return out
 
 
@@ -106,6 +150,7 @@ def main() -> None:
     for policy in policies:
         eps = [_episode(env, policy, args.seed + i) for i in range(args.episodes)]
         result["policies"][policy.name] = breakdown(eps, settings.step_dt_s)
+        result["policies"][policy.name]["speed"] = speed_breakdown(eps, settings.target_speed_mps)
         result["policies"][policy.name]["ends"] = {
             e: sum(str(x["end"]) == e for x in eps) for e in sorted({str(x["end"]) for x in eps})}
     env.close()

@@ -335,27 +335,28 @@ def test_rewards_are_clipped_at_both_ends():
     assert proc.process(np.array([-5.0, 0.5, 5.0])).tolist() == [-2.0, 0.5, 2.0]
 
 
-def test_a_cpu_learner_counts_the_hosts_available_memory(monkeypatch, tmp_path):
-    """MemAvailable (page cache included), not MemFree: a buffer that fits once
-    the cache is reclaimed is not refused."""
+def _host_meminfo(monkeypatch, tmp_path, text):
+    """The storage module reads ``text`` as /proc/meminfo."""
     meminfo = tmp_path / "meminfo"
-    meminfo.write_text("MemTotal: 9000 kB\nMemFree: 1000 kB\nMemAvailable: 5000 kB\n")
+    meminfo.write_text(text)
     real_open = open
     monkeypatch.setattr(storage_module, "open",
                         lambda path, *a: real_open(meminfo if path == "/proc/meminfo" else path, *a),
                         raising=False)
+
+
+def test_a_cpu_learner_counts_the_hosts_available_memory(monkeypatch, tmp_path):
+    """MemAvailable (page cache included), not MemFree: a buffer that fits once
+    the cache is reclaimed is not refused."""
+    _host_meminfo(monkeypatch, tmp_path,
+                  "MemTotal: 9000 kB\nMemFree: 1000 kB\nMemAvailable: 5000 kB\n")
     assert device_free_bytes(torch.device("cpu")) == 5000 * 1024
 
 
 def test_without_memavailable_the_free_memory_is_the_available_pages(monkeypatch, tmp_path):
     """Kernels before 3.14 have no MemAvailable: the available physical pages
     times the page size."""
-    meminfo = tmp_path / "meminfo"
-    meminfo.write_text("MemTotal: 9000 kB\nMemFree: 1000 kB\n")
-    real_open = open
-    monkeypatch.setattr(storage_module, "open",
-                        lambda path, *a: real_open(meminfo if path == "/proc/meminfo" else path, *a),
-                        raising=False)
+    _host_meminfo(monkeypatch, tmp_path, "MemTotal: 9000 kB\nMemFree: 1000 kB\n")
     monkeypatch.setattr(storage_module.os, "sysconf",
                         {"SC_AVPHYS_PAGES": 300, "SC_PAGE_SIZE": 4096}.__getitem__)
     assert device_free_bytes(torch.device("cpu")) == 300 * 4096

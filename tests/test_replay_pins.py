@@ -415,19 +415,14 @@ def test_a_sampler_stacks_one_frame_unless_told_otherwise():
     assert sampler.transition_bytes() == 2 * (16 + 8) + 2 * 4 + 4 + 1 + 4
 
 
-def _ring_tensors(storage):
-    return {**storage.obs, "prev": storage.prev, "next": storage.next, "action": storage.action,
-            "reward": storage.reward, "terminated": storage.terminated}
-
-
 def test_every_ring_tensor_lives_on_the_storage_device():
     """A GPU learner's ring must sit on the GPU whole (a CPU tensor there makes
     every sample cross the bus). The meta device holds no memory and needs no
     GPU, and a tensor created without a device lands on the CPU, not there."""
     storage = ReplayStorage(8, device="meta", padded_keys=["image"])
     storage.allocate({"image": ((3, 4, 4), np.uint8), "state": ((5,), np.float32)}, action_dim=2)
-    assert {k: t.device.type for k, t in _ring_tensors(storage).items()} == dict.fromkeys(
-        ["image", "state", "prev", "next", "action", "reward", "terminated"], "meta")
+    assert {k: t.device.type for k, t in storage.arrays().items()} == dict.fromkeys(
+        ["obs/image", "obs/state", "prev", "next", "action", "reward", "terminated"], "meta")
 
 
 def test_the_ring_keeps_its_dtypes_under_a_float64_default():
@@ -441,6 +436,7 @@ def test_the_ring_keeps_its_dtypes_under_a_float64_default():
                          action_dim=2)
     finally:
         torch.set_default_dtype(default)
-    assert {k: t.dtype for k, t in _ring_tensors(storage).items()} == {
-        "image": torch.uint8, "state": torch.float32, "prev": torch.int64, "next": torch.int64,
-        "action": torch.float32, "reward": torch.float32, "terminated": torch.bool}
+    assert {k: t.dtype for k, t in storage.arrays().items()} == {
+        "obs/image": torch.uint8, "obs/state": torch.float32, "prev": torch.int64,
+        "next": torch.int64, "action": torch.float32, "reward": torch.float32,
+        "terminated": torch.bool}

@@ -39,6 +39,10 @@ def slot_bytes(leaves: LeafSpecs, action_dim: int) -> int:
     return obs + _LINK_BYTES + 4 * action_dim + 4 + 1  # + action, reward, terminated
 
 
+# A slot's links and transition, one tensor each beside the observation leaves.
+_SLOT_ARRAYS = ("prev", "next", "action", "reward", "terminated")
+
+
 def device_free_bytes(device: torch.device) -> int:
     """Memory a new allocation on ``device`` can still get: free GPU memory, or
     the host's available memory for a CPU."""
@@ -91,12 +95,15 @@ class ReplayStorage:
         """Number of the oldest observation still stored."""
         return self.num_added - len(self)
 
-    def nbytes(self) -> int:
+    def arrays(self) -> Dict[str, torch.Tensor]:
+        """The ring's tensors by their saved names (empty before ``allocate``)."""
         if self.obs is None:
-            return 0
-        tensors = list(self.obs.values()) + [self.prev, self.next, self.action, self.reward,
-                                             self.terminated]
-        return sum(t.numel() * t.element_size() for t in tensors)
+            return {}
+        return {**{name: getattr(self, name) for name in _SLOT_ARRAYS},
+                **{f"obs/{k}": v for k, v in self.obs.items()}}
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.arrays().values())
 
     # -- adding ----------------------------------------------------------------
 
@@ -195,10 +202,7 @@ class ReplayStorage:
             # Only the filled slots (a checkpoint of a 1M-slot buffer holding 3k
             # transitions stays small); the pad frame row is rebuilt on load.
             n = len(self)
-            arrays = {"prev": self.prev, "next": self.next, "action": self.action,
-                      "reward": self.reward, "terminated": self.terminated,
-                      **{f"obs/{k}": v for k, v in self.obs.items()}}
-            state["arrays"] = {k: v[:n].cpu().numpy() for k, v in arrays.items()}
+            state["arrays"] = {k: v[:n].cpu().numpy() for k, v in self.arrays().items()}
         return state
 
     def set_state(self, state: Dict[str, Any]) -> None:
@@ -220,7 +224,7 @@ class ReplayStorage:
             n = len(arrays["reward"])
             for k, v in leaves.items():
                 _put(self.obs[k], slice(0, n), v)
-            for name in ("prev", "next", "action", "reward", "terminated"):
+            for name in _SLOT_ARRAYS:
                 _put(getattr(self, name), slice(0, n), arrays[name])
 
 

@@ -121,13 +121,13 @@ def speed_breakdown(episodes, target_mps: float) -> dict:
         leader_speed.append(e["leader_speed"][1:])
     v, lv = np.concatenate(speed), np.concatenate(leader_speed)
     deficit = np.clip(target_mps - v, 0.0, None)
+    masks = {name: np.concatenate(m) for name, m in parts.items()}
     out = {"target_kmh": target_mps * 3.6, "mean_kmh": float(v.mean() * 3.6)}
-    for name, m in parts.items():
-        m = np.concatenate(m)
+    for name, m in masks.items():
         out[name] = {"step_share": float(m.mean()),
                      "speed_kmh": float(v[m].mean() * 3.6) if m.any() else 0.0,
                      "deficit_share": float(deficit[m].sum() / max(deficit.sum(), 1e-12))}
-    following = np.concatenate(parts["following"])
+    following = masks["following"]
     out["following"]["leader_speed_kmh"] = (float(np.nanmean(lv[following]) * 3.6)
                                             if following.any() else 0.0)
     return out

@@ -440,3 +440,39 @@ def test_the_ring_keeps_its_dtypes_under_a_float64_default():
         "obs/image": torch.uint8, "obs/state": torch.float32, "prev": torch.int64,
         "next": torch.int64, "action": torch.float32, "reward": torch.float32,
         "terminated": torch.bool}
+
+
+def test_a_shard_answers_the_same_whatever_torchs_default_device():
+    """Every tensor the replay makes goes on the shard's own device, named, not
+    on torch's default one (a learner process may set ``torch.set_default_device``;
+    a GPU shard whose sampling made CPU tensors would copy every batch across
+    the bus). Here the shard is on the CPU and the default device is ``meta``:
+    a tensor made without the shard's device lands there, and mixing it with
+    the shard's fails or leaves a meta tensor in the answers."""
+    def answers():
+        empty = ReplayStorage(6, padded_keys={"image"})
+        storage = ReplayStorage(6, padded_keys={"image"})
+        storage.add_chunks([dict_chunk(i) for i in range(4)])
+        batch = TransitionSampler(storage, gamma=0.9, frame_stack=2, seed=0).sample(8, n_step=2)
+        return {"empty terminal slots": empty.terminal_slots(4),
+                "terminal slots": storage.terminal_slots(4), **batch}
+
+    expected = answers()
+    with torch.device("meta"):
+        got = answers()
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        for leaf, want in (value.items() if isinstance(value, dict) else [("", value)]):
+            have = got[key][leaf] if leaf else got[key]
+            assert have.device == want.device == torch.device("cpu"), (key, leaf)
+            assert torch.equal(have, want), (key, leaf)
+
+
+def test_a_gpu_learner_counts_the_free_memory_of_its_own_gpu(monkeypatch):
+    """``torch.cuda.mem_get_info`` faked (no GPU here): the free bytes of the
+    shard's GPU, not the current GPU's and not its total."""
+    asked = []
+    monkeypatch.setattr(torch.cuda, "mem_get_info",
+                        lambda device=None: asked.append(device) or (3 * 2**30, 80 * 2**30))
+    assert device_free_bytes(torch.device("cuda", 1)) == 3 * 2**30
+    assert asked == [torch.device("cuda", 1)]

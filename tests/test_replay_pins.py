@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from ray.rllib.core.columns import Columns
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
@@ -476,3 +477,32 @@ def test_a_gpu_learner_counts_the_free_memory_of_its_own_gpu(monkeypatch):
                         lambda device=None: asked.append(device) or (3 * 2**30, 80 * 2**30))
     assert device_free_bytes(torch.device("cuda", 1)) == 3 * 2**30
     assert asked == [torch.device("cuda", 1)]
+
+
+class _WritesOnTheWrittenDevice(TorchDispatchMode):
+    """What a GPU enforces and the meta device does not: the values of an index
+    write sit on the written tensor's device (a 0-dim scalar aside)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.index_put_.default:
+            target, values = args[0], args[2]
+            assert values.device == target.device or values.dim() == 0, (
+                f"{func}: values on {values.device}, written tensor on {target.device}")
+        return func(*args, **(kwargs or {}))
+
+
+def test_chunks_reach_a_shard_on_another_device_before_they_are_written():
+    """A GPU shard refuses CPU values; meta stands in for the GPU here."""
+    storage = ReplayStorage(8, device="meta", padded_keys={"image"})
+    with _WritesOnTheWrittenDevice():
+        storage.add_chunks([dict_chunk(i) for i in range(4)])
+    assert storage.num_transitions_added == 4
+
+
+def test_the_sampler_draws_with_a_generator_on_the_shards_device(monkeypatch):
+    """A GPU shard's draws need a GPU generator (a CPU one is refused there);
+    no generator can be made on meta, so the test asks which one is made."""
+    made, real = [], torch.Generator
+    monkeypatch.setattr(torch, "Generator", lambda device: made.append(device) or real())
+    TransitionSampler(ReplayStorage(8, device="meta"), gamma=0.9, seed=0)
+    assert made == [torch.device("meta")]

@@ -24,7 +24,7 @@ from ray.rllib.utils.metrics import (
 )
 from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
 
-from rllib_av.algorithms.td3 import TD3Config
+from rllib_av.algorithms.td3 import TD3Config, td3_learner
 from rllib_av.config_schema import ConfigError
 from rllib_av.replay.episode_chunk import BOX_KEY, EpisodeChunk
 from rllib_av.replay.sampling import DISCOUNTS
@@ -437,3 +437,13 @@ def test_a_shard_that_fills_the_free_memory_exactly_is_allocated_one_byte_more_i
     with pytest.raises(ConfigError) as e:
         config.build_learner()
     assert str(e.value).endswith(f"expected <= {(shard - 1) * shards}")
+
+
+def test_a_learner_preallocates_its_shard_on_its_own_device(monkeypatch):
+    """The meta device stands in for a GPU learner's; a sampler (whose
+    generator cannot live on meta) is not needed to see where the ring is."""
+    learner, _ = make_learner()
+    learner._device = torch.device("meta")
+    monkeypatch.setattr(td3_learner, "TransitionSampler", lambda storage, **settings: None)
+    learner._build_replay()
+    assert {t.device.type for t in learner.replay_storage.arrays().values()} == {"meta"}

@@ -147,7 +147,7 @@ class ReplayStorage:
             _put(self.next, src, nums[1:])
             _put(self.action, src, chunk.actions)
             _put(self.reward, src, chunk.rewards)
-            self.terminated[src[-1]] = chunk.terminated
+            self.terminated[src[-1:]] = chunk.terminated  # a 1-element index: no device sync
         self.num_added += n_new
         self.num_transitions_added += steps
         if not chunk.done:

@@ -25,6 +25,9 @@ percentile speed where that is lower), ``following`` (after the start, a
 leader close as above; the leader's own speed beside it) and ``free`` road;
 ``deficit_share`` is each part's share of the summed shortfall under the target
 speed: what holds the mean speed down, the start from rest or the traffic.
+The free-road speed is split once more by the time gap to the car ahead
+(2-4 s, 4-8 s, beyond, none in the lane): whether a policy slows for cars it
+sees beyond the following distance.
 
 Writes benchmarks/results/jerk_breakdown.json.
 """
@@ -43,6 +46,9 @@ from rllib_av.evaluation.evaluation_plan import plan_evaluation
 from rllib_av.evaluation.trained_policy import TrainedPolicy
 
 HEADWAY_S, MIN_GAP_M = 2.0, 10.0
+# Free-road steps split further by the time gap to the car ahead (gap / own
+# speed): does a policy slow for cars it sees beyond the following distance?
+FREE_HEADWAY_BINS_S = (HEADWAY_S, 4.0, 8.0, np.inf)
 START_SPEED_FRACTION = 0.9
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "jerk_breakdown.json")
 
@@ -107,7 +113,7 @@ def breakdown(episodes, dt: float) -> dict:
 
 def speed_breakdown(episodes, target_mps: float) -> dict:
     parts = {k: [] for k in ("start", "following", "free")}
-    speed, leader_speed = [], []
+    speed, leader_speed, gaps = [], [], []
     for e in episodes:
         v, gap = e["speed"][1:], e["gap"][1:]  # per step taken, as the evaluation's mean
         cruise = min(target_mps, float(np.percentile(v, 90))) if len(v) else target_mps
@@ -119,7 +125,8 @@ def speed_breakdown(episodes, target_mps: float) -> dict:
         parts["free"].append(~start & ~following)
         speed.append(v)
         leader_speed.append(e["leader_speed"][1:])
-    v, lv = np.concatenate(speed), np.concatenate(leader_speed)
+        gaps.append(gap)
+    v, lv, gap = np.concatenate(speed), np.concatenate(leader_speed), np.concatenate(gaps)
     deficit = np.clip(target_mps - v, 0.0, None)
     masks = {name: np.concatenate(m) for name, m in parts.items()}
     out = {"target_kmh": target_mps * 3.6, "mean_kmh": float(v.mean() * 3.6)}
@@ -127,6 +134,14 @@ def speed_breakdown(episodes, target_mps: float) -> dict:
         out[name] = {"step_share": float(m.mean()),
                      "speed_kmh": float(v[m].mean() * 3.6) if m.any() else 0.0,
                      "deficit_share": float(deficit[m].sum() / max(deficit.sum(), 1e-12))}
+    headway = gap / np.maximum(v, 0.1)  # inf: no car ahead in the lane
+    bins = {f"{lo:g}-{hi:g}": (headway >= lo) & (headway < hi)
+            for lo, hi in zip(FREE_HEADWAY_BINS_S[:-1], FREE_HEADWAY_BINS_S[1:])}
+    bins["no car ahead"] = np.isinf(headway)
+    out["free"]["by_headway_s"] = {
+        name: {"step_share": float(m.mean()),
+               "speed_kmh": float(v[m].mean() * 3.6) if m.any() else 0.0}
+        for name, b in bins.items() for m in [masks["free"] & b]}
     following = masks["following"]
     out["following"]["leader_speed_kmh"] = (float(np.nanmean(lv[following]) * 3.6)
                                             if following.any() else 0.0)
